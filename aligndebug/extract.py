@@ -1,0 +1,204 @@
+"""One batched, teacher-forced forward pass per batch -> Records.
+
+The model is touched here and nowhere else. Sentences are length-sorted into batches so
+padding stays small; padding never reaches a Record because each sentence's matrices are
+cut to its own lengths, and the decoder is causal, so trailing padding cannot affect
+earlier rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .models import ModelBundle
+from .record import Record
+from .words import encode_words, split_words
+
+ATTENTIONS = ("cross", "enc_self", "dec_self")
+Words = Sequence[str]
+
+
+@dataclass
+class Encoded:
+    """Token ids and word maps of one sentence pair, ready for batching."""
+
+    src_words: list[str]
+    tgt_words: list[str]
+    src_ids: list[int]
+    src_word_ids: np.ndarray
+    label_ids: list[int]
+    tgt_word_ids: np.ndarray
+
+
+def as_words(text: str | Words) -> list[str]:
+    return split_words(text) if isinstance(text, str) else list(text)
+
+
+def encode_pair(bundle: ModelBundle, src: str | Words, tgt: str | Words, index: int = 0) -> Encoded:
+    """Tokenize one pair with word maps; raises ValueError naming the sentence when it cannot be used."""
+    src_words, tgt_words = as_words(src), as_words(tgt)
+    if not src_words:
+        raise ValueError(f"sentence {index}: the source is empty; expected at least one word")
+    tok = bundle.tokenizer
+    src_ids, src_wids = encode_words(tok, src_words, target=False, prefix=bundle.source_prefix)
+    if tgt_words:
+        label_ids, tgt_wids = encode_words(tok, tgt_words, target=True)
+    else:  # an empty translation still has its special tokens, so its log-prob can be scored
+        label_ids = list(tok(text_target="")["input_ids"])
+        tgt_wids = np.full(len(label_ids), -1, dtype=np.int64)
+    limit = _max_positions(bundle)
+    for side, n in (("source", len(src_ids)), ("target", len(label_ids))):
+        if limit and n > limit:
+            raise ValueError(f"sentence {index}: the {side} has {n} tokens, more than the {limit} positions "
+                             f"model {bundle.name} can attend over; split the sentence or use another model")
+    return Encoded(src_words, tgt_words, src_ids, src_wids, label_ids, tgt_wids)
+
+
+def _max_positions(bundle: ModelBundle) -> int | None:
+    cfg = bundle.model.config
+    n = getattr(cfg, "max_position_embeddings", None)
+    if n is None:
+        return None  # relative positions (T5): no hard limit
+    return int(n)
+
+
+def decoder_inputs(model: Any, labels: torch.Tensor) -> torch.Tensor:
+    """Teacher-forcing decoder input for `labels` (padded with -100), by the model's own rule.
+
+    Models that define `prepare_decoder_input_ids_from_labels` (Marian, BART, mBART, T5) use it, so
+    family quirks such as mBART's wrapped language code hold by construction; others shift right
+    behind `decoder_start_token_id` (M2M100/NLLB: `</s>`, then the forced language code).
+    """
+    prepare = getattr(model, "prepare_decoder_input_ids_from_labels", None)
+    if prepare is not None:
+        return prepare(labels=labels)
+    cfg = model.config
+    out = labels.new_full(labels.shape, cfg.pad_token_id)
+    out[:, 1:] = labels[:, :-1]
+    out[:, 0] = cfg.decoder_start_token_id
+    return out.masked_fill(out == -100, cfg.pad_token_id)
+
+
+def _pad(seqs: Sequence[Sequence[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(s) for s in seqs])
+    out = torch.full((len(seqs), int(lengths.max())), value, dtype=torch.long)
+    mask = torch.arange(out.shape[1])[None, :] < lengths[:, None]
+    out[mask] = torch.tensor([t for s in seqs for t in s], dtype=torch.long)
+    return out, mask
+
+
+def forward_batch(bundle: ModelBundle, batch: Sequence[Encoded], keep: Iterable[str] = ATTENTIONS,
+                  reduce: Callable[[str, np.ndarray], np.ndarray] | None = None) -> list[Record]:
+    """One teacher-forced pass over a batch; returns one Record per pair, in batch order.
+
+    `keep` names the attention kinds to store; `reduce(kind, array[L,H,T,S])` may shrink each
+    sentence's matrix as it is produced (e.g. to one layer), so large runs never hold L×H×T×S.
+    """
+    keep = tuple(keep)
+    unknown = set(keep) - set(ATTENTIONS)
+    if unknown:
+        raise ValueError(f"unknown attention kind(s) {sorted(unknown)}: expected some of {ATTENTIONS}")
+    model, tok, dev = bundle.model, bundle.tokenizer, bundle.device
+    src, src_mask = _pad([e.src_ids for e in batch], tok.pad_token_id)
+    labels, lab_mask = _pad([e.label_ids for e in batch], -100)
+    dec = decoder_inputs(model, labels)
+    with torch.inference_mode():
+        out = model(input_ids=src.to(dev), attention_mask=src_mask.long().to(dev), decoder_input_ids=dec.to(dev),
+                    decoder_attention_mask=lab_mask.long().to(dev), output_attentions=bool(keep), return_dict=True)
+        logp = torch.log_softmax(out.logits.float(), dim=-1)
+        token_logp = logp.gather(-1, labels.clamp(min=0).to(dev)[..., None])[..., 0].cpu().numpy()
+        stacked = {}
+        for kind, attr in (("cross", "cross_attentions"), ("enc_self", "encoder_attentions"),
+                           ("dec_self", "decoder_attentions")):
+            if kind in keep:
+                layers = getattr(out, attr, None)
+                if not layers or layers[0] is None:
+                    raise RuntimeError(f"model {bundle.name} returned no {attr}: it must run with eager attention")
+                stacked[kind] = torch.stack(layers, dim=1).float()  # [B, L, H, rows, cols]
+        if "cross" in stacked:
+            _check_rows_sum_to_one(stacked["cross"], lab_mask.to(dev), bundle.name)
+        arrays = {k: v.cpu().numpy() for k, v in stacked.items()}
+    src_np, dec_np, lab_np = src.numpy(), dec.numpy(), labels.numpy()
+    records = []
+    for b, enc in enumerate(batch):
+        s, t = len(enc.src_ids), len(enc.label_ids)
+        cut = {"cross": (t, s), "enc_self": (s, s), "dec_self": (t, t)}
+        mats = {}
+        for kind, arr in arrays.items():
+            r, c = cut[kind]
+            m = np.ascontiguousarray(arr[b, :, :, :r, :c])
+            mats[kind] = reduce(kind, m) if reduce is not None else m
+        records.append(Record(
+            source=" ".join(enc.src_words), target=" ".join(enc.tgt_words), src_words=enc.src_words,
+            tgt_words=enc.tgt_words, src_tokens=tok.convert_ids_to_tokens(enc.src_ids),
+            dec_tokens=tok.convert_ids_to_tokens(dec_np[b, :t].tolist()),
+            label_tokens=tok.convert_ids_to_tokens(enc.label_ids), src_ids=src_np[b, :s].copy(),
+            dec_ids=dec_np[b, :t].copy(), label_ids=lab_np[b, :t].copy(), src_word_ids=enc.src_word_ids,
+            tgt_word_ids=enc.tgt_word_ids, token_logprobs=token_logp[b, :t].astype(np.float32),
+            cross=mats.get("cross"), enc_self=mats.get("enc_self"), dec_self=mats.get("dec_self"),
+            meta={"model": bundle.name, "family": bundle.family}))
+    return records
+
+
+def _check_rows_sum_to_one(cross: torch.Tensor, row_mask: torch.Tensor, name: str) -> None:
+    sums = cross.sum(-1)  # [B, L, H, T]
+    valid = row_mask[:, None, None, :].expand_as(sums)
+    worst = (sums[valid] - 1).abs().max().item() if valid.any() else 0.0
+    if worst > 1e-2:
+        raise RuntimeError(f"model {name}: cross-attention rows sum to 1±{worst:.3f}, not to 1; "
+                           "the attention implementation is not returning softmax weights")
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first), so padding stays small."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i: i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+def translate(bundle: ModelBundle, sources: Sequence[str | Words], beam: int = 1, batch_size: int = 32,
+              max_new_tokens: int | None = None) -> list[str]:
+    """Translate sources (greedy when beam == 1) in length-sorted batches; returns detokenized strings."""
+    texts = [bundle.source_prefix + (" ".join(s) if not isinstance(s, str) else s) for s in sources]
+    tok, model = bundle.tokenizer, bundle.model
+    results: list[str] = [""] * len(texts)
+    for idx in length_batches([len(t) for t in texts], batch_size):
+        enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True).to(bundle.device)
+        limit = max_new_tokens or int(enc["input_ids"].shape[1] * 1.5) + 10
+        with torch.inference_mode():
+            gen = model.generate(**enc, num_beams=beam, do_sample=False, max_new_tokens=limit,
+                                 **bundle.generate_kwargs)
+        for i, text in zip(idx, tok.batch_decode(gen, skip_special_tokens=True)):
+            results[i] = text.strip()
+    return results
+
+
+def iter_extract(bundle: ModelBundle, sources: Sequence[str | Words], targets: Sequence[str | Words] | None = None,
+                 batch_size: int = 16, beam: int = 1, keep: Iterable[str] = ATTENTIONS,
+                 reduce: Callable[[str, np.ndarray], np.ndarray] | None = None) -> Iterator[tuple[int, Record]]:
+    """Yield (index, Record) batch by batch (length-sorted order). Without targets the model translates first."""
+    if targets is None:
+        targets = translate(bundle, sources, beam=beam)
+        forced = False
+    else:
+        forced = True
+        if len(targets) != len(sources):
+            raise ValueError(f"{len(sources)} sources but {len(targets)} targets: expected one target per source")
+    encoded = [encode_pair(bundle, s, t, i) for i, (s, t) in enumerate(zip(sources, targets))]
+    for idx in length_batches([len(e.src_ids) + len(e.label_ids) for e in encoded], batch_size):
+        for i, rec in zip(idx, forward_batch(bundle, [encoded[i] for i in idx], keep=keep, reduce=reduce)):
+            rec.meta.update({"index": i, "forced_target": forced, "beam": None if forced else beam})
+            yield i, rec
+
+
+def extract(bundle: ModelBundle, sources: Sequence[str | Words], targets: Sequence[str | Words] | None = None,
+            batch_size: int = 16, beam: int = 1, keep: Iterable[str] = ATTENTIONS,
+            reduce: Callable[[str, np.ndarray], np.ndarray] | None = None) -> list[Record]:
+    """Records for every pair, in input order. See `iter_extract` for streaming."""
+    out: list[Record | None] = [None] * len(sources)
+    for i, rec in iter_extract(bundle, sources, targets, batch_size=batch_size, beam=beam, keep=keep, reduce=reduce):
+        out[i] = rec
+    return out  # type: ignore[return-value]

@@ -1,0 +1,39 @@
+"""The one exception for bad user input: it names the file, the line and what was expected."""
+
+from __future__ import annotations
+
+import os
+from typing import Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class InputError(ValueError):
+    """Bad user input (a file, a line, an argument).
+
+    `path` is the offending file (or None when the input did not come from a file),
+    `line` its 1-based line number (or None when the problem is not on one line),
+    `message` what is wrong and `expected` what would have been right.
+    str() reads ``PATH:LINE: message (expected ...)``.
+    A ValueError subclass, so callers that catch ValueError keep working.
+    """
+
+    def __init__(self, path: PathLike | None, line: int | None, message: str, expected: str | None = None):
+        self.path = None if path is None else os.fspath(path)
+        self.line = line
+        self.message = message
+        self.expected = expected
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = self.path if self.path is not None else "<input>"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        text = f"{where}: {self.message}"
+        if self.expected:
+            text += f" (expected {self.expected})"
+        return text
+
+    def __reduce__(self):
+        # Keep the structured fields through pickling (multiprocessing, Ray workers).
+        return (type(self), (self.path, self.line, self.message, self.expected))

@@ -1,0 +1,174 @@
+"""Streaming readers of pre-tokenized sentence pairs.
+
+Two layouts are read:
+  * two parallel files (``--src`` / ``--tgt``), one sentence a line, or a source file alone;
+  * one pairs file, ``source words ||| target words`` a line (runs of spaces around ``|||``
+    are allowed, as in the WPT/awesome-align gold sets).
+
+Words are split on the ASCII space U+0020 only, and runs of spaces count as one separator.
+Other whitespace is part of a word on purpose: the KFTT ja-en gold set uses U+3000
+IDEOGRAPHIC SPACE as a token, and its gold indices are only right when that token survives.
+Lines end at ``\\n`` only (a trailing ``\\r`` is dropped); a UTF-8 byte-order mark at the
+start of a file is skipped. Everything streams, so files of millions of lines are fine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import zip_longest
+
+from .errors import InputError, PathLike
+
+_BOM = b"\xef\xbb\xbf"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class SentencePair:
+    """One sentence pair: `index` 0-based, `line` the 1-based line it came from."""
+
+    index: int
+    line: int
+    src_words: list[str]
+    tgt_words: list[str] | None
+
+    @property
+    def source(self) -> str:
+        return " ".join(self.src_words)
+
+    @property
+    def target(self) -> str | None:
+        return None if self.tgt_words is None else " ".join(self.tgt_words)
+
+
+def split_words(text: str) -> list[str]:
+    """Split on ASCII spaces only; runs of spaces and leading/trailing spaces make no empty words."""
+    return [w for w in text.split(" ") if w]
+
+
+def iter_lines(path: PathLike, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, text without its line end) for each line of `path`.
+
+    Reads bytes and decodes line by line so that a bad byte is reported with its line,
+    and so that only ``\\n`` ends a line (str.splitlines would also split on U+0085, U+2028, ...).
+    """
+    path = os.fspath(path)
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise InputError(path, None, f"cannot open file: {exc.strerror or exc}", "a readable file") from exc
+    with handle:
+        for lineno, raw in enumerate(handle, start=1):
+            if lineno == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            if raw.endswith(b"\n"):
+                raw = raw[:-1]
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            try:
+                text = raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                bad = raw[exc.start:exc.end]
+                raise InputError(
+                    path, lineno, f"bytes {bad!r} at byte {exc.start + 1} of the line cannot be decoded as {encoding}",
+                    f"{encoding} text",
+                ) from None
+            yield lineno, text
+
+
+def count_lines(path: PathLike) -> int:
+    """Number of lines in `path` (a last line without a newline counts), read in chunks."""
+    path = os.fspath(path)
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise InputError(path, None, f"cannot open file: {exc.strerror or exc}", "a readable file") from exc
+    n = 0
+    last = b""
+    with handle:
+        while chunk := handle.read(_CHUNK):
+            n += chunk.count(b"\n")
+            last = chunk[-1:]
+    if last and last != b"\n":
+        n += 1
+    return n
+
+
+def _words(path: str, lineno: int, text: str, side: str, allow_empty: bool) -> list[str]:
+    words = split_words(text)
+    if not words and not allow_empty:
+        raise InputError(path, lineno, f"empty {side} sentence", f"at least one word separated by ASCII spaces; pass allow_empty to accept empty lines")
+    return words
+
+
+def _split_pair(path: str, lineno: int, text: str) -> tuple[str, str]:
+    parts = text.split("|||")
+    if len(parts) != 2:
+        found = "no '|||'" if len(parts) == 1 else f"{len(parts) - 1} '|||' separators"
+        raise InputError(path, lineno, f"found {found}", "one 'source words ||| target words' pair a line")
+    return parts[0], parts[1]
+
+
+def iter_pairs(
+    src_path: PathLike | None = None,
+    tgt_path: PathLike | None = None,
+    pairs_path: PathLike | None = None,
+    require_target: bool = False,
+    allow_empty: bool = False,
+    encoding: str = "utf-8",
+) -> Iterator[SentencePair]:
+    """Stream sentence pairs from parallel files or from one ``src ||| tgt`` file.
+
+    Give either `pairs_path`, or `src_path` with an optional `tgt_path`. Without a target
+    file `tgt_words` is None, unless `require_target` is set, which makes it an error.
+    Raises InputError (with file and line) for undecodable bytes, empty sentences (unless
+    `allow_empty`), a pairs line without exactly one ``|||``, and parallel files whose line
+    counts differ (raised when the shorter file runs out, after the pairs before it were yielded).
+    """
+    if pairs_path is not None:
+        if src_path is not None or tgt_path is not None:
+            raise InputError(pairs_path, None, "a pairs file was given together with --src/--tgt files", "either one 'src ||| tgt' file or parallel source/target files")
+        yield from _iter_pairs_file(os.fspath(pairs_path), allow_empty, encoding)
+        return
+    if src_path is None:
+        raise InputError(tgt_path, None, "no source file given", "a source file (--src) or a pairs file")
+    src = os.fspath(src_path)
+    if tgt_path is None:
+        if require_target:
+            raise InputError(src, None, "no target file given", "a target file (--tgt) or a 'src ||| tgt' pairs file")
+        for index, (lineno, text) in enumerate(iter_lines(src, encoding)):
+            yield SentencePair(index, lineno, _words(src, lineno, text, "source", allow_empty), None)
+        return
+    tgt = os.fspath(tgt_path)
+    for index, (s, t) in enumerate(zip_longest(iter_lines(src, encoding), iter_lines(tgt, encoding))):
+        if s is None or t is None:
+            short, long_ = (src, tgt) if s is None else (tgt, src)
+            lineno = (t or s)[0]
+            raise InputError(
+                long_, lineno,
+                f"{short} ended after {lineno - 1} lines but {long_} has a line {lineno}",
+                "parallel files with the same number of lines",
+            )
+        lineno = s[0]
+        yield SentencePair(index, lineno, _words(src, lineno, s[1], "source", allow_empty), _words(tgt, lineno, t[1], "target", allow_empty))
+
+
+def _iter_pairs_file(path: str, allow_empty: bool, encoding: str) -> Iterator[SentencePair]:
+    for index, (lineno, text) in enumerate(iter_lines(path, encoding)):
+        if not text.strip(" ") and allow_empty:
+            yield SentencePair(index, lineno, [], [])
+            continue
+        src_text, tgt_text = _split_pair(path, lineno, text)
+        yield SentencePair(index, lineno, _words(path, lineno, src_text, "source", allow_empty), _words(path, lineno, tgt_text, "target", allow_empty))
+
+
+def pair_lengths(pairs) -> list[tuple[int, int]]:
+    """(n_src_words, n_tgt_words) per pair: the `sentences` argument of gold.read_gold."""
+    out = []
+    for p in pairs:
+        if p.tgt_words is None:
+            raise InputError(None, p.line, "sentence pair has no target side", "pairs with targets to check gold alignments against")
+        out.append((len(p.src_words), len(p.tgt_words)))
+    return out

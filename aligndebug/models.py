@@ -77,6 +77,9 @@ def load_model(name_or_path: str | None = "default", device: str = "cpu", src_la
     implementation because fused kernels return no attention weights.
     """
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the weight-loading bar is noise on a CLI and in the app
 
     if name_or_path in DEFAULT_NAMES:
         path: str = str(DEFAULT_MODEL_DIR)

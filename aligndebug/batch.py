@@ -1,0 +1,203 @@
+"""Streaming, resumable alignment scoring of whole test sets.
+
+Pairs are read lazily and processed in chunks; inside a chunk, sentences are length-bucketed
+into batches and each batch is one teacher-forced pass. Each sentence's attention is reduced to
+what the requested outputs need as soon as it is produced, so memory does not grow with the
+number of sentences. Rows are appended to the output in input order and flushed per chunk; a
+rerun with `resume=True` skips the sentences already written (a torn last line from a kill is
+cut off first), so every sentence ends up in the file exactly once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .align import Selector, align_grid, default_layer, select, token_links
+from .extract import iter_extract
+from .gold import GoldAlignment, format_pharaoh
+from .metrics import AlignmentCounts, count_links
+from .models import ModelBundle
+from .pairs import SentencePair
+from .words import token_links_to_words
+
+COUNT_FIELDS = ("predicted", "sure", "pred_and_sure", "pred_and_possible")
+
+
+@dataclass
+class ScoreOptions:
+    """How links are read off the attention."""
+
+    method: str = "shift-att"
+    layer: Selector | None = None
+    head: Selector = "mean"
+    threshold: float | None = None
+    per_head: bool = False
+    batch_size: int = 16
+    beam: int = 1
+    chunk_size: int = 256
+
+
+@dataclass
+class ScoreTotals:
+    """Corpus counts accumulated over rows (also rebuilt from rows on resume)."""
+
+    counts: AlignmentCounts = field(default_factory=lambda: AlignmentCounts())
+    grid: dict[str, AlignmentCounts] = field(default_factory=dict)  # "layer:head" -> counts
+    sentences: int = 0
+    scored: int = 0  # sentences with a gold alignment
+    links: int = 0
+
+    def add_row(self, row: dict[str, Any]) -> None:
+        self.sentences += 1
+        self.links += len(row["links"].split())
+        if row.get("counts") is not None:
+            self.scored += 1
+            self.counts = self.counts + AlignmentCounts(*row["counts"])
+        for key, c in (row.get("per_head_counts") or {}).items():
+            self.grid[key] = self.grid.get(key, AlignmentCounts()) + AlignmentCounts(*c)
+
+
+def _counts_list(c: AlignmentCounts) -> list[int]:
+    return [int(getattr(c, f)) for f in COUNT_FIELDS]
+
+
+def _reducer(opts: ScoreOptions) -> Callable[[str, np.ndarray], np.ndarray] | None:
+    if opts.per_head:
+        return None  # the grid needs every layer and head of this sentence (dropped right after)
+    return lambda kind, att: select(att, opts.layer, opts.head)[None, None]
+
+
+def sentence_row(rec, pair: SentencePair, gold: GoldAlignment | None, opts: ScoreOptions) -> dict[str, Any]:
+    """One output row: words, links, gold, and per-sentence counts and scores."""
+    if opts.per_head:
+        grid = align_grid(rec, opts.method, opts.threshold)
+        n_layers = rec.cross.shape[0]
+        layer = default_layer(n_layers) if opts.layer is None else opts.layer
+        mat = select(rec.cross, layer, opts.head)[rec.rows_for(opts.method)]
+    else:
+        grid = None
+        mat = rec.cross[0, 0][rec.rows_for(opts.method)]
+    rows, cols = token_links(mat, rec.src_word_ids, opts.threshold)
+    links = token_links_to_words(rows, cols, rec.src_word_ids, rec.tgt_word_ids[rec.target_positions])
+    row: dict[str, Any] = {
+        "index": pair.index, "line": pair.line, "source_words": rec.src_words, "target_words": rec.tgt_words,
+        "translated": not rec.meta.get("forced_target", True), "links": format_pharaoh(links),
+        "mean_logprob": float(rec.token_logprobs.mean()),  # Seq-Logprob over every label, </s> included
+    }
+    if gold is not None:
+        c = count_links(links, gold)
+        row.update({"gold": format_pharaoh(gold),
+                    "counts": _counts_list(c), "precision": c.precision, "recall": c.recall, "aer": c.aer})
+        if grid is not None:
+            row["per_head_counts"] = {f"{l}:{h}": _counts_list(count_links(v, gold)) for (l, h), v in grid.items()}
+    return row
+
+
+def read_done(path: Path) -> tuple[set[int], ScoreTotals]:
+    """Indices already in a rows file and their totals; a torn last line (killed mid-write) is cut off."""
+    done: set[int] = set()
+    totals = ScoreTotals()
+    if not path.exists():
+        return done, totals
+    with open(path, "rb+") as f:
+        data = f.read()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            f.truncate(end)
+    for line in data[:end].splitlines():
+        row = json.loads(line)
+        if row["index"] not in done:
+            done.add(row["index"])
+            totals.add_row(row)
+    return done, totals
+
+
+def score_stream(bundle: ModelBundle, pairs: Iterable[SentencePair], golds: Sequence[GoldAlignment | None] | None,
+                 opts: ScoreOptions, rows_path: Path | None = None, resume: bool = False,
+                 on_progress: Callable[[int], None] | None = None) -> tuple[ScoreTotals, Iterator[dict] | None]:
+    """Score every pair; append rows to `rows_path` (if given). Returns the corpus totals.
+
+    With `resume`, sentences whose index is already in `rows_path` are skipped and their rows
+    count towards the totals. Without `rows_path`, rows are kept in memory and returned.
+    """
+    done, totals = read_done(rows_path) if (rows_path and resume) else (set(), ScoreTotals())
+    if rows_path and not resume and rows_path.exists():
+        rows_path.unlink()
+    if on_progress and done:
+        on_progress(len(done))
+    kept: list[dict] = []
+    out = open(rows_path, "a", encoding="utf-8") if rows_path else None
+    try:
+        it = iter(pairs)
+        while True:
+            chunk = [p for p in itertools.islice(it, opts.chunk_size)]
+            if not chunk:
+                break
+            todo = [p for p in chunk if p.index not in done]
+            for row in _score_chunk(bundle, todo, golds, opts):
+                totals.add_row(row)
+                if out is not None:
+                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                else:
+                    kept.append(row)
+            if out is not None:
+                out.flush()
+                os.fsync(out.fileno())
+            if on_progress:
+                on_progress(len(chunk))
+    finally:
+        if out is not None:
+            out.close()
+    return totals, (iter(kept) if out is None else None)
+
+
+def _score_chunk(bundle: ModelBundle, todo: list[SentencePair], golds, opts: ScoreOptions) -> list[dict]:
+    if not todo:
+        return []
+    forced = [p for p in todo if p.tgt_words is not None]
+    free = [p for p in todo if p.tgt_words is None]
+    rows: dict[int, dict] = {}
+    keep = ("cross",)
+    for group, targets in ((forced, [p.tgt_words for p in forced]), (free, None)):
+        if not group:
+            continue
+        for i, rec in iter_extract(bundle, [p.src_words for p in group], targets, batch_size=opts.batch_size,
+                                   beam=opts.beam, keep=keep, reduce=_reducer(opts)):
+            pair = group[i]
+            gold = golds[pair.index] if golds is not None and pair.index < len(golds) else None
+            rows[pair.index] = sentence_row(rec, pair, gold, opts)
+    return [rows[p.index] for p in todo]
+
+
+def summary(totals: ScoreTotals, signature: str, n_layers: int | None = None, n_heads: int | None = None,
+            extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON summary: fractions (not percent), plus per-head AER grid when it was computed."""
+    c = totals.counts
+    out: dict[str, Any] = {"sentences": totals.sentences, "scored_sentences": totals.scored, "links": totals.links}
+    if totals.scored:
+        out.update({"aer": c.aer, "precision": c.precision, "recall": c.recall, "f1": c.f1, "gold_sure": c.sure})
+    if totals.grid and n_layers and n_heads:
+        out["per_head"] = [[totals.grid[f"{l}:{h}"].aer for h in range(n_heads)] for l in range(n_layers)]
+        out["per_layer_mean"] = [totals.grid[f"{l}:mean"].aer for l in range(n_layers)]
+    out["signature"] = signature
+    out.update(extra or {})
+    return out
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_links(path: Path) -> list[tuple[int, str]]:
+    """(index, Pharaoh links) of every row in a rows file, in index order."""
+    with open(path, encoding="utf-8") as f:
+        return sorted((row["index"], row["links"]) for row in map(json.loads, f) if row)

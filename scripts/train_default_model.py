@@ -185,6 +185,8 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--ffn", type=int, default=1024)
     ap.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    ap.add_argument("--no-monitor", action="store_true",
+                    help="skip aligndebug's AlignmentMonitor (AER on bicici gold, signals, probe) at each evaluation")
     ap.add_argument("--snapshots-per-epoch", type=int, default=2,
                     help="model snapshots kept per epoch for the training-curve probes")
     args = ap.parse_args()
@@ -220,6 +222,13 @@ def main() -> None:
         torch.set_rng_state(saved["rng"])
         print(f"resumed at epoch {state['epoch']} batch {state['batch']} step {state['step']}", flush=True)
     log = open(work / "train_log.jsonl", "a", encoding="utf-8")
+    monitor = None
+    if not args.no_monitor:
+        from aligndebug.training import AlignmentMonitor  # the package watches its own model train
+
+        gold = args.data / "gold" / "bicici-deen-gold"
+        monitor = AlignmentMonitor(gold / "test.de", gold / "test.en", gold / "de-en.wa", work / "monitor",
+                                   gold_base=0, probe=("der hund schläft im haus .", "the dog sleeps in the house ."))
     snap_every = max(1, steps_per_epoch // args.snapshots_per_epoch)
 
     def save_checkpoint() -> None:
@@ -272,6 +281,8 @@ def main() -> None:
         state["batch"] = 0
         save_checkpoint()
         scores = evaluate(model, tok, args.data, work, device, limit=200)
+        if monitor is not None:
+            scores["aligndebug_monitor"] = monitor.evaluate(model, tok, state["step"])
         row = {"step": state["step"], "epoch": state["epoch"], "eval_first200": scores,
                "elapsed_min": round(state["elapsed_s"] / 60, 2)}
         print(json.dumps(row), flush=True)

@@ -132,7 +132,7 @@ def _detect_format(path: str, lines: list[tuple[int, str]]) -> str:
         fields = text.split()
         if not fields:
             continue
-        if all(_PHARAOH_TOKEN.fullmatch(f) for f in fields):
+        if _PHARAOH_TOKEN.fullmatch(fields[0]):  # a bad token later on the line is reported by the parser
             return "pharaoh"
         if len(fields) == 3 and fields[0] in ("S", "P", "s", "p") and all(_INT.fullmatch(f) for f in fields[1:]):
             return "sp"

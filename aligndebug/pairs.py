@@ -99,7 +99,7 @@ def count_lines(path: PathLike) -> int:
 def _words(path: str, lineno: int, text: str, side: str, allow_empty: bool) -> list[str]:
     words = split_words(text)
     if not words and not allow_empty:
-        raise InputError(path, lineno, f"empty {side} sentence", f"at least one word separated by ASCII spaces; pass allow_empty to accept empty lines")
+        raise InputError(path, lineno, f"empty {side} sentence", "at least one word separated by ASCII spaces; pass allow_empty to accept empty lines")
     return words
 
 

@@ -177,6 +177,11 @@ def test_undetectable_format(tmp_path):
     assert info.value.line == 2 and "cannot tell the gold alignment format" in str(info.value)
 
 
+def test_detected_pharaoh_reports_the_bad_token(tmp_path):
+    with pytest.raises(InputError, match=r"g\.txt:1: malformed link 'x'"):
+        read_gold(write(tmp_path / "g.txt", "0-0 x\n"))
+
+
 def test_blank_only_file_reads_as_empty_pharaoh_sentences(tmp_path):
     g = read_gold(write(tmp_path / "g.txt", "\n\n"), sentences=[(1, 1), (2, 2)])
     assert len(g) == 2 and all(a == GoldAlignment.from_links() for a in g)
@@ -233,6 +238,13 @@ def test_malformed_token_names_file_line_and_expectation(tmp_path):
     assert "'2x2'" in str(err) and "expected" in str(err) and "i-j" in str(err)
     g = read_gold(p, skip_invalid=True)
     assert g[0].sure == {(0, 0)} and g[1] is None and g.skipped == 1
+
+
+def test_undecodable_gold_bytes(tmp_path):
+    p = tmp_path / "g.txt"
+    p.write_bytes(b"0-0\n1-1 \xe9\n")
+    with pytest.raises(InputError, match=r"g\.txt:2: bytes b'\\xe9'"):
+        read_gold(p)
 
 
 def test_index_zero_in_1_based_file(tmp_path):

@@ -359,6 +359,21 @@ def _convert(path: str, raw: _Raw, base: int, lens: tuple[int, int] | None, skip
             return
 
 
+def parse_pharaoh_line(text: str, base: int = 0, lengths: tuple[int, int] | None = None,
+                       path: PathLike | None = None, line: int | None = None) -> GoldAlignment:
+    """One Pharaoh line (e.g. typed into the app) -> GoldAlignment, with the same checks as read_gold.
+
+    `lengths` is (n_src_words, n_tgt_words) for range checks; `path`/`line` only label errors.
+    """
+    if base not in (0, 1):
+        raise InputError(path, line, f"index base {base!r}", "0 or 1")
+    where = None if path is None else os.fspath(path)
+    raw = _parse_pharaoh(where, [(line, text)], skip_invalid=False)[0]
+    _convert(where, raw, base, lengths, skip_invalid=False)
+    sure = frozenset((i - base, j - base) for i, j, s, _ in raw.links if s)
+    return GoldAlignment(sure, sure | frozenset((i - base, j - base) for i, j, _, _ in raw.links))
+
+
 # ------------------------------------------------------------------------------------------ writers
 
 def format_pharaoh(links: Iterable[Link] | GoldAlignment, possible: Iterable[Link] = (), base: int = 0) -> str:

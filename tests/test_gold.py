@@ -7,7 +7,7 @@ import io
 import pytest
 
 from aligndebug.errors import InputError
-from aligndebug.gold import GoldAlignment, format_pharaoh, read_gold, write_pharaoh
+from aligndebug.gold import GoldAlignment, format_pharaoh, parse_pharaoh_line, read_gold, write_pharaoh
 from aligndebug.pairs import iter_pairs, pair_lengths
 
 # (folder, stem, sure links, possible-only links, sentences), counts as stated in each SOURCE.txt
@@ -328,3 +328,13 @@ def test_write_then_read_round_trip(tmp_path, shared_data):
     assert buf.getvalue() == "1-2\n\n"
     with pytest.raises(ValueError, match="sentence 2"):
         write_pharaoh([{(0, 0)}, None], io.StringIO())
+
+
+def test_parse_pharaoh_line():
+    assert parse_pharaoh_line("1-2 2p2", base=1) == GoldAlignment.from_links({(0, 1)}, {(1, 1)})
+    assert parse_pharaoh_line("  ") == GoldAlignment.from_links()
+    with pytest.raises(InputError) as info:
+        parse_pharaoh_line("0-0 0-3", lengths=(1, 3))
+    assert str(info.value) == "<input>: link 0-3: target index 3 is past the end of a 3-word target sentence (expected 0-based target indices 0..2)"
+    with pytest.raises(InputError, match=r"^<input>: malformed link '0_0'"):
+        parse_pharaoh_line("0_0")

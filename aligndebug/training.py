@@ -30,8 +30,8 @@ class AlignmentMonitor:
     """
 
     def __init__(self, src: Path, tgt: Path, gold: Path, out_dir: Path, gold_base: int | None = None,
-                 probe: tuple[str, str] | None = None, max_sentences: int | None = None, batch_size: int = 32):
-        pairs = list(iter_pairs(src_path=src, tgt_path=tgt, require_target=True))[:max_sentences]
+                 probe: tuple[str, str] | None = None, batch_size: int = 32):
+        pairs = list(iter_pairs(src_path=src, tgt_path=tgt, require_target=True))
         gold_set = read_gold(gold, base=gold_base, sentences=pair_lengths(pairs), skip_invalid=True)
         self.sources = [p.src_words for p in pairs]
         self.targets = [p.tgt_words for p in pairs]

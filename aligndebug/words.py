@@ -12,10 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-
-def split_words(text: str) -> list[str]:
-    """Split on ASCII spaces only, so tokens such as U+3000 survive as words."""
-    return [w for w in text.strip("\r\n").split(" ") if w]
+from .pairs import split_words  # noqa: F401  (re-exported: words are split on ASCII spaces only)
 
 
 def encode_words(tokenizer: Any, words: Sequence[str], target: bool = False, prefix: str = "") -> tuple[list[int], np.ndarray]:
@@ -52,7 +49,10 @@ def _encode_by_offsets(tokenizer: Any, words: Sequence[str], text: str, target: 
     # A token that is only the space before a word (SentencePiece's lone '▁') belongs to the next word.
     lone_space = (word_ids < 0) & (end > offsets[:, 0]) & (end < len(text))
     word_ids[lone_space] = char_word[end[lone_space]]
-    word_ids[special | (end <= offsets[:, 0])] = -1
+    # Byte-level BPE trims offsets: a lone 'Ġ' before a word gets an empty span at that word's first character.
+    empty = end <= offsets[:, 0]
+    word_ids[empty] = char_word[np.clip(offsets[empty, 0], 0, len(text))]
+    word_ids[special] = -1
     return ids, word_ids
 
 

@@ -146,6 +146,12 @@ def is_punctuation(word: str) -> bool:
     return bool(word) and all(unicodedata.category(ch)[0] in "PS" for ch in word)
 
 
+def is_punctuation_token(token: str) -> bool:
+    """True for a subword token with no letter or digit and at least one punctuation character
+    (so "▁." and "," qualify whatever the tokenizer's word-start marker)."""
+    return not any(ch.isalnum() for ch in token) and any(unicodedata.category(ch)[0] == "P" for ch in token)
+
+
 def content_mask(words: Sequence[str], function_words: Iterable[str] | None = None) -> np.ndarray:
     """Boolean mask of content words (see FUNCTION_WORDS for the rule)."""
     stop = FUNCTION_WORDS if function_words is None else frozenset(w.casefold() for w in function_words)
@@ -336,7 +342,11 @@ def record_signals(
     src_ids = np.asarray(rec.src_word_ids)
     special = src_ids < 0
     punct_word = np.array([is_punctuation(w) for w in rec.src_words] + [False], dtype=bool)
-    punct = punct_word[np.where(special, len(rec.src_words), src_ids)]  # specials map to the False pad
+    # punctuation: tokens of punctuation-only words, and punctuation tokens split off a word
+    # ("Park." -> "▁Park", "."); specials are never punctuation (they are counted as sinks)
+    punct = punct_word[np.where(special, len(rec.src_words), src_ids)] | np.array(
+        [is_punctuation_token(t) for t in rec.src_tokens], dtype=bool)
+    punct &= ~special
     sig["wass_to_unif"] = wass_to_unif(tok_att)
     sig["sink_special"], sig["sink_punct"] = sink_shares(tok_att, special, punct)
     pos = logprob_positions(rec.tgt_word_ids)

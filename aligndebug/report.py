@@ -1,0 +1,115 @@
+"""Self-contained HTML triage report: the top suspects, why they were flagged, and their
+cross-attention heatmaps as inline SVG (no scripts, no CDN: it opens offline)."""
+
+from __future__ import annotations
+
+import html
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+SHOWN_SIGNALS = ("seq_logprob", "min_logprob", "entropy_mean", "wass_to_unif", "sink_special", "coverage_min",
+                 "coverage_max", "repeat_share", "tandem_repeat", "length_ratio", "chrf", "bleu")
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+h1{font-size:1.5rem} h2{font-size:1.15rem;margin:0 0 .4rem}
+.meta{color:#555;font-size:.9rem}
+.card{border:1px solid #ddd;border-radius:8px;padding:1rem 1.2rem;margin:1.2rem 0}
+.flag{display:inline-block;background:#fde0dd;color:#a50f15;border-radius:4px;padding:1px 7px;margin:0 4px 2px 0;font-size:.85rem}
+.noflag{background:#eee;color:#555}
+.pair td{padding:2px 8px;vertical-align:top} .pair td:first-child{color:#666;white-space:nowrap}
+table.sig{border-collapse:collapse;font-size:.85rem;margin:.5rem 0} table.sig td,table.sig th{border:1px solid #e3e3e3;padding:2px 6px;text-align:right}
+ul.reasons{margin:.4rem 0 .6rem 1.2rem;padding:0;font-size:.92rem}
+.chart{overflow-x:auto;margin-top:.5rem} .chart svg{max-width:100%;height:auto}
+"""
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _num(x: Any) -> str:
+    return "–" if not isinstance(x, (int, float)) or x != x else f"{x:.3g}"
+
+
+def _heatmaps(rows: Sequence[dict[str, Any]], bundle: Any, layer: Any, head: Any, method: str,
+              batch_size: int = 8) -> list[str | None]:
+    """Inline SVG heatmap per row, from one teacher-forced pass of the row's (source, translation)."""
+    from .charts import alignment_heatmap
+    from .export import chart_to_svg
+    from .extract import extract
+
+    if not rows:
+        return []
+    recs = extract(bundle, [r["source"] for r in rows], [r["translation"] for r in rows],
+                   batch_size=batch_size, keep=("cross",))
+    out: list[str | None] = []
+    for rec in recs:
+        if not rec.tgt_words:
+            out.append(None)  # empty translation: nothing to draw
+            continue
+        chart = alignment_heatmap(rec, layer=layer, head=head, method=method,
+                                  title=f"cross-attention · layer {layer} · head {head} · {method}")
+        svg = chart_to_svg(chart).decode("utf-8")
+        out.append(svg[svg.find("<svg"):])  # drop any XML prolog so it embeds inline
+    return out
+
+
+def render_report(rows: Sequence[dict[str, Any]], *, bundle: Any = None, calibration: Any = None, top: int = 20,
+                  layer: Any = "mean", head: Any = "mean", method: str = "shift-att",
+                  title: str = "aligndebug triage report") -> str:
+    """The report as one HTML string. `rows` are ranked triage rows (most suspect first);
+    heatmaps need the model `bundle` (without it the report lists the suspects only)."""
+    ranked = sorted(rows, key=lambda r: -r["score"])
+    shown = ranked[:top]
+    svgs = _heatmaps(shown, bundle, layer, head, method) if bundle is not None else [None] * len(shown)
+    flag_counts = Counter(f for r in rows for f in r.get("flags", []))
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>", f"<h1>{_esc(title)}</h1>"]
+    meta = [f"{len(rows)} sentences", f"top {len(shown)} shown"]
+    if bundle is not None:
+        meta.append(f"model {_esc(getattr(bundle, 'name', '?'))}")
+    meta.append(f"attention: layer {_esc(layer)}, head {_esc(head)}, {_esc(method)}")
+    if calibration is not None:
+        meta.append(f"calibration: {_esc(calibration.source)}, n={calibration.n}, "
+                    f"flags beyond the {calibration.percentile:g}th / {100 - calibration.percentile:g}th percentiles")
+    parts.append(f'<p class="meta">{" · ".join(meta)}</p>')
+    if flag_counts:
+        parts.append('<p class="meta">flagged sentences: ' + ", ".join(
+            f"{_esc(f)} {n}" for f, n in flag_counts.most_common()) + "</p>")
+    parts.append('<p class="meta">score = −log10 of the combined p-value of all signals against the calibration '
+                 "(Fisher's method over signal families); higher = more suspect.</p>")
+    for r, svg in zip(shown, svgs):
+        flags = "".join(f'<span class="flag">{_esc(f)}</span>' for f in r.get("flags", [])) or \
+            '<span class="flag noflag">no flag</span>'
+        parts.append('<div class="card">')
+        parts.append(f"<h2>#{_esc(r.get('rank', '?'))} · score {_num(r['score'])} · sentence {_esc(r['id'])}</h2>")
+        parts.append(f"<div>{flags}</div>")
+        pair = [("source", r["source"]), ("translation", r["translation"])]
+        if r.get("reference") is not None:
+            pair.append(("reference", r["reference"]))
+        parts.append('<table class="pair">' + "".join(
+            f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in pair) + "</table>")
+        if r.get("reasons"):
+            parts.append('<ul class="reasons">' + "".join(f"<li>{_esc(x)}</li>" for x in r["reasons"]) + "</ul>")
+        sig = [s for s in SHOWN_SIGNALS if s in r]
+        parts.append('<table class="sig"><tr>' + "".join(f"<th>{_esc(s)}</th>" for s in sig) + "</tr><tr>"
+                     + "".join(f"<td>{_num(r.get(s))}</td>" for s in sig) + "</tr></table>")
+        if svg:
+            parts.append(f'<div class="chart">{svg}</div>')
+        parts.append("</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], **kwargs: Any) -> Path:
+    """Render (see `render_report`) and write atomically; returns the path."""
+    path = Path(path)
+    text = render_report(rows, **kwargs)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path

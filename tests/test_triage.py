@@ -1,0 +1,329 @@
+"""Calibration, flagging, score combination, AUC, and a run on a tiny random Marian model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aligndebug.signals import repetition_stats
+from aligndebug.triage import (
+    FAMILIES,
+    SIGNALS,
+    Calibration,
+    calibrate,
+    calibration_path,
+    combine_pvalues,
+    roc_auc,
+    run_triage,
+    suspect_values,
+    triage_row,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- synthetic rows
+
+def _row(i: int, **over) -> dict:
+    """A plausible clean row; signal values vary with i so percentiles are easy to work out."""
+    row = {
+        "id": i, "source": "Ein Hund läuft", "src_words": ["Ein", "Hund", "läuft"],
+        "entropy_mean": 0.3 + 0.001 * i, "wass_to_unif": 0.2, "sink_special": 0.1, "sink_punct": 0.05,
+        "coverage_min": 0.5, "coverage_max": 1.5, "seq_logprob": -float(i) / 100, "min_logprob": -2.0,
+        "repeat_share": 0.0, "longest_repeat": 1.0, "tandem_repeat": 0.0, "length_ratio": 1.0 + 0.001 * i,
+        "word_entropy": [0.3, 0.4], "src_coverage": [0.5, 1.0, 1.5], "src_content": [False, True, True],
+    }
+    row.update(over)
+    return row
+
+
+def test_calibrate_percentiles_and_token_thresholds():
+    rows = [_row(i) for i in range(101)]  # seq_logprob 0, -0.01, ..., -1.00
+    cal = calibrate(rows, percentile=95)
+    assert cal.n == 101 and cal.percentile == 95
+    # low-suspect: 5th percentile of 0..-1 in steps of .01 is -0.95
+    assert cal.thresholds["seq_logprob"] == {"low": pytest.approx(-0.95)}
+    assert cal.thresholds["entropy_mean"] == {"high": pytest.approx(0.3 + 0.095)}
+    lo, hi = cal.thresholds["length_ratio"]["low"], cal.thresholds["length_ratio"]["high"]
+    assert lo == pytest.approx(1.005) and hi == pytest.approx(1.095)
+    # token level, pooled over rows: word entropies are half .3, half .4 -> 95th pct .4; content-word
+    # coverage half 1.0, half 1.5 -> 5th pct 1.0, 95th 1.5 (the uncovered function word is left out)
+    assert cal.token_thresholds["entropy_high"] == pytest.approx(0.4)
+    assert cal.token_thresholds["coverage_low"] == pytest.approx(1.0)
+    assert cal.token_thresholds["coverage_high"] == pytest.approx(1.5)
+    # derived signals were calibrated too: no word is beyond the thresholds in any row
+    assert cal.samples["scattered_share"][-1] == 0.0 and cal.samples["omission_share"][-1] == 0.0
+    assert "chrf" not in cal.samples  # no row had a reference
+    with pytest.raises(ValueError, match="between 50 and 100"):
+        calibrate(rows, percentile=5)
+    with pytest.raises(ValueError, match="no rows"):
+        calibrate([])
+
+
+def test_calibration_json_round_trip_and_quantile_cap(tmp_path):
+    rows = [_row(i) for i in range(3000)]
+    cal = calibrate(rows, percentile=90, settings={"layer": "mean", "method": "shift-att"}, max_samples=101)
+    assert len(cal.samples["seq_logprob"]) == 101  # large sets keep quantiles, not every value
+    path = tmp_path / "cal.json"
+    cal.save(path)
+    back = Calibration.load(path)
+    assert back == cal
+    assert back.p_value("seq_logprob", -29.99) == cal.p_value("seq_logprob", -29.99)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"bad\.json:1"):
+        Calibration.load(tmp_path / "bad.json")
+
+
+def test_p_values_by_direction():
+    cal = Calibration(percentile=95, n=4, source="t", token_thresholds={}, thresholds={},
+                      samples={"entropy_mean": [1, 2, 3, 4], "seq_logprob": [1, 2, 3, 4], "length_ratio": [1, 2, 3, 4]})
+    # high: (1 + #{>= 3}) / (4 + 1) = 3/5; low: (1 + #{<= 3}) / 5 = 4/5; both: 2 * min, at most 1
+    assert cal.p_value("entropy_mean", 3) == pytest.approx(0.6)
+    assert cal.p_value("seq_logprob", 3) == pytest.approx(0.8)
+    assert cal.p_value("length_ratio", 3) == pytest.approx(1.0)
+    assert cal.p_value("length_ratio", 10) == pytest.approx(0.4)  # 2 * (1 + 0) / 5
+    assert cal.p_value("entropy_mean", 10) == pytest.approx(0.2)  # never 0
+    assert math.isnan(cal.p_value("entropy_mean", float("nan")))
+    assert math.isnan(cal.p_value("chrf", 50.0))  # not calibrated
+
+
+def test_combine_pvalues_fisher_over_bonferroni_families():
+    # one family (confidence, 2 signals): p = min(1, 2 * .01) = .02; Fisher with one family is p itself
+    assert combine_pvalues({"seq_logprob": 0.01, "min_logprob": 0.5}) == pytest.approx(-math.log10(0.02))
+    # two families at .1 each: X = -2 ln .01 = 9.21, chi2(4) survival = e^{-X/2}(1 + X/2) = .01 * (1 + 4.605)
+    expected = -math.log10(0.01 * (1 + -math.log(0.01)))
+    assert combine_pvalues({"seq_logprob": 0.1, "entropy_mean": 0.1}) == pytest.approx(expected)
+    assert combine_pvalues({"seq_logprob": 1.0, "entropy_mean": 1.0}) == pytest.approx(0.0, abs=1e-12)
+    assert combine_pvalues({"seq_logprob": float("nan")}) == 0.0
+    # more evidence, higher score
+    assert combine_pvalues({"seq_logprob": 0.01}) > combine_pvalues({"seq_logprob": 0.1})
+    assert set(FAMILIES) >= {"dispersion", "detachment", "omission", "confidence", "repetition", "length"}
+    assert sorted(n for names in FAMILIES.values() for n in names) == sorted(SIGNALS)
+
+
+def test_triage_row_flags_and_reasons():
+    cal = calibrate([_row(i) for i in range(101)], percentile=95)
+    clean = _row(50)
+    score_clean, flags, reasons = triage_row(clean, cal)
+    assert flags == [] and reasons == []
+    bad = _row(50, seq_logprob=-3.0, tandem_repeat=2.0, repeat_share=0.5, src_coverage=[0.5, 0.1, 2.9],
+               lowest_tokens=[{"position": 3, "token": "▁zebra", "logprob": -9.0}])
+    score, flags, reasons = triage_row(bad, cal)
+    assert score > score_clean
+    assert "low_confidence" in flags and "repetition" in flags and "omission" in flags
+    text = " | ".join(reasons)
+    assert "Seq-Logprob (mean target log-probability) -3 is below the 5th-percentile threshold -0.95" in text
+    assert "source words with almost no attention: Hund" in text
+    assert "source words with far more than their share: läuft" in text
+    assert "'▁zebra'" in text
+    short = _row(50, length_ratio=0.5)
+    assert triage_row(short, cal)[1] == ["too_short"]
+
+
+def test_roc_auc_hand_cases():
+    assert roc_auc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
+    assert roc_auc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
+    assert roc_auc([0.5, 0.5, 0.5, 0.5], [0, 1, 0, 1]) == 0.5
+    # positives .8 and .4, negatives .5 and .2: 3 of the 4 pairs are ordered right
+    assert roc_auc([0.8, 0.4, 0.5, 0.2], [1, 1, 0, 0]) == pytest.approx(0.75)
+    # a tie between a positive and a negative counts one half: (1 + .5) / 2
+    assert roc_auc([0.7, 0.3, 0.3], [1, 1, 0]) == pytest.approx(0.75)
+    assert math.isnan(roc_auc([0.1, 0.2], [1, 1]))
+    with pytest.raises(ValueError, match="NaN"):
+        roc_auc([0.1, float("nan")], [0, 1])
+
+
+def test_suspect_values_orientation():
+    rows = [_row(0, seq_logprob=-1.0), _row(1, seq_logprob=float("nan")), _row(2, seq_logprob=-3.0)]
+    # low-suspect: negated; NaN gets the least suspect value
+    np.testing.assert_allclose(suspect_values("seq_logprob", rows), [1.0, 1.0, 3.0])
+    with pytest.raises(ValueError, match="two-sided"):
+        suspect_values("length_ratio", rows)
+    cal = calibrate([_row(i) for i in range(101)])
+    lr = suspect_values("length_ratio", [_row(0, length_ratio=1.05), _row(0, length_ratio=3.0)], cal)
+    assert lr[1] > lr[0]
+
+
+# ----------------------------------------------------------------------------- tiny model
+
+CORPUS = [
+    "ein Hund läuft im Park .", "a dog runs in the park .", "zwei Männer spielen Fußball .",
+    "two men play football .", "eine Frau liest ein Buch .", "a woman reads a book .",
+    "Kinder spielen am Strand .", "children play on the beach .",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny random Marian model with a 50-piece SentencePiece vocabulary, saved to disk too."""
+    spm = pytest.importorskip("sentencepiece")
+    import torch
+
+    # one intra-op thread: for a model this small, extra threads only spin (50x slower when the
+    # machine is busy); restored after this module
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
+
+    from aligndebug.models import ModelBundle
+
+    d = tmp_path_factory.mktemp("tiny_marian")
+    (d / "corpus.txt").write_text("\n".join(CORPUS * 20), encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(d / "corpus.txt"), model_prefix=str(d / "spm"), vocab_size=50, model_type="unigram",
+        character_coverage=1.0, unk_id=1, bos_id=-1, eos_id=0, pad_id=-1, num_threads=1, minloglevel=2)
+    import sentencepiece
+
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(d / "spm.model"))
+    vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
+    vocab["</s>"], vocab["<unk>"] = 0, 1
+    vocab["<pad>"] = len(vocab)
+    (d / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    tok = MarianTokenizer(source_spm=str(d / "spm.model"), target_spm=str(d / "spm.model"), vocab=str(d / "vocab.json"))
+    torch.manual_seed(0)
+    cfg = MarianConfig(
+        vocab_size=len(vocab), decoder_vocab_size=len(vocab), d_model=16, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+        max_position_embeddings=64, pad_token_id=tok.pad_token_id, eos_token_id=0,
+        decoder_start_token_id=tok.pad_token_id, forced_eos_token_id=0, share_encoder_decoder_embeddings=True)
+    model = MarianMTModel(cfg)
+    model.generation_config.max_new_tokens = 12  # keep random-model translations short
+    folder = d / "model"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    yield ModelBundle.from_objects(model, tok, name="tiny"), folder
+    torch.set_num_threads(threads)
+
+
+SOURCES = ["ein Hund läuft im Park .", "zwei Männer spielen Fußball .", "eine Frau liest ein Buch .",
+           "Kinder spielen am Strand .", "ein Hund spielen ."]
+TARGETS = ["a dog runs in the park .", "two men play football .", "a woman reads a book .",
+           "children play on the beach .", "a dog a dog a dog ."]
+
+
+@pytest.fixture(scope="module")
+def triaged(tiny, tmp_path_factory):
+    """One self-calibrated run (layer 1, with references) written to disk, shared by the tests below."""
+    bundle, _ = tiny
+    out = tmp_path_factory.mktemp("triage") / "triage.jsonl"
+    rows = run_triage(bundle, SOURCES, TARGETS, references=TARGETS, batch_size=2, out=out, layer=1)
+    return rows, out
+
+
+def test_run_triage_writes_ranked_rows_and_calibration(tiny, triaged):
+    bundle, _ = tiny
+    rows, out = triaged
+    assert len(rows) == 5 and sorted(r["id"] for r in rows) == list(range(5))
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
+    for r in rows:
+        assert r["translation"] == TARGETS[r["id"]] and r["source"] == SOURCES[r["id"]]
+        assert set(SIGNALS) <= set(r)
+        assert r["chrf"] == pytest.approx(100.0)
+        assert isinstance(r["flags"], list) and isinstance(r["reasons"], list)
+    by_id = {r["id"]: r for r in rows}
+    assert by_id[4]["tandem_repeat"] == 2.0 and "repetition" in by_id[4]["flags"]
+    written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [w["id"] for w in written] == [r["id"] for r in rows]
+    assert not Path(str(out) + ".partial").exists()
+    cal = Calibration.load(calibration_path(out))
+    assert cal == rows.calibration and cal.n == 5 and cal.settings["layer"] == 1
+    # a fixed calibration scores a new run the same way, and refuses other settings
+    again = run_triage(bundle, SOURCES, TARGETS, references=TARGETS, calibration=cal, layer=1)
+    assert {r["id"]: r["score"] for r in again} == {r["id"]: r["score"] for r in rows}
+    with pytest.raises(ValueError, match="other settings"):
+        run_triage(bundle, SOURCES, TARGETS, calibration=cal, layer="mean")
+
+
+def test_run_triage_translates_and_resumes_from_partial(tiny, tmp_path):
+    bundle, _ = tiny
+    out = tmp_path / "t.jsonl"
+    first = run_triage(bundle, SOURCES[:2], TARGETS[:2], out=out)
+    # fake an interrupted run: the first row is done (marked), a torn second line follows
+    done = dict(next(r for r in first if r["id"] == 0), marker="kept")
+    partial = Path(str(out) + ".partial")
+    partial.write_text(json.dumps(done) + "\n" + '{"id": 1, "sou', encoding="utf-8")
+    rows = run_triage(bundle, SOURCES[:2], TARGETS[:2], out=out)
+    assert {r["id"]: r.get("marker") for r in rows} == {0: "kept", 1: None}
+    partial.write_text(json.dumps(dict(done, source="something else")) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="another input"):
+        run_triage(bundle, SOURCES[:2], TARGETS[:2], out=out)
+    partial.unlink()
+    translated = run_triage(bundle, SOURCES[:2])  # no targets: the model translates
+    assert all(isinstance(r["translation"], str) for r in translated)
+
+
+def test_report_is_self_contained(tiny, triaged, tmp_path):
+    from aligndebug.report import write_report
+
+    bundle, _ = tiny
+    rows, _ = triaged
+    path = write_report(rows, tmp_path / "r.html", bundle=bundle, calibration=rows.calibration, top=2, layer=1)
+    text = path.read_text(encoding="utf-8")
+    assert text.count("<svg") == 2 and "<script" not in text and "http://cdn" not in text
+    assert "src=\"http" not in text and "href=\"http" not in text
+    assert f"#1 · score" in text and "&lt;" not in rows[0]["source"]
+    no_model = write_report(rows, tmp_path / "r2.html", top=3).read_text(encoding="utf-8")
+    assert "<svg" not in no_model and no_model.count('class="card"') == 3
+
+
+def test_cli_triage(tiny, tmp_path, capsys):
+    from aligndebug.cli import main
+
+    _, folder = tiny
+    src, tgt = tmp_path / "src.txt", tmp_path / "tgt.txt"
+    src.write_text("\n".join(SOURCES) + "\n", encoding="utf-8")
+    tgt.write_text("\n".join(TARGETS) + "\n", encoding="utf-8")
+    out, html = tmp_path / "o.jsonl", tmp_path / "o.html"
+    rc = main(["triage", "--model", str(folder), "--src", str(src), "--tgt", str(tgt), "--out", str(out),
+               "--html", str(html), "--top", "1", "--layer", "0", "--no-progress"])
+    assert rc == 0
+    assert len(out.read_text().splitlines()) == 5 and calibration_path(out).exists()
+    assert html.read_text(encoding="utf-8").count("<svg") == 1
+    assert "rank" in capsys.readouterr().out
+    # reuse the saved calibration; a short target file is an error naming the file
+    rc = main(["triage", "--model", str(folder), "--src", str(src), "--tgt", str(tgt), "--out", str(tmp_path / "b.jsonl"),
+               "--calibration", str(calibration_path(out)), "--layer", "0", "--no-progress"])
+    assert rc == 0
+    tgt.write_text("\n".join(TARGETS[:3]) + "\n\n", encoding="utf-8")
+    assert main(["triage", "--model", str(folder), "--src", str(src), "--tgt", str(tgt), "--out", str(out),
+                 "--no-progress"]) == 2
+    assert f"{tgt}:4: empty translation" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- error suite helpers
+
+def _suite():
+    spec = importlib.util.spec_from_file_location("error_suite", REPO / "scripts" / "error_suite.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_error_suite_edits():
+    es = _suite()
+    rng = np.random.default_rng(0)
+    text = "A man in a blue shirt is riding a red bike down the street."
+    words, punct = es.split_final_punct(text)
+    assert punct == "." and words[-1] == "street"
+    for _ in range(50):
+        o = es.omit(text, rng)
+        ow, op = es.split_final_punct(o)
+        assert op == "." and len(words) - len(ow) >= math.ceil(len(words) / 3) and ow
+        # the words left are the original with one contiguous gap
+        gap = next(i for i in range(len(ow) + 1) if i == len(ow) or ow[i] != words[i])
+        assert ow[gap:] == words[len(words) - (len(ow) - gap):]
+        r = es.repeat(text, rng)
+        rw, rp = es.split_final_punct(r)
+        assert rp == "." and repetition_stats(rw)["tandem_repeat"] >= 1
+        extra = len(rw) - len(words)
+        assert 1 <= extra <= 4
+    perm = es.derangement(7, rng)
+    assert sorted(perm.tolist()) == list(range(7)) and not (perm == np.arange(7)).any()
+    suite = es.build_suite(["a b c", "d e f", "a b c"], rng)
+    assert all(d != c for d, c in zip(suite["detached"], ["a b c", "d e f", "a b c"]))

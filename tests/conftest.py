@@ -16,3 +16,15 @@ def shared_data() -> Path:
     if not (path / "gold").is_dir():
         pytest.fail(f"shared data not found at {path}: set ALIGNDEBUG_DATA to the folder holding gold/ and train/")
     return path
+
+
+# --- tiny random models of every family, tokenizers trained in the session (tests/tiny_models.py) ---
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle():
+    """Factory: tiny_bundle(family) -> cached ModelBundle; family in tiny_models.FAMILIES
+    ("marian", "bart", "mbart", "mbart50", "m2m100", "nllb", "t5"). Shared: do not mutate it."""
+    import tiny_models
+
+    return tiny_models.bundle

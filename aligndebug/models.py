@@ -36,7 +36,7 @@ class ModelBundle:
         """Wrap an already-built model (e.g. a tiny test model) the same way `load_model` does."""
         config = model.config
         if not getattr(config, "is_encoder_decoder", False):
-            kind = "decoder-only" if getattr(config, "is_decoder", False) or _looks_causal(model) else "encoder-only"
+            kind = _kind(config, model)
             raise ModelLoadError(
                 f"{name}: aligndebug needs an encoder-decoder (seq2seq) translation model with cross-attention; "
                 f"this is a {kind} model ({config.model_type})")
@@ -47,9 +47,7 @@ class ModelBundle:
             tokenizer.src_lang = src_lang
         if tgt_lang and hasattr(tokenizer, "tgt_lang"):
             tokenizer.tgt_lang = tgt_lang
-        gen: dict[str, Any] = {}
-        if tgt_lang and family in ("mbart", "m2m100", "nllb"):
-            gen["forced_bos_token_id"] = tokenizer.convert_tokens_to_ids(tgt_lang)
+        gen = _generation_prefix(model, tokenizer, name)
         return cls(model=model, tokenizer=tokenizer, name=name, family=family, device=device,
                    src_lang=src_lang, tgt_lang=tgt_lang, source_prefix=source_prefix, generate_kwargs=gen)
 
@@ -99,7 +97,7 @@ def load_model(name_or_path: str | None = "default", device: str = "cpu", src_la
     if not getattr(config, "is_encoder_decoder", False):
         raise ModelLoadError(
             f"{name}: aligndebug needs an encoder-decoder (seq2seq) translation model with cross-attention; "
-            f"'{config.model_type}' is {'decoder-only' if getattr(config, 'is_decoder', True) else 'encoder-only'}")
+            f"'{config.model_type}' is {_kind(config)}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         model = AutoModelForSeq2SeqLM.from_pretrained(path, attn_implementation="eager", use_safetensors=True,
@@ -120,5 +118,44 @@ def _use_eager_attention(model: Any) -> None:
         model.config._attn_implementation = "eager"
 
 
-def _looks_causal(model: Any) -> bool:
-    return any(name.endswith("ForCausalLM") for name in getattr(model.config, "architectures", None) or [])
+def _kind(config: Any, model: Any = None) -> str:
+    """'decoder-only' or 'encoder-only': what a model without cross-attention is, for the error that refuses it."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    names = list(getattr(config, "architectures", None) or []) + ([type(model).__name__] if model is not None else [])
+    if getattr(config, "is_decoder", False) or any(n.endswith(("ForCausalLM", "LMHeadModel")) for n in names):
+        return "decoder-only"
+    # GPT-2-like configs say neither (is_decoder is False); a type with a causal LM head and no masked one is a decoder.
+    mt = config.model_type
+    if mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and mt not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "decoder-only"
+    return "encoder-only"
+
+
+def _generation_prefix(model: Any, tokenizer: Any, name: str) -> dict[str, Any]:
+    """Generation settings that open every translation exactly as the teacher-forced pass opens its decoder input.
+
+    The pass reads `decoder_inputs(labels)`; the tokens before the first target word there (the start token, then
+    BART's <s> or a forced target-language code) must also start generation, or the pass that explains a
+    translation reads another context than the one that produced it. Reading them off the tokenizer's own target
+    encoding covers mBART-cc25 (language code wrapped round as the start), mBART-50/M2M100/NLLB (</s>, then the
+    code: M2M100 spells it '__en__', so `convert_tokens_to_ids('en')` would be <unk>) and BART (</s>, then <s>).
+    """
+    from .extract import decoder_inputs  # extract imports this module
+
+    full = list(tokenizer(text_target="a")["input_ids"])
+    body = list(tokenizer(text_target="a", add_special_tokens=False)["input_ids"])
+    lead = next((i for i in range(len(full) - len(body) + 1) if body and full[i:i + len(body)] == body), None)
+    if lead is None:
+        return {}
+    prefix = decoder_inputs(model, torch.tensor([full]))[0, :lead + 1].tolist()
+    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in prefix:
+        raise ModelLoadError(f"{name}: the decoder would start with <unk>: the target language code is not in the "
+                             f"tokenizer's vocabulary (tokens {tokenizer.convert_ids_to_tokens(prefix)}); "
+                             "check tgt_lang")
+    if len(prefix) > 2:
+        raise ModelLoadError(f"{name}: the decoder starts with {len(prefix)} special tokens "
+                             f"{tokenizer.convert_ids_to_tokens(prefix)}; at most a start token and one forced "
+                             "token are supported")
+    return {"decoder_start_token_id": prefix[0], "forced_bos_token_id": prefix[1] if len(prefix) == 2 else None}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -20,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .align import Selector, align_grid, default_layer, select, token_links
+from .errors import InputError
 from .extract import iter_extract
 from .gold import GoldAlignment, format_pharaoh
 from .metrics import AlignmentCounts, count_links
@@ -151,7 +153,7 @@ def score_stream(bundle: ModelBundle, pairs: Iterable[SentencePair], golds: Sequ
                 out.flush()
                 os.fsync(out.fileno())
             if on_progress:
-                on_progress(len(chunk))
+                on_progress(len(todo))  # the done ones were reported once, up front
     finally:
         if out is not None:
             out.close()
@@ -168,12 +170,27 @@ def _score_chunk(bundle: ModelBundle, todo: list[SentencePair], golds, opts: Sco
     for group, targets in ((forced, [p.tgt_words for p in forced]), (free, None)):
         if not group:
             continue
-        for i, rec in iter_extract(bundle, [p.src_words for p in group], targets, batch_size=opts.batch_size,
-                                   beam=opts.beam, keep=keep, reduce=_reducer(opts)):
-            pair = group[i]
-            gold = golds[pair.index] if golds is not None and pair.index < len(golds) else None
-            rows[pair.index] = sentence_row(rec, pair, gold, opts)
+        try:
+            for i, rec in iter_extract(bundle, [p.src_words for p in group], targets, batch_size=opts.batch_size,
+                                       beam=opts.beam, keep=keep, reduce=_reducer(opts)):
+                pair = group[i]
+                gold = golds[pair.index] if golds is not None and pair.index < len(golds) else None
+                rows[pair.index] = sentence_row(rec, pair, gold, opts)
+        except ValueError as exc:
+            located = _locate(exc, group)
+            if located is exc:
+                raise
+            raise located from exc
     return [rows[p.index] for p in todo]
+
+
+def _locate(exc: ValueError, group: Sequence[SentencePair]) -> ValueError:
+    """extract names a bad sentence by its position in `group`; name its input line instead (path: see cli)."""
+    m = re.match(r"sentence (\d+): (.*)", str(exc), re.S)
+    if isinstance(exc, InputError) or m is None or int(m.group(1)) >= len(group):
+        return exc
+    pair = group[int(m.group(1))]
+    return InputError(None, pair.line, m.group(2))
 
 
 def summary(totals: ScoreTotals, signature: str, n_layers: int | None = None, n_heads: int | None = None,

@@ -31,6 +31,16 @@ def parse_selector(text: str) -> Selector:
     return parts[0] if len(parts) == 1 else parts
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return value
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="Hugging Face id or local folder ('default': the embedded de->en model)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (half precision on GPU)")
@@ -69,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="keep the rows already in --out and do only the rest")
     s.add_argument("--summary-json", type=Path, help="write the summary (fractions, not percent) as JSON")
     s.add_argument("--alignments-out", type=Path, help="write predicted links as Pharaoh lines (0-based)")
-    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--batch-size", type=positive_int, default=16, help="sentences per forward pass")
+    s.add_argument("--chunk-size", type=positive_int, default=256,
+                   help="sentences read, scored and appended to --out at a time (what a kill can cost)")
     s.add_argument("--beam", type=int, default=1, help="beam size when the model translates (1 = greedy)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_score)
@@ -105,6 +117,8 @@ def _pairs(args: argparse.Namespace):
 def cmd_score(args: argparse.Namespace) -> int:
     if args.pairs is None and args.src is None:
         raise InputError(None, None, "no input given", "--src FILE (with optional --tgt FILE) or --pairs FILE")
+    if args.resume and args.out is None:
+        raise InputError(None, None, "--resume was given without --out", "--out FILE naming the rows file to complete")
     gold = None
     if args.gold is not None:
         if args.pairs is None and args.tgt is None:
@@ -118,13 +132,19 @@ def cmd_score(args: argparse.Namespace) -> int:
     n_layers = bundle.num_layers
     layer = default_layer(n_layers) if args.layer is None else args.layer
     opts = ScoreOptions(method=args.method, layer=layer, head=args.head, threshold=args.threshold,
-                        per_head=args.per_head, batch_size=args.batch_size, beam=args.beam)
+                        per_head=args.per_head, batch_size=args.batch_size, beam=args.beam, chunk_size=args.chunk_size)
     total = count_lines(args.pairs or args.src)
     from tqdm import tqdm
 
     with tqdm(total=total, unit="sent", disable=args.no_progress, file=sys.stderr) as bar:
-        totals, kept = score_stream(bundle, _pairs(args), gold.alignments if gold else None, opts,
-                                    rows_path=args.out, resume=args.resume, on_progress=bar.update)
+        try:
+            totals, kept = score_stream(bundle, _pairs(args), gold.alignments if gold else None, opts,
+                                        rows_path=args.out, resume=args.resume, on_progress=bar.update)
+        except InputError as exc:
+            if exc.path is not None:
+                raise
+            side = args.tgt if args.tgt is not None and exc.message.startswith("the target") else args.src
+            raise InputError(args.pairs or side, exc.line, exc.message, exc.expected) from exc
     sig_args = dict(model=bundle.name, method=args.method, layer=_fmt_sel(layer), heads=_fmt_sel(args.head),
                     threshold=args.threshold)
     signature = (AlignmentSignature.for_gold(gold, **sig_args) if gold else AlignmentSignature(**sig_args)).format()

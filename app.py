@@ -1,0 +1,555 @@
+"""aligndebug in the browser: `streamlit run app.py`.
+
+Thin on purpose: every computation lives in the aligndebug package; this file only arranges
+calls and widgets. The model is loaded once per process (st.cache_resource). The model named
+by $ALIGNDEBUG_MODEL (default: the embedded de->en model) is the one the page opens on.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from aligndebug import charts, export
+from aligndebug.align import align_record, default_layer
+from aligndebug.errors import InputError
+from aligndebug.extract import encode_pair, extract, translate
+from aligndebug.models import ModelLoadError, load_model
+from aligndebug.words import split_words
+
+EXAMPLE = "Ein Mann fährt mit dem Fahrrad durch die Stadt ."
+PAGES = ("One sentence", "Test set")
+MAX_WORDS_HINT = "split very long inputs into sentences"
+
+st.set_page_config(page_title="aligndebug", layout="wide")
+
+
+# ----------------------------------------------------------------------------- optional modules
+
+def _optional(name: str) -> Any | None:
+    """A package module that may not exist yet in this checkout (rollout, attribution, triage)."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"aligndebug.{name}")
+    except ImportError:
+        return None
+
+
+# ----------------------------------------------------------------------------- cached work
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=3)
+def get_bundle(name: str):
+    return load_model(name)
+
+
+@st.cache_data(show_spinner="Running the model…", max_entries=64)
+def analyse(model: str, source: str, reference: str, beam: int):
+    """One teacher-forced pass (after decoding when there is no reference) -> Record."""
+    if not split_words(source):
+        raise InputError(None, None, "the source sentence is empty", "at least one word")
+    bundle = get_bundle(model)
+    if split_words(reference):
+        return extract(bundle, [source], [reference])[0]
+    # Check the source against the model's positions before decoding (a clear error instead of an
+    # index error inside generate), and keep the output within the decoder's positions too.
+    enc = encode_pair(bundle, source, [], 0)
+    cap = getattr(bundle.model.config, "max_position_embeddings", None)
+    budget = int(len(enc.src_ids) * 1.5) + 10
+    hyp = translate(bundle, [source], beam=beam, max_new_tokens=min(budget, cap - 1) if cap else budget)[0]
+    rec = extract(bundle, [source], [hyp])[0]
+    rec.meta.update(forced_target=False, beam=beam)
+    return rec
+
+
+@st.cache_data(show_spinner="Integrated Gradients…", max_entries=16)
+def integrated_gradients(model: str, record_json: str, steps: int):
+    from aligndebug.record import Record
+
+    attribution = _optional("attribution")
+    rec = Record.from_json(record_json)
+    res = attribution.ig_for_record(get_bundle(model), rec, steps=steps, rows=rec.target_positions)
+    return attribution.ig_token_matrix(rec, res), res.delta, res.relative_delta
+
+
+def parse_gold_line(line: str, n_src: int, n_tgt: int, base: int):
+    """A typed Pharaoh line -> GoldAlignment, checked against the sentence's word counts."""
+    from aligndebug.gold import parse_pharaoh_line
+
+    return parse_pharaoh_line(line.strip(), base=base, lengths=(n_src, n_tgt), path="gold line")
+
+
+# ----------------------------------------------------------------------------- small UI helpers
+
+def show_chart(chart: Any, name: str, caption: str | None = None) -> None:
+    """Draw a chart, its caption, and PNG/SVG downloads (rendered only when clicked)."""
+    st.altair_chart(chart, width="content")
+    if caption:
+        st.caption(caption)
+    c1, c2, _ = st.columns([1, 1, 6])
+    c1.download_button("PNG", data=functools.partial(export.chart_to_png, chart), file_name=f"{name}.png",
+                       mime="image/png", key=f"png-{name}", on_click="ignore", icon=":material/download:")
+    c2.download_button("SVG", data=functools.partial(export.chart_to_svg, chart), file_name=f"{name}.svg",
+                       mime="image/svg+xml", key=f"svg-{name}", on_click="ignore", icon=":material/download:")
+
+
+def fail(exc: BaseException, what: str) -> None:
+    """A clear message in the page, never a stack trace (the trace goes to the server log)."""
+    if isinstance(exc, (InputError, ModelLoadError, ValueError)):
+        st.error(f"{what}: {exc}")
+    else:
+        traceback.print_exc()
+        st.error(f"{what}: unexpected {type(exc).__name__}: {exc}")
+
+
+def selector_label(x: Any) -> str:
+    return "mean" if x == "mean" else str(x)
+
+
+# ----------------------------------------------------------------------------- sidebar
+
+def sidebar() -> dict[str, Any] | None:
+    """Model and view settings; returns them, or None when no model could be loaded."""
+    sb = st.sidebar
+    sb.title("aligndebug")
+    sb.caption("Where does a translation model look, and is it right?")
+    page = sb.radio("Page", PAGES, key="page", horizontal=True)
+    if "model" not in st.session_state:
+        st.session_state.model = os.environ.get("ALIGNDEBUG_MODEL", "default")
+    model = sb.text_input("Model", key="model",
+                          help="`default` is the embedded German→English model. Or a Hugging Face id "
+                               "(e.g. Helsinki-NLP/opus-mt-de-en) or a local model folder.").strip() or "default"
+    try:
+        bundle = get_bundle(model)
+    except Exception as exc:  # noqa: BLE001 - any load failure is shown, not raised
+        fail(exc, f"Model {model!r} cannot be used")
+        return None
+    cfg = bundle.model.config
+    n_layers = bundle.num_layers
+    n_heads = int(getattr(cfg, "decoder_attention_heads", None) or getattr(cfg, "num_heads"))
+    sb.caption(f"{bundle.family} · {n_layers} decoder layers × {n_heads} heads")
+    sb.subheader("Attention")
+    layer = sb.selectbox("Layer", ["mean", *range(n_layers)], index=1 + default_layer(n_layers),
+                         format_func=selector_label, key=f"layer-{model}",
+                         help="Decoder layer whose cross-attention is read (0 = lowest). Default: a middle-upper "
+                              "layer, where attention aligns best (Chen et al., 2020).")
+    head = sb.selectbox("Head", ["mean", *range(n_heads)], format_func=selector_label, key=f"head-{model}",
+                        help="One attention head, or the mean over the layer's heads.")
+    method = sb.radio("Method", ["shift-att", "naive"], horizontal=True, key="method",
+                      help="Shift-Att reads a target word from the row where it is the decoder *input* "
+                           "(usually better); naive from the row that predicts it.")
+    level = sb.radio("Level", ["word", "subword"], horizontal=True, key="level",
+                     help="Words as written (gold alignments index words) or the model's subword tokens.")
+    sb.subheader("Decoding")
+    beam = int(sb.number_input("Beam size", 1, 8, 1, key="beam", help="1 = greedy. Used when no reference is given."))
+    return {"page": page, "model": model, "bundle": bundle, "layer": layer, "head": head, "method": method,
+            "level": level, "beam": beam, "n_layers": n_layers, "n_heads": n_heads}
+
+
+# ----------------------------------------------------------------------------- one sentence
+
+def sentence_page(cfg: dict[str, Any]) -> None:
+    query = st.session_state.setdefault("query", {"source": EXAMPLE, "reference": "", "gold": "", "base": 0})
+    for key, qkey in (("src", "source"), ("ref", "reference"), ("gold", "gold")):
+        if key not in st.session_state:
+            st.session_state[key] = query[qkey]
+    with st.form("sentence"):
+        st.text_area("Source sentence", key="src", height=80,
+                     help="Words are split on spaces, as in gold alignment files (tokenize punctuation apart).")
+        c1, c2, c3 = st.columns([4, 3, 1])
+        c1.text_input("Reference translation (optional)", key="ref",
+                      help="Forced through the model (teacher forcing). Empty: the model translates.")
+        c2.text_input("Gold alignment (optional)", key="gold", placeholder="0-0 1-1 2p3",
+                      help="Pharaoh line: `i-j` sure, `ipj` possible; i = source word, j = target word.")
+        c3.selectbox("Indices", [0, 1], key="gold_base", format_func=lambda b: f"{b}-based")
+        submitted = st.form_submit_button("Analyse", type="primary")
+    if submitted:
+        st.session_state.query = query = {"source": st.session_state.src, "reference": st.session_state.ref,
+                                          "gold": st.session_state.gold, "base": st.session_state.gold_base}
+    try:
+        rec = analyse(cfg["model"], query["source"], query["reference"], cfg["beam"])
+    except Exception as exc:  # noqa: BLE001
+        fail(exc, "Cannot analyse this sentence")
+        return
+    gold = None
+    if query["gold"].strip():
+        try:
+            gold = parse_gold_line(query["gold"], len(rec.src_words), len(rec.tgt_words), int(query["base"]))
+        except Exception as exc:  # noqa: BLE001
+            fail(exc, "Gold alignment ignored")
+    sentence_views(cfg, rec, gold)
+
+
+def sentence_views(cfg: dict[str, Any], rec, gold) -> None:
+    from aligndebug.metrics import AlignmentSignature, count_links
+
+    layer, head, method, level = cfg["layer"], cfg["head"], cfg["method"], cfg["level"]
+    forced = rec.meta.get("forced_target", True)
+    st.markdown(f"**Source** · {rec.source}  \n**{'Reference (forced)' if forced else 'Model translation'}** · "
+                f"{rec.target or '∅ (empty)'}")
+    links = align_record(rec, method=method, layer=layer, head=head)
+    cols = st.columns(5)
+    signals = _optional("signals")
+    seq_lp = None
+    if signals is not None:
+        seq_lp = signals.seq_logprob(rec.token_logprobs, signals.logprob_positions(rec.tgt_word_ids))
+        cols[0].metric("Seq-Logprob", f"{seq_lp:.2f}", help="Mean log-probability of the target tokens (and </s>) "
+                                                        "under the model; low = the model doubts this translation.")
+    if gold is not None:
+        c = count_links(links, gold)
+        cols[1].metric("Precision", f"{c.precision:.2f}")
+        cols[2].metric("Recall", f"{c.recall:.2f}")
+        cols[3].metric("AER", f"{c.aer:.2f}", help="Alignment Error Rate (Och & Ney 2003), lower is better.")
+    cols[4].download_button("Record JSON", data=export.record_to_json(rec), file_name="record.json",
+                            mime="application/json", on_click="ignore", icon=":material/download:",
+                            help="Everything this page shows: tokens, word maps, all attention, log-probs.")
+    sig = AlignmentSignature(model=cfg["model"], method=method, layer=layer, heads=head)
+    st.caption(f"Alignment settings: `{sig.format()}`")
+
+    tabs = st.tabs(["Alignment", "Self-attention", "Rollout & IG", "Tokens"])
+    with tabs[0]:
+        alignment_tab(cfg, rec, gold, links)
+    with tabs[1]:
+        self_attention_tab(cfg, rec)
+    with tabs[2]:
+        rollout_tab(cfg, rec, gold)
+    with tabs[3]:
+        tokens_tab(cfg, rec)
+
+
+def alignment_tab(cfg, rec, gold, links) -> None:
+    from aligndebug.gold import format_pharaoh
+
+    layer, head, method, level = cfg["layer"], cfg["head"], cfg["method"], cfg["level"]
+    chart = charts.alignment_heatmap(rec, layer=layer, head=head, method=method, level=level, gold=gold)
+    note = ("Cell colour = cross-attention from each target word (row) to each source word (column). "
+            "Dots = the extracted alignment (each target's most-attended source word).")
+    if gold is not None:
+        note += (" Against the gold: **correct** (green), **missed** Sure links (orange triangles), "
+                 "**spurious** links outside Possible (red crosses).")
+    show_chart(chart, "alignment", note)
+    st.code(format_pharaoh(links) or "(no links)", language=None)
+    st.caption("The extracted alignment as a Pharaoh line (0-based `source-target`).")
+    st.subheader("Every layer × head")
+    show_chart(charts.layer_head_grid(rec, method=method, level=level), "layer-head-grid",
+               "One panel per decoder layer (rows) and head (columns); the last column is the layer's mean. "
+               "Look for heads whose dots form a clean diagonal-like path before trusting one.")
+    if gold is not None:
+        scores = charts.layer_head_aer(rec, gold, method=method)
+        show_chart(charts.layer_head_scores(scores), "layer-head-aer",
+                   "Sentence AER of the alignment read from each layer/head (best outlined). One sentence is "
+                   "noisy: score a test set to choose a layer.")
+
+
+def self_attention_tab(cfg, rec) -> None:
+    layer, head, level = cfg["layer"], cfg["head"], cfg["level"]
+    st.caption("Each row is a token attending; each column a token it attends to. Same layer/head as the sidebar.")
+    c1, c2 = st.columns(2)
+    for col, side, name in ((c1, "encoder", "Encoder (source)"), (c2, "decoder", "Decoder (target)")):
+        with col:
+            st.markdown(f"**{name}**")
+            try:
+                show_chart(charts.self_attention_heatmap(rec, side, layer=layer, head=head, level=level),
+                           f"{side}-self-attention")
+            except ValueError as exc:
+                st.info(str(exc))
+    st.caption("The decoder row of a word is where that word is the decoder's *input*; it only sees "
+               "earlier positions (causal mask), hence the triangle.")
+
+
+def rollout_tab(cfg, rec, gold) -> None:
+    layer, head, method, level = cfg["layer"], cfg["head"], cfg["method"], cfg["level"]
+    st.caption("Attention shows where one layer looks; **rollout** follows the flow through every layer "
+               "(Abnar & Zuidema 2020); **Integrated Gradients** measures which source words change the "
+               "output's probability (Sundararajan et al. 2017). Where they disagree, attention is not "
+               "explaining the output.")
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        st.markdown("**Cross-attention**")
+        show_chart(charts.alignment_heatmap(rec, layer=layer, head=head, method=method, level=level, gold=gold,
+                                            cell=18, title=""), "attention-small")
+    rollout = _optional("rollout")
+    with c2:
+        st.markdown("**Attention rollout**")
+        if rollout is None:
+            st.info("Rollout is not available in this version of aligndebug.")
+        else:
+            try:
+                mat = rollout.rollout_for_record(rec)
+                show_chart(charts.source_target_heatmap(rec, mat, level=level, method=method, value_title="rollout",
+                                                        gold=gold, cell=18), "rollout")
+            except ValueError as exc:
+                st.info(str(exc))
+    attribution = _optional("attribution")
+    with c3:
+        st.markdown("**Integrated Gradients**")
+        if attribution is None or not hasattr(attribution, "ig_token_matrix"):
+            st.info("Integrated Gradients is not available in this version of aligndebug yet.")
+        else:
+            steps = st.select_slider("IG steps", [8, 16, 32, 64], value=32, key="ig_steps")
+            if st.button("Compute IG", key="ig_go", help="Runs the model many times; a few seconds on CPU."):
+                st.session_state.ig_for = (cfg["model"], rec.source, rec.target, steps)
+            if st.session_state.get("ig_for") == (cfg["model"], rec.source, rec.target, steps):
+                try:
+                    mat, delta, rel = integrated_gradients(cfg["model"], rec.to_json(arrays=False), steps)
+                    show_chart(charts.source_target_heatmap(rec, mat, level=level, value_title="IG", gold=gold,
+                                                            cell=18), "integrated-gradients")
+                    worst = float(np.nanmax(rel)) if len(rel) and not np.isnan(rel).all() else float("nan")
+                    st.caption(f"Red = raises the token's probability, blue = lowers it. Completeness gap: "
+                               f"at most {worst:.1%} of what is explained (max |gap| {float(np.max(delta)):.3g}); "
+                               "if it is large, use more steps.")
+                except Exception as exc:  # noqa: BLE001
+                    fail(exc, "Integrated Gradients failed")
+
+
+def tokens_tab(cfg, rec) -> None:
+    layer, head, method, level = cfg["layer"], cfg["head"], cfg["method"], cfg["level"]
+    if _optional("signals") is None:
+        st.info("Token signals are not available in this version of aligndebug.")
+        return
+    cal = st.session_state.get("calibration")
+    t = (cal.token_thresholds if cal is not None else {}) or {}
+    with st.expander("Thresholds", expanded=False):
+        src = "calibrated on the last test set" if cal is not None else "defaults: run a test set to calibrate them"
+        st.caption(f"Flags below use these thresholds ({src}).")
+        ent_thr = st.slider("Scattered above (normalised entropy)", 0.0, 1.0,
+                            float(round(t.get("entropy_high") or 0.8, 2)), 0.01, key="ent_thr")
+        cov_low = st.slider("Unattended below (relative coverage)", 0.0, 1.0,
+                            float(round(min(t.get("coverage_low") or 0.2, 1.0), 2)), 0.01, key="cov_low")
+    ts = charts.token_signals(rec, layer=layer, head=head, method=method, level=level)
+    show_chart(charts.token_chart(ts["labels"], ts["logprob"], ts["entropy"], entropy_threshold=ent_thr,
+                                  title="per target " + ("word" if level == "word" else "token")), "tokens",
+               "Top: log-probability of each target word under the model (low = unsure). Bottom: entropy of its "
+               "attention over the source words (1 = spread evenly); **scattered** ones are red.")
+    cov, content = charts.coverage_values(rec, layer=layer, head=head, method=method)
+    show_chart(charts.coverage_chart(rec.src_words, cov, content, low=cov_low), "coverage",
+               "Attention each source word receives from the whole translation (1 = its fair share). Content words "
+               "that get almost none are marked **omitted?**: the translation may have dropped them.")
+    missing = [w for w, c, m in zip(rec.src_words, cov, content) if m and c < cov_low]
+    if missing:
+        st.warning("Possible omissions: " + ", ".join(f"**{w}**" for w in missing))
+
+
+# ----------------------------------------------------------------------------- test set
+
+def _save_upload(upload, folder: Path, name: str) -> Path | None:
+    if upload is None:
+        return None
+    path = folder / name
+    path.write_bytes(upload.getvalue())
+    return path
+
+
+def testset_inputs() -> dict[str, Any] | None:
+    """Where the test set comes from: server paths or uploads. Returns paths (uploads saved to a temp dir)."""
+    how = st.radio("Files", ["Upload", "Path on the server"], horizontal=True, key="ts_how")
+    labels = {"src": "Source (one sentence a line, or `source ||| target` a line)",
+              "tgt": "Translations to check (optional; otherwise the model translates)",
+              "ref": "References (optional; for BLEU/chrF)",
+              "gold": "Gold alignments (optional; Pharaoh / S-P / NAACL; needs translations)"}
+    paths: dict[str, Path | None] = {}
+    if how == "Upload":
+        folder = Path(st.session_state.setdefault("upload_dir", tempfile.mkdtemp(prefix="aligndebug-app-")))
+        for key, label in labels.items():
+            paths[key] = _save_upload(st.file_uploader(label, key=f"up-{key}"), folder, key)
+    else:
+        for key, label in labels.items():
+            text = st.text_input(label, key=f"path-{key}").strip()
+            paths[key] = Path(text).expanduser() if text else None
+    c1, c2, c3 = st.columns(3)
+    base = c1.selectbox("Gold indices", ["detect", 0, 1], key="ts_base",
+                        format_func=lambda b: b if b == "detect" else f"{b}-based")
+    limit = int(c2.number_input("Max sentences", 1, 100000, 200, key="ts_limit",
+                                help="Score the first N pairs (the CPU is slow on big sets)."))
+    go = c3.button("Run", type="primary", key="ts_go")
+    return {**paths, "base": None if base == "detect" else base, "limit": limit, "go": go}
+
+
+def run_testset(cfg: dict[str, Any], inp: dict[str, Any]) -> dict[str, Any]:
+    """Read, translate if needed, score alignments against gold, triage; returns rows and corpus scores."""
+    from aligndebug.batch import ScoreOptions, score_stream
+    from aligndebug.gold import format_pharaoh, read_gold
+    from aligndebug.metrics import corpus_translation_scores
+    from aligndebug.pairs import SentencePair, iter_pairs, pair_lengths
+    from aligndebug.triage import read_text_lines
+
+    if inp["src"] is None:
+        raise InputError(None, None, "no source file given", "a source file or a `source ||| target` file")
+    src = inp["src"]
+    first = next(iter(Path(src).open(encoding="utf-8", errors="replace")), "") if Path(src).exists() else ""
+    is_pairs = "|||" in first
+    if is_pairs and inp["tgt"] is not None:
+        raise InputError(inp["tgt"], None, "a translations file was given with a `source ||| target` file",
+                         "either one pairs file or a source file with an optional translations file")
+    all_pairs = list(iter_pairs(pairs_path=src) if is_pairs else iter_pairs(src_path=src, tgt_path=inp["tgt"]))
+    if not all_pairs:
+        raise InputError(src, None, "the file holds no sentences", "one sentence a line")
+    gold = None
+    if inp["gold"] is not None:
+        if all_pairs[0].tgt_words is None:
+            raise InputError(inp["gold"], None, "gold alignments index the words of given translations, "
+                             "but no translations were given", "a translations file (or a `source ||| target` file)")
+        gold = read_gold(inp["gold"], base=inp["base"], sentences=pair_lengths(all_pairs), skip_invalid=True)
+    refs = read_text_lines(inp["ref"], "references") if inp["ref"] is not None else None
+    if refs is not None and len(refs) != len(all_pairs):
+        raise InputError(inp["ref"], None, f"{len(refs)} references for {len(all_pairs)} sentences",
+                         "one reference a line, as many as sources")
+    pairs = all_pairs[: inp["limit"]]
+    refs = refs[: inp["limit"]] if refs is not None else None
+    golds = gold.alignments[: inp["limit"]] if gold is not None else None
+    bundle = cfg["bundle"]
+    sources = [p.source for p in pairs]
+    bar = st.progress(0.0, text="Starting…")
+    n = len(pairs)
+    if pairs[0].tgt_words is None:
+        hyps: list[str] = []
+        for i in range(0, n, 16):  # in chunks, so the bar moves
+            hyps += translate(bundle, sources[i:i + 16], beam=cfg["beam"])
+            bar.progress(len(hyps) / n / 3, text=f"Translating {len(hyps)}/{n}")
+        pairs = [SentencePair(p.index, p.line, p.src_words, split_words(h)) for p, h in zip(pairs, hyps)]
+    targets = [p.target for p in pairs]
+    done = [0]
+
+    def tick(k: int, stage: str, lo: float) -> None:
+        done[0] += k
+        bar.progress(min(1.0, lo + done[0] / n / 3), text=f"{stage} {min(done[0], n)}/{n}")
+
+    triage = _optional("triage")
+    rows: list[dict[str, Any]] = []
+    calibration = None
+    if triage is not None:
+        ranked = triage.run_triage(bundle, sources, targets, refs, layer=cfg["layer"], head=cfg["head"],
+                                   method=cfg["method"], on_progress=lambda k: tick(k, "Triage", 1 / 3))
+        rows, calibration = list(ranked), getattr(ranked, "calibration", None)
+    else:
+        rows = [{"id": p.index, "source": p.source, "translation": p.target} for p in pairs]
+    done[0] = 0
+    opts = ScoreOptions(method=cfg["method"], layer=cfg["layer"], head=cfg["head"], per_head=gold is not None)
+    totals, kept = score_stream(bundle, pairs, golds, opts, on_progress=lambda k: tick(k, "Aligning", 2 / 3))
+    by_index = {r["index"]: r for r in (kept or [])}
+    for r in rows:
+        s = by_index.get(r["id"], {})
+        r.update({"links": s.get("links"), "gold": s.get("gold"), "aer": s.get("aer"),
+                  "precision": s.get("precision"), "recall": s.get("recall")})
+    bar.progress(1.0, text=f"Done: {n} sentences")
+    corpus: dict[str, Any] = {"sentences": n}
+    if gold is not None and totals.scored:
+        c = totals.counts
+        corpus.update({"aer": c.aer, "precision": c.precision, "recall": c.recall})
+        corpus["gold"] = gold.describe()
+        corpus["gold_warnings"] = gold.warnings
+    if refs is not None:
+        corpus.update({k: v for k, v in corpus_translation_scores(targets, refs).items() if k in ("bleu", "chrf")})
+    grid = None
+    if totals.grid:
+        grid = {(int(k.split(":")[0]), "mean" if k.split(":")[1] == "mean" else int(k.split(":")[1])): v.aer
+                for k, v in totals.grid.items()}
+    return {"rows": rows, "corpus": corpus, "grid": grid, "calibration": calibration,
+            "gold_lines": {p.index: (format_pharaoh(g) if g is not None else "") for p, g in zip(pairs, golds or [])}}
+
+
+def open_sentence() -> None:
+    """Callback: show the chosen test-set row in the sentence views (read at click time, not render time)."""
+    res, chosen = st.session_state.get("testset"), st.session_state.get("ts_open")
+    row = next((r for r in (res or {}).get("rows", []) if r["id"] == chosen), None)
+    if row is None:
+        return
+    gold_line = res["gold_lines"].get(chosen, "")
+    st.session_state.src = row["source"]
+    st.session_state.ref = row.get("translation") or ""
+    st.session_state.gold = gold_line
+    st.session_state.gold_base = 0
+    st.session_state.query = {"source": row["source"], "reference": row.get("translation") or "",
+                              "gold": gold_line, "base": 0}
+    st.session_state.page = PAGES[0]
+
+
+def testset_page(cfg: dict[str, Any]) -> None:
+    st.caption("Score a whole test set: corpus AER against gold, BLEU/chrF against references, and a ranked "
+               "list of suspect translations (triage). Pick a row to open it in the sentence views.")
+    inp = testset_inputs()
+    if inp["go"]:
+        try:
+            st.session_state.testset = run_testset(cfg, inp)
+            st.session_state.calibration = st.session_state.testset["calibration"]
+        except Exception as exc:  # noqa: BLE001
+            fail(exc, "Cannot score this test set")
+            return
+    res = st.session_state.get("testset")
+    if not res:
+        return
+    corpus = res["corpus"]
+    cols = st.columns(6)
+    cols[0].metric("Sentences", corpus["sentences"])
+    for col, key, label in zip(cols[1:], ("aer", "precision", "recall", "bleu", "chrf"),
+                               ("AER", "Precision", "Recall", "BLEU", "chrF")):
+        if key in corpus:
+            col.metric(label, f"{corpus[key]:.3f}" if key in ("aer", "precision", "recall") else f"{corpus[key]:.1f}")
+    if "gold" in corpus:
+        st.caption(corpus["gold"])
+        for w in corpus.get("gold_warnings", []):
+            st.warning(w)
+    if res["grid"]:
+        show_chart(charts.layer_head_scores(res["grid"], title="corpus AER per layer × head (lower is better)"),
+                   "testset-layer-head-aer", "Read alignments from the best cell's layer/head (sidebar).")
+    rows = res["rows"]
+    import pandas as pd
+
+    table = pd.DataFrame([{k: (", ".join(v) if isinstance(v, list) and k == "flags" else v)
+                           for k, v in r.items() if k in TABLE_COLUMNS} for r in rows])
+    all_flags = sorted({f for r in rows for f in r.get("flags", [])})
+    c1, c2 = st.columns([2, 3])
+    chosen = c1.multiselect("Show flags", all_flags, key="ts_flags", help="Keep rows with any of these flags.")
+    needle = c2.text_input("Search text", key="ts_search").strip().lower()
+    keep = [i for i, r in enumerate(rows)
+            if (not chosen or set(chosen) & set(r.get("flags", [])))
+            and (not needle or needle in (r["source"] + " " + (r.get("translation") or "")).lower())]
+    view = table.iloc[keep][[c for c in TABLE_COLUMNS if c in table.columns]]
+    event = st.dataframe(view, hide_index=True, on_select="rerun", selection_mode="single-row", key="ts_table",
+                         column_config={"score": st.column_config.NumberColumn("score", format="%.2f",
+                                                                               help="Higher = more suspect")})
+    st.caption("Click a column header to sort; select a row to open it.")
+    selected = event.selection.rows if event is not None and hasattr(event, "selection") else []
+    options = [rows[i]["id"] for i in keep]
+    if options:
+        if selected:
+            st.session_state.ts_open = options[selected[0]]
+        by_id = {r["id"]: r for r in rows}
+        st.selectbox("Sentence", options, key="ts_open",
+                            format_func=lambda i: f"#{i} · {by_id[i]['source'][:80]}")
+        st.button("Open in sentence views", key="ts_open_go", on_click=open_sentence, type="primary")
+    c1, c2, _ = st.columns([1, 1, 6])
+    c1.download_button("JSONL", data=export.rows_to_jsonl(rows), file_name="testset.jsonl",
+                       mime="application/jsonl", on_click="ignore", icon=":material/download:")
+    c2.download_button("CSV", data=export.rows_to_csv(rows), file_name="testset.csv", mime="text/csv",
+                       on_click="ignore", icon=":material/download:")
+
+
+TABLE_COLUMNS = ("rank", "id", "score", "flags", "source", "translation", "reference", "aer", "chrf", "bleu",
+                 "seq_logprob", "wass_to_unif", "entropy_mean", "coverage_min", "length_ratio")
+
+
+# ----------------------------------------------------------------------------- main
+
+def main() -> None:
+    cfg = sidebar()
+    if cfg is None:
+        st.info("Enter a model in the sidebar: `default`, a Hugging Face id, or a local model folder.")
+        return
+    if cfg["page"] == PAGES[0]:
+        sentence_page(cfg)
+    else:
+        testset_page(cfg)
+
+
+try:
+    main()
+except Exception as exc:  # noqa: BLE001 - last line of defence: a message, never a stack trace
+    fail(exc, "Something went wrong")

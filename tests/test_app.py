@@ -1,0 +1,255 @@
+"""The Streamlit app through streamlit.testing.v1.AppTest, on a tiny Marian model built here.
+
+Every tab is drawn, the numbers it shows match the package's, and every kind of bad input
+ends in a clear st.error (never an exception or a stack trace).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit.testing.v1")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+import tiny_models as tm  # noqa: E402
+from aligndebug.align import align_record, default_layer  # noqa: E402
+from aligndebug.extract import extract  # noqa: E402
+from aligndebug.gold import parse_pharaoh_line  # noqa: E402
+from aligndebug.metrics import count_links  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TABS = ["Alignment", "Self-attention", "Rollout & IG", "Tokens"]
+
+
+@pytest.fixture(scope="module")
+def tiny_marian(tmp_path_factory) -> str:
+    return str(tm.save("marian", tmp_path_factory.mktemp("models") / "tiny-marian"))
+
+
+@pytest.fixture(scope="module")
+def decoder_only(tmp_path_factory) -> str:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    path = tmp_path_factory.mktemp("models") / "tiny-gpt2"
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=1, n_embd=8, vocab_size=16, n_positions=16)).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture
+def app(tiny_marian, monkeypatch) -> AppTest:
+    monkeypatch.setenv("ALIGNDEBUG_MODEL", tiny_marian)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return AppTest.from_file(APP, default_timeout=120)
+
+
+def charts_in(node) -> int:
+    """Number of Vega-Lite charts under a node of the AppTest element tree."""
+    n = 0
+    for child in getattr(node, "children", {}).values():
+        if getattr(child, "type", None) == "vega_lite_chart":
+            n += 1
+        n += charts_in(child)
+    return n
+
+
+def no_crash(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def analyse(at: AppTest, source: str, reference: str = "", gold: str = "") -> AppTest:
+    at.text_area(key="src").set_value(source)
+    at.text_input(key="ref").set_value(reference)
+    at.text_input(key="gold").set_value(gold)
+    next(b for b in at.button if b.label == "Analyse").click()
+    return at.run()
+
+
+def test_opens_on_the_model_and_draws_every_tab(app):
+    at = app.run()
+    no_crash(at)
+    assert errors(at) == []
+    assert [t.label for t in at.tabs] == TABS
+    per_tab = {t.label: charts_in(t) for t in at.tabs}
+    assert per_tab["Alignment"] >= 2  # heatmap + layer x head grid
+    assert per_tab["Self-attention"] == 2  # encoder and decoder
+    assert per_tab["Rollout & IG"] >= 2  # attention beside rollout
+    assert per_tab["Tokens"] == 2  # log-prob/entropy and coverage
+    assert any(m.label == "Seq-Logprob" for m in at.metric)
+    labels = {b.label for b in at.get("download_button")}
+    assert {"PNG", "SVG", "Record JSON"} <= labels
+
+
+def test_forced_reference_with_gold_shows_sentence_scores(app):
+    src, ref, gold = "Der Hund schläft .", "The dog sleeps .", "0-0 1-1 2-2 3p3"
+    at = analyse(app.run(), src, ref, gold)
+    no_crash(at)
+    assert errors(at) == []
+    assert "Reference (forced)" in " ".join(m.value for m in at.markdown)
+    # the page's numbers are the package's: same model, default layer, mean heads, Shift-Att
+    rec = extract(tm.bundle("marian"), [src], [ref])[0]
+    links = align_record(rec, method="shift-att", layer=default_layer(rec.cross.shape[0]), head="mean")
+    c = count_links(links, parse_pharaoh_line(gold, 0, (4, 4)))
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["AER"] == f"{c.aer:.2f}"
+    assert shown["Precision"] == f"{c.precision:.2f}" and shown["Recall"] == f"{c.recall:.2f}"
+    assert any(code.value.strip() == " ".join(f"{s}-{t}" for s, t in sorted(links)) for code in at.code)
+    assert charts_in(at.tabs[0]) == 3  # + AER per layer x head once gold is given
+
+
+def test_sidebar_selectors_change_the_view(app):
+    at = app.run()
+    at.radio(key="level").set_value("subword")
+    at.radio(key="method").set_value("naive")
+    at.selectbox(key=next(s.key for s in at.selectbox if s.key.startswith("head-"))).set_value(1)
+    at.run()
+    no_crash(at)
+    assert errors(at) == []
+    assert charts_in(at.tabs[0]) >= 2
+
+
+@pytest.mark.parametrize("source, message", [
+    ("   ", "empty"),
+    ("too long", "positions"),  # built below: more words than the model has positions
+])
+def test_bad_source_is_a_clear_error(app, source, message):
+    if source == "too long":
+        source = " ".join(["Hund"] * (tm.bundle("marian").model.config.max_position_embeddings + 5))
+    at = analyse(app.run(), source)
+    no_crash(at)
+    assert any(message in e for e in errors(at)), errors(at)
+    assert at.tabs == [] or not at.tabs  # no half-drawn views
+
+
+@pytest.mark.parametrize("gold, message", [
+    ("0-0 1-x", "malformed"),
+    ("0-0 7-1", "past the end"),
+])
+def test_bad_gold_line_is_reported_and_views_still_shown(app, gold, message):
+    at = analyse(app.run(), "Der Hund schläft .", "The dog sleeps .", gold)
+    no_crash(at)
+    assert any("Gold alignment ignored" in e and message in e for e in errors(at)), errors(at)
+    assert [t.label for t in at.tabs] == TABS
+    assert not any(m.label == "AER" for m in at.metric)
+
+
+def test_model_that_cannot_be_loaded(app):
+    at = app.run()
+    at.text_input(key="model").set_value("/nonexistent/aligndebug-model").run()
+    no_crash(at)
+    assert any("cannot be used" in e and "could not be loaded" in e for e in errors(at)), errors(at)
+    assert not at.tabs
+
+
+def test_decoder_only_model_is_refused(app, decoder_only):
+    at = app.run()
+    at.text_input(key="model").set_value(decoder_only).run()
+    no_crash(at)
+    assert any("decoder-only" in e for e in errors(at)), errors(at)
+
+
+@pytest.fixture
+def testset(tmp_path) -> dict[str, Path]:
+    src = ["Der Hund schläft .", "Die Katze trinkt Milch .", "Ich sehe den Hund .", "Das Haus ist groß ."]
+    tgt = ["The dog sleeps .", "The cat drinks milk .", "I see the dog .", "The house is big ."]
+    gold = ["0-0 1-1 2-2 3-3", "0-0 1-1 2-2 3-3 4-4", "0-0 1-1 2-2 3-3 4-4", "0-0 1-1 2-2 3-3 4-4"]
+    files = {}
+    for name, lines in (("src", src), ("tgt", tgt), ("ref", tgt), ("gold", gold)):
+        files[name] = tmp_path / f"test.{name}"
+        files[name].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return files
+
+
+def _run_testset(at: AppTest, files: dict[str, Path]) -> AppTest:
+    at.radio(key="page").set_value("Test set").run()
+    at.radio(key="ts_how").set_value("Path on the server").run()
+    for key in ("src", "tgt", "ref", "gold"):
+        at.text_input(key=f"path-{key}").set_value(str(files[key]) if key in files else "")
+    at.button(key="ts_go").click()
+    return at.run()
+
+
+def test_testset_scores_triages_and_opens_a_row(app, testset):
+    at = _run_testset(app.run(), testset)
+    no_crash(at)
+    assert errors(at) == []
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Sentences"] == "4"
+    assert {"AER", "Precision", "Recall", "BLEU", "chrF"} <= set(shown)
+    assert 0.0 <= float(shown["AER"]) <= 1.0
+    assert float(shown["BLEU"]) == pytest.approx(100.0)  # references equal the forced translations
+    table = at.dataframe[0].value
+    assert len(table) == 4 and {"rank", "score", "flags", "source", "aer"} <= set(table.columns)
+    assert list(table["rank"]) == [1, 2, 3, 4]
+    assert charts_in(at.main) >= 1  # corpus AER per layer x head
+    # open the third sentence in the sentence views, with its forced translation and gold
+    at.selectbox(key="ts_open").set_value(2)
+    at.button(key="ts_open_go").click()
+    at.run()
+    no_crash(at)
+    assert at.radio(key="page").value == "One sentence"
+    assert at.text_area(key="src").value == "Ich sehe den Hund ."
+    assert at.text_input(key="ref").value == "I see the dog ."
+    assert at.text_input(key="gold").value == "0-0 1-1 2-2 3-3 4-4"
+    assert [t.label for t in at.tabs] == TABS and any(m.label == "AER" for m in at.metric)
+
+
+def test_testset_flag_filter_and_downloads(app, testset):
+    at = _run_testset(app.run(), testset)
+    table = at.dataframe[0].value
+    flagged = [f for f in table["flags"] if f]
+    labels = {b.label for b in at.get("download_button")}
+    assert {"JSONL", "CSV"} <= labels
+    options = at.multiselect(key="ts_flags").options
+    if options:  # filter by the first flag: only rows carrying it remain
+        flag = options[0]
+        at.multiselect(key="ts_flags").set_value([flag]).run()
+        kept = at.dataframe[0].value
+        assert 0 < len(kept) <= len(table) and all(flag in f for f in kept["flags"])
+    else:
+        assert flagged == []
+    at.text_input(key="ts_search").set_value("Katze").run()
+    assert list(at.dataframe[0].value["source"]) in ([], ["Die Katze trinkt Milch ."])
+
+
+def test_testset_bad_inputs(app, testset, tmp_path):
+    missing = dict(testset, src=tmp_path / "nope.txt")
+    at = _run_testset(app.run(), missing)
+    no_crash(at)
+    assert any("nope.txt" in e for e in errors(at)), errors(at)
+    bad_gold = tmp_path / "bad.gold"
+    bad_gold.write_text("0-0\n0-0\n0-0\n", encoding="utf-8")  # 3 lines for 4 sentences
+    at = _run_testset(app.run(), dict(testset, gold=bad_gold))
+    no_crash(at)
+    assert any("bad.gold" in e and "4 sentence pairs" in e for e in errors(at)), errors(at)
+    no_tgt = {k: v for k, v in testset.items() if k != "tgt"}
+    at = _run_testset(app.run(), no_tgt)
+    no_crash(at)
+    assert any("no translations were given" in e for e in errors(at)), errors(at)
+
+
+def test_record_json_download_is_the_record(app):
+    from aligndebug import export
+
+    at = analyse(app.run(), "Der Hund schläft .", "The dog sleeps .")
+    rec = extract(tm.bundle("marian"), ["Der Hund schläft ."], ["The dog sleeps ."])[0]
+    data = json.loads(export.record_to_json(rec))
+    assert data["src_words"] == ["Der", "Hund", "schläft", "."]
+    assert any(b.label == "Record JSON" for b in at.get("download_button"))
+
+
+def test_integrated_gradients_on_demand(app):
+    at = analyse(app.run(), "Der Hund schläft .", "The dog sleeps .")
+    before = charts_in(at.tabs[2])
+    at.button(key="ig_go").click()
+    at.run()
+    no_crash(at)
+    assert errors(at) == []
+    assert charts_in(at.tabs[2]) == before + 1
+    assert any("Completeness gap" in c.value for c in at.caption)

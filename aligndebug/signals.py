@@ -210,7 +210,8 @@ def lowest_tokens(token_logprobs: np.ndarray, tokens: Sequence[str], positions: 
 
 
 def repetition_stats(words: Sequence[str]) -> dict[str, float]:
-    """Output repetition over case-folded target words.
+    """Output repetition over target words, compared case-folded and without the punctuation
+    attached at either end ("street." matches "street"; a punctuation-only word stays itself).
 
     * ``repeat_share``: share of words inside a word n-gram (n >= 2) that occurs more than once.
     * ``longest_repeat``: length in words of the longest span occurring at least twice
@@ -218,7 +219,7 @@ def repetition_stats(words: Sequence[str]) -> dict[str, float]:
     * ``tandem_repeat``: length of the longest span immediately followed by itself
       ("is is" = 1, "the man the man" = 2), 0 when there is none.
     """
-    w = [x.casefold() for x in words]
+    w = [_bare(x) for x in words]
     n = len(w)
     if n == 0:
         return {"repeat_share": 0.0, "longest_repeat": 0.0, "tandem_repeat": 0.0}
@@ -240,6 +241,16 @@ def repetition_stats(words: Sequence[str]) -> dict[str, float]:
     i, j = np.nonzero(np.triu(lcp >= (np.arange(n)[None, :] - np.arange(n)[:, None]), k=1))
     tandem = int((j - i).max()) if len(i) else 0
     return {"repeat_share": float(covered.mean()), "longest_repeat": float(longest), "tandem_repeat": float(tandem)}
+
+
+def _bare(word: str) -> str:
+    """Case-folded word without leading/trailing punctuation (unchanged if nothing else is left)."""
+    start, end = 0, len(word)
+    while start < end and unicodedata.category(word[start])[0] == "P":
+        start += 1
+    while end > start and unicodedata.category(word[end - 1])[0] == "P":
+        end -= 1
+    return (word[start:end] or word).casefold()
 
 
 def length_ratio(n_tgt_words: int, n_src_words: int) -> float:

@@ -17,14 +17,18 @@ large set) and is written as JSON beside the results.
 **Score** (`triage_row`): higher = more suspect. For each signal, the one-sided empirical
 p-value of the sentence's value against the calibration values in the suspect direction,
 p = (1 + #{reference values at least as extreme}) / (n + 1) (two-sided for length ratio:
-twice the smaller tail, at most 1). Signals measuring the same thing form a *family*
-(`FAMILIES`); a family's p-value is its smallest signal p-value times the number of its
-signals present (Bonferroni, valid however correlated they are). The families' p-values are
-combined with Fisher's method, X = -2 sum(ln p_f), and the score is -log10 of the combined
-p-value, P(chi2 with 2m degrees of freedom >= X) for m families present. A score of 2 reads
-"as extreme as 1 sentence in 100 of the calibration set would be if the families were
-independent" (they are not quite, so read it as a ranking, not a test). Signals that are
-undefined for a sentence (NaN, e.g. chrF without a reference) are left out of it.
+twice the smaller tail, at most 1); beyond the most extreme reference value it keeps falling
+like a half-normal tail (see `Calibration.log_p_value`), so outliers are not all tied at
+1/(n+1). Signals measuring the same thing form a *family* (`FAMILIES`); a family's p-value
+is its smallest signal p-value times the number of its signals present (Bonferroni, valid
+however correlated they are). The families' p-values are combined with Fisher's method,
+X = -2 sum(ln p_f), and the score is -log10 of the combined p-value, P(chi2 with 2m degrees
+of freedom >= X) for m families present. A score of 2 reads "as extreme as 1 sentence in
+100 of the calibration set would be if the families were independent" (they are not quite,
+so read it as a ranking, not a test). Signals that are undefined for a sentence (NaN, e.g.
+chrF without a reference) are left out of it. A row is `suspect` when its score is above
+the q-th percentile of the calibration rows' own scores; its `flags` name every signal
+beyond its own threshold (so a clean sentence can carry a flag without being a suspect).
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ class Calibration:
     thresholds: dict[str, dict[str, float]]  # signal -> {"low": x} / {"high": y} / both
     samples: dict[str, list[float]]  # signal -> sorted reference values (or quantiles)
     settings: dict[str, Any] = field(default_factory=dict)  # model, method, layer, head, ...
+    score_threshold: float | None = None  # q-th percentile of the calibration rows' own scores
     version: int = CAL_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,21 +128,47 @@ class Calibration:
         return cls.from_dict(data)
 
     def p_value(self, name: str, value: float) -> float:
-        """Empirical p-value of `value` in the signal's suspect direction (NaN if undefined)."""
+        """p-value of `value` in the signal's suspect direction (NaN if undefined); see `log_p_value`."""
+        return math.exp(self.log_p_value(name, value))
+
+    def log_p_value(self, name: str, value: float) -> float:
+        """Natural log of the p-value of `value` in the signal's suspect direction.
+
+        Within the reference range: the empirical p = (1 + #{reference values at least as
+        extreme}) / (n + 1). Beyond the most extreme reference value that would stop at
+        1/(n+1) and tie every outlier, so there it goes on falling like a half-normal tail
+        starting at the extreme, p = p_extreme * 2 * P(Z > (value - extreme) / scale), with
+        scale = IQR/1.349 of the reference (its std, or 1, when the IQR is 0). Two-sided
+        signals take twice the smaller tail, at most 1. NaN when undefined.
+        """
         sample = self.samples.get(name)
         if not sample or not _finite(value):
             return float("nan")
+        value = float(value)
         ref = np.asarray(sample, dtype=np.float64)
         n = len(ref)
         at_least = n - np.searchsorted(ref, value, side="left")  # reference values >= value
         at_most = np.searchsorted(ref, value, side="right")  # reference values <= value
-        p_high, p_low = (1 + at_least) / (n + 1), (1 + at_most) / (n + 1)
+        log_hi, log_lo = math.log((1 + at_least) / (n + 1)), math.log((1 + at_most) / (n + 1))
+        if value > ref[-1]:
+            log_hi += math.log(2) + float(stats.norm.logsf((value - ref[-1]) / _tail_scale(ref)))
+        if value < ref[0]:
+            log_lo += math.log(2) + float(stats.norm.logsf((ref[0] - value) / _tail_scale(ref)))
         direction = SIGNALS[name][0]
         if direction == "high":
-            return float(p_high)
+            return log_hi
         if direction == "low":
-            return float(p_low)
-        return float(min(1.0, 2 * min(p_high, p_low)))
+            return log_lo
+        return min(0.0, math.log(2) + min(log_hi, log_lo))
+
+
+def _tail_scale(ref: np.ndarray) -> float:
+    """Robust spread of a sorted reference sample: IQR/1.349, else its std, else 1."""
+    q1, q3 = np.percentile(ref, [25, 75])
+    scale = (q3 - q1) / 1.349
+    if scale <= 0:
+        scale = float(np.std(ref))
+    return scale if scale > 0 else 1.0
 
 
 def apply_token_thresholds(sig: dict[str, Any], calibration: Calibration, src_words: Sequence[str] | None = None) -> dict[str, Any]:
@@ -194,21 +225,35 @@ def calibrate(rows: Sequence[dict[str, Any]], percentile: float = 95.0, source: 
         if len(arr) > max_samples:
             arr = np.quantile(arr, np.linspace(0, 1, max_samples))
         cal.samples[name] = [float(x) for x in arr]
+    # the calibration rows scored against the calibration itself: a sentence is `suspect`
+    # when its score is above their q-th percentile
+    own = [triage_row(r, cal)[0] for r in rows]
+    cal.score_threshold = float(np.percentile(own, q_hi))
     return cal
 
 
-def combine_pvalues(pvalues: dict[str, float]) -> float:
-    """Score from per-signal p-values: Bonferroni-min within families, Fisher across them;
+def combine_pvalues(log_pvalues: dict[str, float]) -> float:
+    """Score from per-signal *log* p-values: Bonferroni-min within families, Fisher across them;
     returns -log10 of the combined p-value (0 when no signal is defined)."""
-    fam_p = []
+    fam_logp = []
     for members in FAMILIES.values():
-        ps = [pvalues[m] for m in members if m in pvalues and _finite(pvalues[m])]
-        if ps:
-            fam_p.append(min(1.0, len(ps) * min(ps)))
-    if not fam_p:
+        lps = [log_pvalues[m] for m in members if m in log_pvalues and _finite(log_pvalues[m])]
+        if lps:
+            fam_logp.append(min(0.0, math.log(len(lps)) + min(lps)))
+    if not fam_logp:
         return 0.0
-    x = -2.0 * float(np.sum(np.log(fam_p)))
-    return float(-stats.chi2.logsf(x, 2 * len(fam_p)) / math.log(10))
+    x = -2.0 * float(np.sum(fam_logp))
+    return float(-fisher_logsf(x, len(fam_logp)) / math.log(10))
+
+
+def fisher_logsf(x: float, m: int) -> float:
+    """ln P(chi2 with 2m degrees of freedom >= x), exact and free of underflow:
+    for even degrees of freedom the survival function is e^{-x/2} sum_{k<m} (x/2)^k / k!."""
+    if x <= 0:
+        return 0.0
+    k = np.arange(m)
+    terms = k * math.log(x / 2) - np.array([math.lgamma(i + 1) for i in k])
+    return float(-x / 2 + np.logaddexp.reduce(terms))
 
 
 def _fmt(x: float) -> str:
@@ -222,8 +267,7 @@ def triage_row(signals: dict[str, Any], calibration: Calibration) -> tuple[float
     names the signal, its value and the threshold.
     """
     sig = {**signals, **apply_token_thresholds(signals, calibration)}
-    pvals = {name: calibration.p_value(name, sig.get(name)) for name in SIGNALS}
-    score = combine_pvalues(pvals)
+    score = combine_pvalues({name: calibration.log_p_value(name, sig.get(name)) for name in SIGNALS})
     flags: list[str] = []
     reasons: list[str] = []
     q = calibration.percentile
@@ -410,7 +454,8 @@ ROW_ORDER = ("id", "rank", "score", "flags", "reasons", "source", "translation",
 def _score_into(row: dict[str, Any], calibration: Calibration) -> None:
     row.update(apply_token_thresholds(row, calibration))
     score, flags, reasons = triage_row(row, calibration)
-    head = {"id": row["id"], "score": round(score, 4), "flags": flags, "reasons": reasons}
+    suspect = calibration.score_threshold is not None and score > calibration.score_threshold
+    head = {"id": row["id"], "score": round(score, 4), "suspect": suspect, "flags": flags, "reasons": reasons}
     rest = {k: v for k, v in row.items() if k not in head}
     row.clear()
     row.update(head)
@@ -443,7 +488,7 @@ def suspect_values(name: str, rows: Sequence[dict[str, Any]], calibration: Calib
     if direction == "both":
         if calibration is None:
             raise ValueError(f"{name} is two-sided: pass the calibration to orient it")
-        v = np.array([-math.log(p) if _finite(p := calibration.p_value(name, r.get(name))) else np.nan for r in rows])
+        v = np.array([-lp if _finite(lp := calibration.log_p_value(name, r.get(name))) else np.nan for r in rows])
     else:
         v = np.array([float(r[name]) if _finite(r.get(name)) else np.nan for r in rows])
         if direction == "low":

@@ -124,6 +124,10 @@ def test_repetition_stats():
     # case-folded; an overlapping run "x x x" holds "x x" twice
     assert repetition_stats("X x x".split())["longest_repeat"] == 2.0
     assert repetition_stats([])["longest_repeat"] == 0.0
+    # raw text: punctuation attached to a word does not hide a repeat
+    raw = repetition_stats("A dog on the grass on the grass.".split())
+    assert raw["tandem_repeat"] == 3.0 and raw["longest_repeat"] == 3.0
+    assert repetition_stats('"Hi," he said , , ok'.split())["tandem_repeat"] == 1.0
 
 
 def test_reference_scores_perfect_and_disjoint():

@@ -18,6 +18,7 @@ from aligndebug.triage import (
     calibrate,
     calibration_path,
     combine_pvalues,
+    fisher_logsf,
     roc_auc,
     run_triage,
     suspect_values,
@@ -86,22 +87,42 @@ def test_p_values_by_direction():
     assert cal.p_value("entropy_mean", 3) == pytest.approx(0.6)
     assert cal.p_value("seq_logprob", 3) == pytest.approx(0.8)
     assert cal.p_value("length_ratio", 3) == pytest.approx(1.0)
-    assert cal.p_value("length_ratio", 10) == pytest.approx(0.4)  # 2 * (1 + 0) / 5
-    assert cal.p_value("entropy_mean", 10) == pytest.approx(0.2)  # never 0
+    assert cal.p_value("length_ratio", 4) == pytest.approx(0.8)  # 2 * (1 + 1) / 5
+    assert 0 < cal.p_value("entropy_mean", 10) < 0.2  # beyond the largest value: below 1/(n+1), never 0
     assert math.isnan(cal.p_value("entropy_mean", float("nan")))
     assert math.isnan(cal.p_value("chrf", 50.0))  # not calibrated
 
 
+def test_p_value_tail_beyond_the_reference_keeps_falling():
+    cal = Calibration(percentile=95, n=5, source="t", token_thresholds={}, thresholds={},
+                      samples={"entropy_mean": [1, 2, 3, 4, 5], "seq_logprob": [1, 2, 3, 4, 5]})
+    at_max = cal.p_value("entropy_mean", 5)
+    assert at_max == pytest.approx(2 / 6)
+    # just beyond the largest value: 1/(n+1) times the half-normal tail (IQR 2 -> scale 2/1.349)
+    scale = 2 / 1.349
+    from scipy import stats
+    expected = (1 / 6) * 2 * stats.norm.sf(1 / scale)
+    assert cal.p_value("entropy_mean", 6) == pytest.approx(expected)
+    assert cal.p_value("entropy_mean", 6) > cal.p_value("entropy_mean", 8) > cal.p_value("entropy_mean", 50) > 0
+    assert cal.log_p_value("entropy_mean", 1e6) < -1000  # no underflow to -inf
+    assert cal.p_value("seq_logprob", -10) < cal.p_value("seq_logprob", 0) < 1 / 6
+
+
 def test_combine_pvalues_fisher_over_bonferroni_families():
+    ln = math.log
     # one family (confidence, 2 signals): p = min(1, 2 * .01) = .02; Fisher with one family is p itself
-    assert combine_pvalues({"seq_logprob": 0.01, "min_logprob": 0.5}) == pytest.approx(-math.log10(0.02))
+    assert combine_pvalues({"seq_logprob": ln(0.01), "min_logprob": ln(0.5)}) == pytest.approx(-math.log10(0.02))
     # two families at .1 each: X = -2 ln .01 = 9.21, chi2(4) survival = e^{-X/2}(1 + X/2) = .01 * (1 + 4.605)
-    expected = -math.log10(0.01 * (1 + -math.log(0.01)))
-    assert combine_pvalues({"seq_logprob": 0.1, "entropy_mean": 0.1}) == pytest.approx(expected)
-    assert combine_pvalues({"seq_logprob": 1.0, "entropy_mean": 1.0}) == pytest.approx(0.0, abs=1e-12)
+    expected = -math.log10(0.01 * (1 + -ln(0.01)))
+    assert combine_pvalues({"seq_logprob": ln(0.1), "entropy_mean": ln(0.1)}) == pytest.approx(expected)
+    assert combine_pvalues({"seq_logprob": 0.0, "entropy_mean": 0.0}) == pytest.approx(0.0, abs=1e-12)
     assert combine_pvalues({"seq_logprob": float("nan")}) == 0.0
-    # more evidence, higher score
-    assert combine_pvalues({"seq_logprob": 0.01}) > combine_pvalues({"seq_logprob": 0.1})
+    # more evidence, higher score; astronomically small p-values stay finite
+    assert combine_pvalues({"seq_logprob": ln(0.01)}) > combine_pvalues({"seq_logprob": ln(0.1)})
+    assert combine_pvalues({"seq_logprob": -5000.0}) == pytest.approx(5000 / math.log(10))
+    from scipy import stats
+    for x, m in ((0.5, 1), (9.2, 2), (30.0, 7)):  # the closed form agrees with scipy where scipy is exact
+        assert fisher_logsf(x, m) == pytest.approx(stats.chi2.logsf(x, 2 * m))
     assert set(FAMILIES) >= {"dispersion", "detachment", "omission", "confidence", "repetition", "length"}
     assert sorted(n for names in FAMILIES.values() for n in names) == sorted(SIGNALS)
 
@@ -111,6 +132,7 @@ def test_triage_row_flags_and_reasons():
     clean = _row(50)
     score_clean, flags, reasons = triage_row(clean, cal)
     assert flags == [] and reasons == []
+    assert cal.score_threshold is not None and score_clean <= cal.score_threshold
     bad = _row(50, seq_logprob=-3.0, tandem_repeat=2.0, repeat_share=0.5, src_coverage=[0.5, 0.1, 2.9],
                lowest_tokens=[{"position": 3, "token": "▁zebra", "logprob": -9.0}])
     score, flags, reasons = triage_row(bad, cal)
@@ -226,6 +248,8 @@ def test_run_triage_writes_ranked_rows_and_calibration(tiny, triaged):
         assert set(SIGNALS) <= set(r)
         assert r["chrf"] == pytest.approx(100.0)
         assert isinstance(r["flags"], list) and isinstance(r["reasons"], list)
+        assert r["suspect"] == (r["score"] > rows.calibration.score_threshold + 1e-4) or \
+            abs(r["score"] - rows.calibration.score_threshold) < 1e-4
     by_id = {r["id"]: r for r in rows}
     assert by_id[4]["tandem_repeat"] == 2.0 and "repetition" in by_id[4]["flags"]
     written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]

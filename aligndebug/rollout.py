@@ -176,3 +176,17 @@ def encoder_rollout_for_record(rec: "Record", fusion: str = "mean", residual: fl
     if rec.enc_self is None:
         raise ValueError("encoder_rollout_for_record: the Record lacks enc_self; extract with keep including 'enc_self'")
     return attention_rollout(rec.enc_self, fusion, residual)
+
+
+def rollout_word_matrix(rec: "Record", method: str = "naive", fusion: str = "mean", residual: float = 0.5) -> np.ndarray:
+    """Decoder rollout pooled to ``[target words, source words]`` (sum over a source word's subwords,
+    mean over a target word's), source specials excluded.
+
+    ``method`` picks the decoder row of each target token: 'naive' (default; the row whose state
+    predicts the token, the row Integrated Gradients explains too) or 'shift-att' (one row later).
+    """
+    from .words import pool_to_words
+
+    mat = rollout_for_record(rec, fusion, residual)[rec.rows_for(method)]
+    pos = rec.target_positions
+    return pool_to_words(mat, rec.src_word_ids, rec.tgt_word_ids[pos], len(rec.src_words), len(rec.tgt_words))

@@ -148,3 +148,20 @@ def test_rollout_for_record_uses_the_records_attention():
     np.testing.assert_allclose(rollout_for_record(rec), [[0.25, 0.75], [0.125, 0.875]], rtol=1e-6)
     with pytest.raises(ValueError, match="enc_self"):
         rollout_for_record(_record(cross=CROSS))
+
+
+def test_rollout_word_matrix_pools_subwords():
+    from aligndebug.rollout import rollout_word_matrix
+
+    rng = np.random.default_rng(4)
+    # source: word 0 = tokens 0,1; word 1 = token 2; token 3 = </s>. target: word 0 = labels 0,1; label 2 = </s>
+    rec = _record(enc_self=_random_attention(rng, 2, 2, 4, 4), dec_self=_random_attention(rng, 2, 2, 3, 3),
+                  cross=_random_attention(rng, 2, 2, 3, 4))
+    rec.src_words, rec.tgt_words = ["ab", "c"], ["xy"]
+    rec.src_word_ids, rec.tgt_word_ids = np.array([0, 0, 1, -1]), np.array([0, 0, -1])
+    rec.dec_tokens, rec.label_tokens = ["<pad>", "x", "y"], ["x", "y", "</s>"]
+    r = rollout_for_record(rec)
+    naive = rollout_word_matrix(rec, "naive")
+    np.testing.assert_allclose(naive, [[(r[0, 0] + r[0, 1] + r[1, 0] + r[1, 1]) / 2, (r[0, 2] + r[1, 2]) / 2]])
+    shifted = rollout_word_matrix(rec, "shift-att")  # rows 1, 2
+    np.testing.assert_allclose(shifted, [[(r[1, 0] + r[1, 1] + r[2, 0] + r[2, 1]) / 2, (r[1, 2] + r[2, 2]) / 2]])

@@ -14,7 +14,7 @@ import torch
 
 import tiny_models as tm
 from aligndebug import align
-from aligndebug.extract import extract, translate
+from aligndebug.extract import extract
 from aligndebug.models import ModelBundle, ModelLoadError, load_model
 
 SRC = "Der Hund schläft im Garten ."
@@ -160,14 +160,6 @@ def test_generation_starts_like_teacher_forcing(fam):
         logits = b.model(**enc, decoder_input_ids=torch.as_tensor(rec.dec_ids[:k])[None]).logits[0, -1]
     assert gen[0, :k].tolist() == rec.dec_ids[:k].tolist()
     assert gen[0, k].item() == logits.argmax().item()  # the first free step is the model's own choice
-
-
-def test_translate_then_extract(fam):
-    _, b, _ = fam
-    out = translate(b, [SRC, SHORT_SRC], max_new_tokens=5)
-    assert len(out) == 2 and all(isinstance(s, str) for s in out)
-    recs = extract(b, [SRC], None)
-    assert recs[0].meta["forced_target"] is False
 
 
 # --------------------------------------------------------------------------------------------- loading

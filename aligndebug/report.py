@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,8 +55,21 @@ def _heatmaps(rows: Sequence[dict[str, Any]], bundle: Any, layer: Any, head: Any
         chart = alignment_heatmap(rec, layer=layer, head=head, method=method,
                                   title=f"cross-attention · layer {layer} · head {head} · {method}")
         svg = chart_to_svg(chart).decode("utf-8")
-        out.append(svg[svg.find("<svg"):])  # drop any XML prolog so it embeds inline
+        svg = svg[svg.find("<svg"):]  # drop any XML prolog so it embeds inline
+        out.append(unique_ids(svg, f"c{len(out)}_"))
     return out
+
+
+def unique_ids(svg: str, prefix: str) -> str:
+    """Prefix every id in `svg` and the references to it: inline SVGs share one document, and
+    each chart's legend gradient is called ``gradient_0``."""
+    ids = set(re.findall(r'\bid="([^"]+)"', svg))
+    if not ids:
+        return svg
+    alt = "|".join(re.escape(i) for i in sorted(ids, key=len, reverse=True))
+    svg = re.sub(rf'\bid="({alt})"', lambda m: f'id="{prefix}{m.group(1)}"', svg)
+    svg = re.sub(rf"url\(#({alt})\)", lambda m: f"url(#{prefix}{m.group(1)})", svg)
+    return re.sub(rf'href="#({alt})"', lambda m: f'href="#{prefix}{m.group(1)}"', svg)
 
 
 def render_report(rows: Sequence[dict[str, Any]], *, bundle: Any = None, calibration: Any = None, top: int = 20,

@@ -25,9 +25,17 @@ Definitions (design notes part 2; every choice about special tokens is stated he
 * **Coverage** of a source word: its column sum of the row-renormalised ``W`` (each target
   word hands out one unit). *Relative* coverage divides by the fair share n_tgt/n_src, so 1
   means "as much as every word would get under uniform attention".
+* **Omission / repetition suspects**: source *content words* (see `FUNCTION_WORDS`) whose
+  relative coverage is below / above token-level thresholds passed in (triage calibrates
+  them as percentiles).
+* **Attention sinks**: over the rows of ``A``, the mean share of attention on encoder
+  specials (``src_word_ids == -1``: ``</s>``, language codes, prefixes) and on punctuation
+  (tokens of punctuation-only words, and punctuation tokens split off a word).
 * **Seq-Logprob**: mean of ``rec.token_logprobs`` over the label positions that hold target
   word tokens *plus the final* ``</s>`` (so stopping early or late is scored too); forced
   language-code labels are excluded.
+* **Output repetition** and **length ratio** are over target words (split on spaces);
+  chrF / BLEU are sacrebleu's sentence scores against a reference.
 """
 
 from __future__ import annotations

@@ -216,13 +216,16 @@ def main(argv=None) -> int:
     print(markdown(table))
     print()
     flag_rates = {k: float(np.mean([bool(r["flags"]) for r in v])) for k, v in rows.items()}
-    print("share of sentences with at least one flag: "
-          + ", ".join(f"{k} {v:.2f}" for k, v in flag_rates.items()))
+    suspect_rates = {k: float(np.mean([r["score"] > cal.score_threshold for r in v])) for k, v in rows.items()}
+    print(f"share marked suspect (score above the calibration's {args.percentile:g}th percentile, "
+          f"{cal.score_threshold:.2f}): " + ", ".join(f"{k} {v:.2f}" for k, v in suspect_rates.items()))
+    print("share with at least one flag: " + ", ".join(f"{k} {v:.2f}" for k, v in flag_rates.items()))
     if args.out_json:
         args.out_json.write_text(json.dumps({
             "settings": {**settings, "n": len(controls), "calibration_n": len(cal_rows), "seed": args.seed,
                          "percentile": args.percentile, "test": args.test},
-            "auc": table, "flag_rates": flag_rates,
+            "auc": table, "flag_rates": flag_rates, "suspect_rates": suspect_rates,
+            "score_threshold": cal.score_threshold,
             "examples": {k: [{"id": suite_ids[i], "target": targets[k][i], "score": rows[k][i]["score"],
                               "flags": rows[k][i]["flags"]} for i in range(len(controls))] for k in targets},
         }, indent=1, ensure_ascii=False), encoding="utf-8")

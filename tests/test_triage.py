@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -291,7 +292,12 @@ def test_report_is_self_contained(tiny, triaged, tmp_path):
     text = path.read_text(encoding="utf-8")
     assert text.count("<svg") == 2 and "<script" not in text and "http://cdn" not in text
     assert "src=\"http" not in text and "href=\"http" not in text
-    assert f"#1 · score" in text and "&lt;" not in rows[0]["source"]
+    assert "#1 · score" in text
+    # each inline chart's ids are its own (two charts must not share one legend gradient id)
+    ids = re.findall(r'\bid="([^"]+)"', text)
+    assert len(ids) == len(set(ids)) and any(i.startswith("c1_") for i in ids)
+    for ref in re.findall(r"url\(#([^)]+)\)", text):
+        assert ref in ids
     no_model = write_report(rows, tmp_path / "r2.html", top=3).read_text(encoding="utf-8")
     assert "<svg" not in no_model and no_model.count('class="card"') == 3
 

@@ -168,6 +168,9 @@ def translate(bundle: ModelBundle, sources: Sequence[str | Words], beam: int = 1
     for idx in length_batches([len(t) for t in texts], batch_size):
         enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True).to(bundle.device)
         limit = max_new_tokens or int(enc["input_ids"].shape[1] * 1.5) + 10
+        positions = _max_positions(bundle)
+        if positions:  # the decoder start takes one position; past the table generation fails with an IndexError
+            limit = min(limit, positions - 1)
         with torch.inference_mode():
             gen = model.generate(**enc, num_beams=beam, do_sample=False, max_new_tokens=limit,
                                  **bundle.generate_kwargs)

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import tiny_models as tm
 from aligndebug.extract import extract, iter_extract, translate
@@ -148,3 +149,20 @@ def test_translate_then_extract_without_targets(family):
     assert [r.target for r in recs] == [" ".join(w for w in s.split(" ") if w) for s in out]
     forced = extract(b, SOURCES[:1], TARGETS[:1])[0]
     assert forced.meta["forced_target"] is True
+
+
+def test_translate_stays_within_the_models_positions():
+    """A source that fits must not make generation run past the position table (1.5 x its length would)."""
+    from transformers import MarianConfig, MarianMTModel
+
+    tok = tm.tokenizer("marian")
+    size = dict(tm.SIZE, max_position_embeddings=32)
+    torch.manual_seed(0)
+    model = MarianMTModel(MarianConfig(vocab_size=tm.vocab_size(tok), decoder_start_token_id=tok.pad_token_id,
+                                       pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **size))
+    model.generation_config.eos_token_id = None  # a random model might stop early; run to the limit
+    b = ModelBundle.from_objects(model, tok, name="tiny-marian-32")
+    source = " ".join(["Hund"] * 12)  # 25 tokens: fits in 32, but 25 * 1.5 + 10 = 47 new tokens would not
+    assert len(tok(source)["input_ids"]) == 25
+    out = translate(b, [source])
+    assert isinstance(out[0], str)

@@ -166,3 +166,16 @@ def test_translate_stays_within_the_models_positions():
     assert len(tok(source)["input_ids"]) == 25
     out = translate(b, [source])
     assert isinstance(out[0], str)
+
+
+def test_t5_source_prefix_is_read_but_never_a_word():
+    t5 = tm.bundle("t5")
+    prefix = "translate German to English: "
+    b = ModelBundle.from_objects(t5.model, t5.tokenizer, name="tiny-t5-prefixed", source_prefix=prefix)
+    rec = extract(b, SOURCES[:1], TARGETS[:1])[0]
+    plain = extract(t5, SOURCES[:1], TARGETS[:1])[0]
+    n = len(t5.tokenizer(prefix, add_special_tokens=False)["input_ids"])
+    assert rec.src_ids[n:].tolist() == plain.src_ids.tolist()
+    assert (rec.src_word_ids[:n] == -1).all() and rec.src_word_ids[n:].tolist() == plain.src_word_ids.tolist()
+    assert rec.src_words == plain.src_words and rec.source == SOURCES[0]
+    assert not np.allclose(rec.token_logprobs, plain.token_logprobs)  # the model did read the prefix

@@ -286,3 +286,47 @@ def test_result_to_dict_round_trips_shapes():
     d = res.to_dict()
     assert np.asarray(d["source"]).shape == (2, 3) and d["target_prefix"] is None and d["steps"] == 4
     assert np.isnan(res.relative_delta).all()  # nothing to explain: the relative gap is undefined
+
+
+# ---------------------------------------------------------------------------------------------
+# Every model family: the embedding hooks must reproduce the model's own passes at both ends of
+# the path. α = 1: the Record's log-probs. α = 0 with the pad baseline: a plain pass on the real
+# ids through a *copy* of the embedding layer whose rows all hold the pad embedding, so positions
+# stay those of the real sentence (M2M100/NLLB derive positions from the ids: a pass on pad ids
+# would move them, which the IG path deliberately does not).
+# ---------------------------------------------------------------------------------------------
+FAMILIES = ("marian", "bart", "mbart", "mbart50", "m2m100", "nllb", "t5")
+
+
+def _logprobs_with_pad_embeddings(model, rec, sides) -> np.ndarray:
+    import copy
+
+    stacks = {"encoder": model.get_encoder(), "decoder": model.get_decoder()}
+    saved = {}
+    try:
+        for side in sides:
+            stack = stacks[side]
+            saved[side] = stack.embed_tokens
+            padded = copy.deepcopy(stack.embed_tokens)
+            padded.weight.data[:] = padded.weight.data[model.config.pad_token_id]
+            stack.embed_tokens = padded
+        return _plain_logprobs(model, rec.src_ids, rec.dec_ids, rec.label_ids)
+    finally:
+        for side, module in saved.items():
+            stacks[side].embed_tokens = module
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_path_ends_match_plain_passes_for_every_family(tiny_bundle, family):
+    from aligndebug.extract import extract
+
+    bundle = tiny_bundle(family)
+    rec = extract(bundle, ["Der Hund schläft ."], ["The dog sleeps ."])[0]
+    res = ig_for_record(bundle, rec, steps=4, target_prefix=True)
+    np.testing.assert_allclose(res.f_x, rec.token_logprobs, atol=1e-4)
+    np.testing.assert_allclose(res.f_baseline, _logprobs_with_pad_embeddings(bundle.model, rec, ("encoder", "decoder")),
+                               atol=1e-4)
+    src_only = ig_for_record(bundle, rec, steps=4)
+    np.testing.assert_allclose(src_only.f_baseline, _logprobs_with_pad_embeddings(bundle.model, rec, ("encoder",)),
+                               atol=1e-4)
+    assert np.isfinite(res.source).all() and np.abs(res.source).max() > 0

@@ -145,21 +145,31 @@ class Calibration:
         if not sample or not _finite(value):
             return float("nan")
         value = float(value)
-        ref = np.asarray(sample, dtype=np.float64)
+        ref, scale = self._reference(name, sample)
         n = len(ref)
         at_least = n - np.searchsorted(ref, value, side="left")  # reference values >= value
         at_most = np.searchsorted(ref, value, side="right")  # reference values <= value
         log_hi, log_lo = math.log((1 + at_least) / (n + 1)), math.log((1 + at_most) / (n + 1))
         if value > ref[-1]:
-            log_hi += math.log(2) + float(stats.norm.logsf((value - ref[-1]) / _tail_scale(ref)))
+            log_hi += math.log(2) + float(stats.norm.logsf((value - ref[-1]) / scale))
         if value < ref[0]:
-            log_lo += math.log(2) + float(stats.norm.logsf((ref[0] - value) / _tail_scale(ref)))
+            log_lo += math.log(2) + float(stats.norm.logsf((ref[0] - value) / scale))
         direction = SIGNALS[name][0]
         if direction == "high":
             return log_hi
         if direction == "low":
             return log_lo
         return min(0.0, math.log(2) + min(log_hi, log_lo))
+
+
+    def _reference(self, name: str, sample: list[float]) -> tuple[np.ndarray, float]:
+        """The sample as an array and its tail scale, cached per signal (rebuilt if replaced)."""
+        cache = self.__dict__.setdefault("_cache", {})  # not a dataclass field: never serialised
+        hit = cache.get(name)
+        if hit is None or hit[0] is not sample:
+            ref = np.asarray(sample, dtype=np.float64)
+            hit = cache[name] = (sample, ref, _tail_scale(ref))
+        return hit[1], hit[2]
 
 
 def _tail_scale(ref: np.ndarray) -> float:

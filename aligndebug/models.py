@@ -144,8 +144,12 @@ def _generation_prefix(model: Any, tokenizer: Any, name: str) -> dict[str, Any]:
     """
     from .extract import decoder_inputs  # extract imports this module
 
-    full = list(tokenizer(text_target="a")["input_ids"])
-    body = list(tokenizer(text_target="a", add_special_tokens=False)["input_ids"])
+    try:
+        full = list(tokenizer(text_target="a")["input_ids"])
+        body = list(tokenizer(text_target="a", add_special_tokens=False)["input_ids"])
+    except (KeyError, ValueError, TypeError) as exc:  # e.g. M2M100 with no target language set
+        raise ModelLoadError(f"{name}: the tokenizer cannot encode a target sentence ({type(exc).__name__}: {exc}); "
+                             "a multilingual model needs tgt_lang (e.g. 'en', 'eng_Latn', 'en_XX')") from exc
     lead = next((i for i in range(len(full) - len(body) + 1) if body and full[i:i + len(body)] == body), None)
     if lead is None:
         return {}

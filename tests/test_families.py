@@ -199,6 +199,15 @@ def test_a_language_code_missing_from_the_vocabulary_is_refused():
                                  tgt_lang="eng_Latn")
 
 
+def test_a_multilingual_model_without_target_language_is_refused():
+    from transformers import M2M100Tokenizer
+    tm.tokenizer("m2m100")  # writes vocab.json and the SentencePiece model into tok-m2m100/
+    d = tm.workdir() / "tok-m2m100"
+    tok = M2M100Tokenizer(vocab_file=str(d / "vocab.json"), spm_file=str(d / "sentencepiece.bpe.model"), src_lang="de")
+    with pytest.raises(ModelLoadError, match="needs tgt_lang"):
+        ModelBundle.from_objects(tm.bundle("m2m100").model, tok, name="no-target-language")
+
+
 def test_missing_model_path_is_a_clear_error(tmp_path):
     missing = tmp_path / "no-such-model"
     with pytest.raises(ModelLoadError, match="could not be loaded") as err:

@@ -26,7 +26,6 @@ from aligndebug.words import split_words
 
 EXAMPLE = "Ein Mann fährt mit dem Fahrrad durch die Stadt ."
 PAGES = ("One sentence", "Test set")
-MAX_WORDS_HINT = "split very long inputs into sentences"
 
 st.set_page_config(page_title="aligndebug", layout="wide")
 
@@ -115,8 +114,8 @@ def selector_label(x: Any) -> str:
 
 # ----------------------------------------------------------------------------- sidebar
 
-def sidebar() -> dict[str, Any] | None:
-    """Model and view settings; returns them, or None when no model could be loaded."""
+def sidebar_model() -> tuple[str, str]:
+    """Page and model name (drawn first, so the page's inputs show while the model loads)."""
     sb = st.sidebar
     sb.title("aligndebug")
     sb.caption("Where does a translation model look, and is it right?")
@@ -126,6 +125,12 @@ def sidebar() -> dict[str, Any] | None:
     model = sb.text_input("Model", key="model",
                           help="`default` is the embedded German→English model. Or a Hugging Face id "
                                "(e.g. Helsinki-NLP/opus-mt-de-en) or a local model folder.").strip() or "default"
+    return page, model
+
+
+def sidebar_settings(model: str) -> dict[str, Any] | None:
+    """Load the model; its view settings, or None when it cannot be used."""
+    sb = st.sidebar
     try:
         bundle = get_bundle(model)
     except Exception as exc:  # noqa: BLE001 - any load failure is shown, not raised
@@ -149,13 +154,14 @@ def sidebar() -> dict[str, Any] | None:
                      help="Words as written (gold alignments index words) or the model's subword tokens.")
     sb.subheader("Decoding")
     beam = int(sb.number_input("Beam size", 1, 8, 1, key="beam", help="1 = greedy. Used when no reference is given."))
-    return {"page": page, "model": model, "bundle": bundle, "layer": layer, "head": head, "method": method,
+    return {"model": model, "bundle": bundle, "layer": layer, "head": head, "method": method,
             "level": level, "beam": beam, "n_layers": n_layers, "n_heads": n_heads}
 
 
 # ----------------------------------------------------------------------------- one sentence
 
-def sentence_page(cfg: dict[str, Any]) -> None:
+def sentence_form() -> dict[str, Any]:
+    """The sentence inputs; returns the last submitted query (the example until one is submitted)."""
     query = st.session_state.setdefault("query", {"source": EXAMPLE, "reference": "", "gold": "", "base": 0})
     for key, qkey in (("src", "source"), ("ref", "reference"), ("gold", "gold")):
         if key not in st.session_state:
@@ -173,6 +179,10 @@ def sentence_page(cfg: dict[str, Any]) -> None:
     if submitted:
         st.session_state.query = query = {"source": st.session_state.src, "reference": st.session_state.ref,
                                           "gold": st.session_state.gold, "base": st.session_state.gold_base}
+    return query
+
+
+def sentence_page(cfg: dict[str, Any], query: dict[str, Any]) -> None:
     try:
         rec = analyse(cfg["model"], query["source"], query["reference"], cfg["beam"])
     except Exception as exc:  # noqa: BLE001
@@ -349,6 +359,8 @@ def _save_upload(upload, folder: Path, name: str) -> Path | None:
 
 def testset_inputs() -> dict[str, Any] | None:
     """Where the test set comes from: server paths or uploads. Returns paths (uploads saved to a temp dir)."""
+    st.caption("Score a whole test set: corpus AER against gold, BLEU/chrF against references, and a ranked "
+               "list of suspect translations (triage). Pick a row to open it in the sentence views.")
     how = st.radio("Files", ["Upload", "Path on the server"], horizontal=True, key="ts_how")
     labels = {"src": "Source (one sentence a line, or `source ||| target` a line)",
               "tgt": "Translations to check (optional; otherwise the model translates)",
@@ -377,14 +389,13 @@ def run_testset(cfg: dict[str, Any], inp: dict[str, Any]) -> dict[str, Any]:
     from aligndebug.batch import ScoreOptions, score_stream
     from aligndebug.gold import format_pharaoh, read_gold
     from aligndebug.metrics import corpus_translation_scores
-    from aligndebug.pairs import SentencePair, iter_pairs, pair_lengths
+    from aligndebug.pairs import SentencePair, iter_lines, iter_pairs, pair_lengths
     from aligndebug.triage import read_text_lines
 
     if inp["src"] is None:
         raise InputError(None, None, "no source file given", "a source file or a `source ||| target` file")
     src = inp["src"]
-    first = next(iter(Path(src).open(encoding="utf-8", errors="replace")), "") if Path(src).exists() else ""
-    is_pairs = "|||" in first
+    is_pairs = "|||" in next(iter_lines(src), (0, ""))[1]  # a `source ||| target` file, or sources alone
     if is_pairs and inp["tgt"] is not None:
         raise InputError(inp["tgt"], None, "a translations file was given with a `source ||| target` file",
                          "either one pairs file or a source file with an optional translations file")
@@ -439,7 +450,8 @@ def run_testset(cfg: dict[str, Any], inp: dict[str, Any]) -> dict[str, Any]:
         r.update({"links": s.get("links"), "gold": s.get("gold"), "aer": s.get("aer"),
                   "precision": s.get("precision"), "recall": s.get("recall")})
     bar.progress(1.0, text=f"Done: {n} sentences")
-    corpus: dict[str, Any] = {"sentences": n}
+    corpus: dict[str, Any] = {"sentences": n, "settings": f"model {cfg['model']} · layer {cfg['layer']} · "
+                                                          f"head {cfg['head']} · {cfg['method']}"}
     if gold is not None and totals.scored:
         c = totals.counts
         corpus.update({"aer": c.aer, "precision": c.precision, "recall": c.recall})
@@ -471,10 +483,7 @@ def open_sentence() -> None:
     st.session_state.page = PAGES[0]
 
 
-def testset_page(cfg: dict[str, Any]) -> None:
-    st.caption("Score a whole test set: corpus AER against gold, BLEU/chrF against references, and a ranked "
-               "list of suspect translations (triage). Pick a row to open it in the sentence views.")
-    inp = testset_inputs()
+def testset_page(cfg: dict[str, Any], inp: dict[str, Any]) -> None:
     if inp["go"]:
         try:
             st.session_state.testset = run_testset(cfg, inp)
@@ -492,8 +501,8 @@ def testset_page(cfg: dict[str, Any]) -> None:
                                ("AER", "Precision", "Recall", "BLEU", "chrF")):
         if key in corpus:
             col.metric(label, f"{corpus[key]:.3f}" if key in ("aer", "precision", "recall") else f"{corpus[key]:.1f}")
+    st.caption(f"Scored with {corpus['settings']}" + (f" · gold: {corpus['gold']}" if "gold" in corpus else ""))
     if "gold" in corpus:
-        st.caption(corpus["gold"])
         for w in corpus.get("gold_warnings", []):
             st.warning(w)
     if res["grid"]:
@@ -539,14 +548,16 @@ TABLE_COLUMNS = ("rank", "id", "score", "flags", "source", "translation", "refer
 # ----------------------------------------------------------------------------- main
 
 def main() -> None:
-    cfg = sidebar()
+    page, model = sidebar_model()
+    inputs = sentence_form() if page == PAGES[0] else testset_inputs()
+    cfg = sidebar_settings(model)
     if cfg is None:
         st.info("Enter a model in the sidebar: `default`, a Hugging Face id, or a local model folder.")
         return
-    if cfg["page"] == PAGES[0]:
-        sentence_page(cfg)
+    if page == PAGES[0]:
+        sentence_page(cfg, inputs)
     else:
-        testset_page(cfg)
+        testset_page(cfg, inputs)
 
 
 try:

@@ -6,7 +6,8 @@ Conventions shared by every chart here:
   the axis text is looked up from the position with a ``labelExpr``. Words therefore keep
   sentence order (never alphabetical) and a word that occurs twice gets two cells.
 * Data is inlined as plain Python values (``alt.InlineData``), so charts of any size pass
-  Altair's row limit and serialise to JSON without pandas dtypes.
+  Altair's row limit and serialise to JSON without pandas dtypes; it is attached last
+  (:func:`_attach`), because Altair copies and validates data on every method call.
 * Matrices are ``[rows, cols]`` = ``[target side (y), source side (x)]``; links and gold
   pairs are ``(source index, target index)``, 0-based, as in Pharaoh lines.
 """
@@ -144,34 +145,42 @@ def matrix_heatmap(
     tooltip = [alt.Tooltip("source:N", title=x_title or "x"), alt.Tooltip("target:N", title=y_title or "y"),
                alt.Tooltip("value:Q", title=value_title, format=".3f"),
                alt.Tooltip("src:O", title=f"{x_title or 'x'} #"), alt.Tooltip("tgt:O", title=f"{y_title or 'y'} #")]
-    base = alt.Chart(alt.InlineData(values=_cells(m, x_labels, y_labels)))
-    heat = base.mark_rect().encode(
+    cells = _cells(m, x_labels, y_labels)
+    heat = alt.Chart().mark_rect().encode(
         x=x_enc, y=y_enc, color=alt.Color("value:Q", title=value_title, scale=scale), tooltip=tooltip)
     props = {"width": alt.Step(size), "height": alt.Step(size)}
     if title:
         props["title"] = title
     if links is None and gold is None:
-        return heat.properties(**props)
+        return _attach(alt.layer(heat).properties(**props), cells)
     status = link_status(links or (), gold)
-    marks = []
-    for (x, y), st in sorted(status.items()):
-        if not (0 <= x < m.shape[1] and 0 <= y < m.shape[0]):
-            raise ValueError(f"link ({x}, {y}) is outside the {m.shape[1]} x {m.shape[0]} matrix "
-                             f"(expected source index < {m.shape[1]} and target index < {m.shape[0]})")
-        marks.append({"src": x, "tgt": y, "source": str(x_labels[x]), "target": str(y_labels[y]),
-                      "value": _round(m[y:y + 1, x])[0], "status": st})
+    n_y, n_x = m.shape
+    for (x, y), st in status.items():
+        if not (0 <= x < n_x and 0 <= y < n_y):
+            raise ValueError(f"link ({x}, {y}) is outside the {n_x} x {n_y} matrix "
+                             f"(expected source index < {n_x} and target index < {n_y})")
+        cells[y * n_x + x]["status"] = st  # cells are row-major
     used = [s for s in STATUS_STYLE if s in set(status.values())] or [ALIGNED]
     legend_title = "alignment" if gold is None else "vs gold"
-    dots = alt.Chart(alt.InlineData(values=marks)).mark_point(
-        filled=True, stroke="white", strokeWidth=0.8, opacity=1).encode(
+    dots = alt.Chart().mark_point(filled=True, stroke="white", strokeWidth=0.8, opacity=1).encode(
         x=x_enc, y=y_enc,
         fill=alt.Fill("status:N", title=legend_title,
                       scale=alt.Scale(domain=used, range=[STATUS_STYLE[s][0] for s in used])),
         shape=alt.Shape("status:N", title=legend_title,
                         scale=alt.Scale(domain=used, range=[STATUS_STYLE[s][1] for s in used])),
         size=alt.value(max(20, int(size * size * 0.35))),
-        tooltip=tooltip + [alt.Tooltip("status:N", title="link")])
-    return alt.layer(heat, dots).properties(**props)
+        tooltip=tooltip + [alt.Tooltip("status:N", title="link")]).transform_filter("isValid(datum.status)")
+    return _attach(alt.layer(heat, dots).properties(**props), cells)
+
+
+def _attach(chart: Any, values: list[dict[str, Any]]) -> Any:
+    """Give a finished chart its data in one step.
+
+    Every Altair method call deep-copies and validates the chart's data, which for a few
+    thousand cells costs seconds; attaching the data last (a plain attribute) costs nothing.
+    """
+    chart.data = alt.InlineData(values=values)
+    return chart
 
 
 # ----------------------------------------------------------------------------- source x target views
@@ -338,11 +347,16 @@ def layer_head_grid(rec: Record, *, method: str = "shift-att", level: str = "wor
     argmax = masked.argmax(axis=-1) if n_x and not special.all() else np.full(att.shape[:-1], -1)
     l_idx, h_idx, y_idx, x_idx = np.indices(att.shape).reshape(4, -1)
     aligned = (argmax[l_idx, h_idx, y_idx] == x_idx)
-    vals = _round(att)
-    data = [{"layer": int(l), "head": heads[h], "src": int(x), "tgt": int(y), "source": xl[x], "target": yl[y],
-             "value": v, "aligned": bool(a)}
+    vals = _round(att, 4)
+    # Panels repeat the same words L x (H+1) times: rows carry indices only and the words are looked
+    # up from two small tables, which keeps the spec a fraction of the size for long sentences.
+    data = [{"layer": int(l), "head": heads[h], "src": int(x), "tgt": int(y), "value": v, "aligned": bool(a)}
             for l, h, y, x, v, a in zip(l_idx.tolist(), h_idx.tolist(), y_idx.tolist(), x_idx.tolist(), vals,
                                          aligned.tolist())]
+    src_table = alt.LookupData(data=alt.InlineData(values=[{"src": i, "source": w} for i, w in enumerate(xl)]),
+                               key="src", fields=["source"])
+    tgt_table = alt.LookupData(data=alt.InlineData(values=[{"tgt": i, "target": w} for i, w in enumerate(yl)]),
+                               key="tgt", fields=["target"])
     step = max(2.0, panel / max(n_x, n_y, 1))
     tooltip = [alt.Tooltip("layer:O"), alt.Tooltip("head:N"), alt.Tooltip("source:N"), alt.Tooltip("target:N"),
                alt.Tooltip("value:Q", format=".3f")]
@@ -353,13 +367,17 @@ def layer_head_grid(rec: Record, *, method: str = "shift-att", level: str = "wor
                                    color=alt.Color("value:Q", title="attention", scale=alt.Scale(scheme="blues", domainMin=0)))
     dots = base.mark_point(filled=True, color="#d62728", size=max(4, int(step * step * 0.3))).encode(
         x=x_enc, y=y_enc, tooltip=tooltip).transform_filter("datum.aligned")
-    layered = alt.layer(heat, dots, data=alt.InlineData(values=data)).properties(
+    layered = alt.layer(heat, dots).transform_lookup(
+        lookup="src", from_=src_table).transform_lookup(lookup="tgt", from_=tgt_table).properties(
         width=alt.Step(step), height=alt.Step(step))
-    return layered.facet(
-        row=alt.Row("layer:O", sort="ascending", header=alt.Header(labelExpr="'layer ' + datum.value", title=None)),
-        column=alt.Column("head:N", sort=heads, header=alt.Header(title=None)),
+    return _attach(alt.FacetChart(
+        spec=layered,
+        facet=alt.FacetMapping(
+            row=alt.FacetFieldDef(field="layer", type="ordinal", sort="ascending",
+                                  header=alt.Header(labelExpr="'layer ' + datum.value", title=None)),
+            column=alt.FacetFieldDef(field="head", type="nominal", sort=heads, header=alt.Header(title=None))),
         spacing=6,
-    ).properties(title=f"every layer x head ({method}, {level} level; last column = mean over heads)")
+        title=f"every layer x head ({method}, {level} level; last column = mean over heads)"), data)
 
 
 def layer_head_scores(scores: dict[tuple[int, Any], float], *, value_title: str = "AER", lower_is_better: bool = True,

@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sentences read, scored and appended to --out at a time (what a kill can cost)")
     s.add_argument("--beam", type=int, default=1, help="beam size when the model translates (1 = greedy)")
     s.add_argument("--no-progress", action="store_true")
+    r = s.add_argument_group("Ray (pip install 'aligndebug[ray]')")
+    r.add_argument("--ray", action="store_true", help="score on a Ray cluster: actors holding the model, same rows")
+    r.add_argument("--ray-address", help="cluster to join (default: $RAY_ADDRESS, else a local Ray instance)")
+    r.add_argument("--ray-actors", type=positive_int, default=2, help="model-holding actors (default 2)")
+    r.add_argument("--ray-gpus-per-actor", type=float, default=None,
+                   help="GPUs per actor (default: 1 with --device cuda, else 0)")
     s.set_defaults(func=cmd_score)
 
     i = sub.add_parser("inspect", help="show tokens, word alignment and pooled cross-attention for one sentence")
@@ -128,7 +134,16 @@ def cmd_score(args: argparse.Namespace) -> int:
                          sentences=pair_lengths(_pairs(args)), skip_invalid=args.skip_invalid)
         for w in gold.warnings:
             print(f"aligndebug: warning: {w}", file=sys.stderr)
-    bundle = _bundle(args)
+    if args.ray:
+        try:
+            from .ray_backend import require_ray, score_with_ray
+
+            require_ray()
+        except ImportError as exc:
+            raise InputError(None, None, f"--ray needs Ray Data ({exc})", "pip install 'aligndebug[ray]'") from exc
+    # With --ray the actors load the model on --device; the driver only needs its shape and name.
+    bundle = load_model(args.model, device="cpu", src_lang=args.src_lang, tgt_lang=args.tgt_lang,
+                        source_prefix=args.source_prefix) if args.ray else _bundle(args)
     n_layers = bundle.num_layers
     layer = default_layer(n_layers) if args.layer is None else args.layer
     opts = ScoreOptions(method=args.method, layer=layer, head=args.head, threshold=args.threshold,
@@ -138,8 +153,17 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     with tqdm(total=total, unit="sent", disable=args.no_progress, file=sys.stderr) as bar:
         try:
-            totals, kept = score_stream(bundle, _pairs(args), gold.alignments if gold else None, opts,
-                                        rows_path=args.out, resume=args.resume, on_progress=bar.update)
+            if args.ray:
+                gpus = args.ray_gpus_per_actor
+                gpus = (1.0 if args.device.startswith("cuda") else 0.0) if gpus is None else gpus
+                totals, kept = score_with_ray(
+                    args.model, src=args.src, tgt=args.tgt, pairs=args.pairs, golds=gold.alignments if gold else None,
+                    opts=opts, out_path=args.out, resume=args.resume, num_actors=args.ray_actors,
+                    num_gpus_per_actor=gpus, device=args.device, address=args.ray_address, on_progress=bar.update,
+                    load_kwargs=dict(src_lang=args.src_lang, tgt_lang=args.tgt_lang, source_prefix=args.source_prefix))
+            else:
+                totals, kept = score_stream(bundle, _pairs(args), gold.alignments if gold else None, opts,
+                                            rows_path=args.out, resume=args.resume, on_progress=bar.update)
         except InputError as exc:
             if exc.path is not None:
                 raise

@@ -165,6 +165,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out-json", type=Path, help="also write the table, settings and per-sentence scores as JSON")
     args = ap.parse_args(argv)
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # generate() warns once per batch about max_length vs max_new_tokens
     if args.threads:
         import torch
 

@@ -293,7 +293,6 @@ def main() -> None:
     print(json.dumps({"final": final}), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     model.generation_config.num_beams = 1
-    model.generation_config.max_length = 256
     model.generation_config.bad_words_ids = [[pad]]
     model.save_pretrained(args.out, safe_serialization=True)
     tok.save_pretrained(args.out)

@@ -42,7 +42,7 @@ def decoder_only(tmp_path_factory) -> str:
 def app(tiny_marian, monkeypatch) -> AppTest:
     monkeypatch.setenv("ALIGNDEBUG_MODEL", tiny_marian)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return AppTest.from_file(APP, default_timeout=120)
+    return AppTest.from_file(APP, default_timeout=300)
 
 
 def charts_in(node) -> int:

@@ -74,6 +74,13 @@ def layer_values(spec: dict, data: dict, mark: str) -> list[list[dict]]:
     return out
 
 
+def marked(spec: dict, data: dict) -> list[dict]:
+    """Cells the point layer draws: it shares the cells' data and keeps those with a link status."""
+    (cells,) = layer_values(spec, data, "point")
+    assert spec["layer"][1]["transform"] == [{"filter": "isValid(datum.status)"}]
+    return [c for c in cells if c.get("status")]
+
+
 def axis_labels(spec: dict, channel: str) -> list[str]:
     enc = spec["layer"][0]["encoding"] if "layer" in spec else spec["encoding"]
     expr = enc[channel]["axis"]["labelExpr"]
@@ -108,7 +115,7 @@ def test_word_heatmap_cells_order_and_gold_marks(rec):
     for c in cells:
         assert c["value"] == pytest.approx(wm[c["tgt"], c["src"]], abs=1e-4)
     assert next(c for c in cells if (c["src"], c["tgt"]) == (1, 1))["value"] == pytest.approx(0.6 + 0.1, abs=1e-4)
-    (marks,) = layer_values(spec, data, "point")
+    marks = marked(spec, data)
     got = {(m["src"], m["tgt"]): m["status"] for m in marks}
     assert got == {(0, 0): "correct", (1, 1): "correct (possible)", (2, 2): "spurious", (1, 2): "missed"}
     assert {m["source"] for m in marks if m["src"] in (0, 2)} == {"das"}
@@ -116,7 +123,7 @@ def test_word_heatmap_cells_order_and_gold_marks(rec):
 
 def test_heatmap_without_gold_marks_the_extracted_alignment(rec):
     spec, data = datasets(charts.alignment_heatmap(rec, layer=0, head=1))
-    (marks,) = layer_values(spec, data, "point")
+    marks = marked(spec, data)
     links = align_record(rec, layer=0, head=1)
     assert links == {(1, 0), (1, 1), (2, 2)}  # the head that reads 'the'#0 from 'us'
     assert {(m["src"], m["tgt"]) for m in marks} == links
@@ -129,7 +136,7 @@ def test_subword_heatmap_uses_tokens_and_judges_by_word_pairs(rec):
     assert len(cells) == 3 * 5  # target word tokens x all encoder tokens (</s> included)
     assert axis_labels(spec, "x") == SRC_TOKENS
     assert axis_labels(spec, "y") == ["▁the", "▁house", "▁the"]
-    (marks,) = layer_values(spec, data, "point")
+    marks = marked(spec, data)
     got = {(m["src"], m["tgt"]): m["status"] for m in marks}
     # token links: (0,0) das-the correct, (1,1) Ha-house possible, (3,2) das#2-the#2 spurious;
     # the missed word pair Haus-the#2 covers both of its token cells
@@ -165,7 +172,7 @@ def test_matrix_heatmap_checks_shapes():
     with pytest.raises(ValueError, match="does not match"):
         charts.matrix_heatmap(np.zeros((2, 3)), ["a", "b"], ["x", "y"])
     spec, data = datasets(charts.matrix_heatmap(np.ones((2, 3)), ["a", "b", "a"], ["x", "y"], links={(2, 1)}))
-    (marks,) = layer_values(spec, data, "point")
+    marks = marked(spec, data)
     assert [(m["src"], m["tgt"], m["source"]) for m in marks] == [(2, 1, "a")]
     with pytest.raises(ValueError, match="outside"):
         charts.matrix_heatmap(np.ones((2, 3)), ["a", "b", "c"], ["x", "y"], links={(3, 0)})

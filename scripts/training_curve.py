@@ -27,8 +27,8 @@ def curve_chart(log: list[dict]) -> alt.Chart:
             for r in log for m in ("naive", "shift-att") for l, aer in enumerate(r[f"aer_{m}"])]
     return alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(
         x=alt.X("step:Q", title="training step"), y=alt.Y("AER:Q", title="AER (bicici de-en gold)"),
-        color=alt.Color("layer:N"), strokeDash=alt.StrokeDash("method:N"),
-    ).properties(width=480, height=280, title="Alignment error rate while training")
+        color=alt.Color("layer:N"), strokeDash=alt.StrokeDash("method:N", legend=None),
+    ).properties(width=480, height=280, title="AER while training (solid: naive, dashed: Shift-Att)")
 
 
 def main() -> None:

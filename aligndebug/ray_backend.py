@@ -1,0 +1,216 @@
+"""The same streaming scoring as `batch.score_stream`, spread over a Ray cluster (`pip install aligndebug[ray]`).
+
+The driver checks the input (one streaming pass with the same reader and the same file:line errors as
+a local run), notes the byte offset where each chunk of `opts.chunk_size` sentences starts, and hands
+Ray Data one small item per chunk. A pool of actors, each holding the model (on a GPU when
+`num_gpus_per_actor` > 0), reads its chunk straight from the input files and scores it with the very
+function a local run uses (`batch._score_chunk`), so a chunk is batched, padded and reduced the same
+way and every row is the same as a local run's. Rows come back in input order and are appended to the
+output chunk by chunk, so `resume` works exactly as in `score_stream`.
+
+On a multi-node cluster the input files (and a model given by path) must be readable at the same path
+on every node, e.g. on a shared file system; the model may also be a Hugging Face id cached on each node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from . import batch
+from .batch import ScoreOptions, ScoreTotals, read_done
+from .errors import InputError, PathLike
+from .gold import GoldAlignment
+from .models import ModelBundle, load_model
+from .pairs import SentencePair, _split_pair, _words, iter_pairs
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def require_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:  # the extra is optional
+        raise ImportError("scoring on Ray needs Ray Data: pip install 'aligndebug[ray]'") from exc
+    return ray
+
+
+# ---------------------------------------------------------------------------------- chunks of input
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """Where one chunk starts in each input file, and which of its sentences are already done."""
+
+    chunk: int
+    first_index: int
+    first_line: int
+    n: int
+    src: str | None
+    tgt: str | None
+    pairs: str | None
+    offsets: tuple[int, ...]  # byte offset of the chunk's first line in each file (src, tgt) or (pairs,)
+    skip: frozenset[int] = field(default_factory=frozenset)
+
+
+def _line_offsets(path: str, every: int) -> list[int]:
+    """Byte offset of lines 0, every, 2*every, ... of `path` (one streaming pass, no decoding)."""
+    out, pos = [], 0
+    with open(path, "rb") as f:
+        for k, line in enumerate(f):
+            if k % every == 0:
+                out.append(pos)
+            pos += len(line)
+    return out
+
+
+def plan_chunks(src: PathLike | None = None, tgt: PathLike | None = None, pairs: PathLike | None = None,
+                chunk_size: int = 256, done: set[int] | frozenset[int] = frozenset()) -> list[ChunkSpec]:
+    """Check every input line (raising the reader's InputError) and cut the input into chunk specs.
+
+    Chunks whose sentences are all in `done` are left out; the others carry the done ones to skip.
+    """
+    n = sum(1 for _ in iter_pairs(src_path=src, tgt_path=tgt, pairs_path=pairs))  # validates, streaming
+    files = [os.fspath(p) for p in ((pairs,) if pairs is not None else (src, tgt)) if p is not None]
+    offsets = [_line_offsets(f, chunk_size) for f in files]
+    specs = []
+    for k, first in enumerate(range(0, n, chunk_size)):
+        size = min(chunk_size, n - first)
+        skip = frozenset(i for i in range(first, first + size) if i in done)
+        if len(skip) == size:
+            continue
+        specs.append(ChunkSpec(k, first, first + 1, size, None if src is None else os.fspath(src),
+                               None if tgt is None else os.fspath(tgt), None if pairs is None else os.fspath(pairs),
+                               tuple(o[k] for o in offsets), skip))
+    return specs
+
+
+def _lines_at(path: str, offset: int, first_line: int, n: int) -> Iterator[tuple[int, str]]:
+    """`n` lines of `path` from byte `offset`, decoded as `pairs.iter_lines` decodes them."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        for lineno in range(first_line, first_line + n):
+            raw = f.readline()
+            if lineno == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            if raw.endswith(b"\n"):
+                raw = raw[:-1]
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:  # checked by plan_chunks; only a file changed since gets here
+                raise InputError(path, lineno, f"cannot be decoded as utf-8 ({exc.reason})", "utf-8 text") from None
+            yield lineno, text
+
+
+def read_chunk(spec: ChunkSpec) -> list[SentencePair]:
+    """The chunk's sentence pairs, split exactly as `pairs.iter_pairs` splits them."""
+    out = []
+    if spec.pairs is not None:
+        for k, (lineno, text) in enumerate(_lines_at(spec.pairs, spec.offsets[0], spec.first_line, spec.n)):
+            s, t = _split_pair(spec.pairs, lineno, text)
+            out.append(SentencePair(spec.first_index + k, lineno, _words(spec.pairs, lineno, s, "source", False),
+                                    _words(spec.pairs, lineno, t, "target", False)))
+        return out
+    src_lines = _lines_at(spec.src, spec.offsets[0], spec.first_line, spec.n)
+    tgt_lines = _lines_at(spec.tgt, spec.offsets[1], spec.first_line, spec.n) if spec.tgt is not None else None
+    for k, (lineno, s) in enumerate(src_lines):
+        t = None if tgt_lines is None else _words(spec.tgt, lineno, next(tgt_lines)[1], "target", False)
+        out.append(SentencePair(spec.first_index + k, lineno, _words(spec.src, lineno, s, "source", False), t))
+    return out
+
+
+# -------------------------------------------------------------------------------------------- actors
+
+class ChunkScorer:
+    """A Ray Data actor: loads the model once, then scores one chunk per input item."""
+
+    def __init__(self, model: Any, load_kwargs: dict[str, Any], golds: Any, opts: ScoreOptions):
+        import ray
+
+        if isinstance(model, ray.ObjectRef):
+            model = ray.get(model)
+        self.bundle: ModelBundle = model if isinstance(model, ModelBundle) else load_model(model, **load_kwargs)
+        self.golds = ray.get(golds) if isinstance(golds, ray.ObjectRef) else golds  # indexed by sentence index
+        self.opts = opts
+
+    def __call__(self, items: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        chunks, rows = [], []
+        for blob in items["spec"]:
+            spec: ChunkSpec = pickle.loads(blob)
+            todo = [p for p in read_chunk(spec) if p.index not in spec.skip]
+            for row in batch._score_chunk(self.bundle, todo, self.golds, self.opts):
+                chunks.append(spec.chunk)
+                rows.append(json.dumps(row, ensure_ascii=False))
+        return {"chunk": np.asarray(chunks, dtype=np.int64), "row": np.asarray(rows, dtype=object)}
+
+
+# ------------------------------------------------------------------------------------------- driver
+
+def score_with_ray(model: str | ModelBundle, *, src: PathLike | None = None, tgt: PathLike | None = None,
+                   pairs: PathLike | None = None, golds: Sequence[GoldAlignment | None] | None = None,
+                   opts: ScoreOptions | None = None, out_path: Path | None = None, resume: bool = False,
+                   num_actors: int = 2, num_gpus_per_actor: float = 0.0, num_cpus_per_actor: float = 1.0,
+                   device: str | None = None, load_kwargs: dict[str, Any] | None = None, address: str | None = None,
+                   on_progress: Callable[[int], None] | None = None) -> tuple[ScoreTotals, Iterator[dict] | None]:
+    """Score a test set on Ray; same rows, totals and return value as `batch.score_stream`.
+
+    `model` is a name or path each actor loads (with `load_kwargs`: src_lang, tgt_lang, source_prefix),
+    or an in-memory ModelBundle shipped through the object store. Actors run on `device`, by default
+    'cuda' when `num_gpus_per_actor` > 0, else 'cpu'. Ray is started (or joined at `address`, or at
+    $RAY_ADDRESS) unless it is already initialised.
+    """
+    ray = require_ray()
+    opts = opts or ScoreOptions()
+    if num_actors < 1:
+        raise ValueError(f"num_actors must be at least 1, not {num_actors}")
+    if out_path is not None:
+        out_path = Path(out_path)
+    done, totals = read_done(out_path) if (out_path and resume) else (set(), ScoreTotals())
+    if out_path and not resume and out_path.exists():
+        out_path.unlink()
+    specs = plan_chunks(src, tgt, pairs, opts.chunk_size, done)
+    if on_progress and done:
+        on_progress(len(done))
+    kept: list[dict] = []
+    if specs:
+        if not ray.is_initialized():
+            ray.init(address=address, include_dashboard=False)
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True  # rows come back (and are written) in input order
+        ctx.enable_progress_bars = False
+        device = device or ("cuda" if num_gpus_per_actor > 0 else "cpu")
+        model_arg = ray.put(model) if isinstance(model, ModelBundle) else str(model)
+        gold_arg = None if golds is None else ray.put(list(golds))
+        ds = ray.data.from_items([{"spec": pickle.dumps(s)} for s in specs], override_num_blocks=len(specs))
+        ds = ds.map_batches(
+            ChunkScorer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_actors),
+            num_gpus=num_gpus_per_actor or None, num_cpus=num_cpus_per_actor, udf_modifying_row_count=True,
+            fn_constructor_kwargs={"model": model_arg, "load_kwargs": {"device": device, **(load_kwargs or {})},
+                                   "golds": gold_arg, "opts": opts})
+        out = open(out_path, "a", encoding="utf-8") if out_path else None
+        try:
+            for part in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for line in part["row"]:
+                    row = json.loads(line)
+                    totals.add_row(row)
+                    if out is not None:
+                        out.write(line + "\n")
+                    else:
+                        kept.append(row)
+                if out is not None:
+                    out.flush()
+                    os.fsync(out.fileno())
+                if on_progress:
+                    on_progress(len(part["row"]))
+        finally:
+            if out is not None:
+                out.close()
+    return totals, (iter(kept) if out_path is None else None)

@@ -22,7 +22,9 @@ h1{font-size:1.5rem} h2{font-size:1.15rem;margin:0 0 .4rem}
 .flag{display:inline-block;background:#fde0dd;color:#a50f15;border-radius:4px;padding:1px 7px;margin:0 4px 2px 0;font-size:.85rem}
 .noflag{background:#eee;color:#555}
 .pair td{padding:2px 8px;vertical-align:top} .pair td:first-child{color:#666;white-space:nowrap}
-table.sig{border-collapse:collapse;font-size:.85rem;margin:.5rem 0} table.sig td,table.sig th{border:1px solid #e3e3e3;padding:2px 6px;text-align:right}
+.sig{display:flex;flex-wrap:wrap;gap:4px 6px;font-size:.82rem;margin:.5rem 0}
+.sig span{border:1px solid #e3e3e3;border-radius:4px;padding:1px 6px} .sig b{font-weight:600;color:#555}
+.suspect{background:#a50f15;color:#fff}
 ul.reasons{margin:.4rem 0 .6rem 1.2rem;padding:0;font-size:.92rem}
 .chart{overflow-x:auto;margin-top:.5rem} .chart svg{max-width:100%;height:auto}
 """
@@ -91,14 +93,19 @@ def render_report(rows: Sequence[dict[str, Any]], *, bundle: Any = None, calibra
         meta.append(f"calibration: {_esc(calibration.source)}, n={calibration.n}, "
                     f"flags beyond the {calibration.percentile:g}th / {100 - calibration.percentile:g}th percentiles")
     parts.append(f'<p class="meta">{" · ".join(meta)}</p>')
+    n_suspect = sum(bool(r.get("suspect")) for r in rows)
+    if calibration is not None:
+        parts.append(f'<p class="meta">{n_suspect} suspects (score above the {calibration.percentile:g}th '
+                     "percentile of the calibration sentences' own scores)</p>")
     if flag_counts:
-        parts.append('<p class="meta">flagged sentences: ' + ", ".join(
+        parts.append('<p class="meta">sentences with each flag: ' + ", ".join(
             f"{_esc(f)} {n}" for f, n in flag_counts.most_common()) + "</p>")
     parts.append('<p class="meta">score = −log10 of the combined p-value of all signals against the calibration '
                  "(Fisher's method over signal families); higher = more suspect.</p>")
     for r, svg in zip(shown, svgs):
-        flags = "".join(f'<span class="flag">{_esc(f)}</span>' for f in r.get("flags", [])) or \
-            '<span class="flag noflag">no flag</span>'
+        badges = ['<span class="flag suspect">suspect</span>'] if r.get("suspect") else []
+        badges += [f'<span class="flag">{_esc(f)}</span>' for f in r.get("flags", [])]
+        flags = "".join(badges) or '<span class="flag noflag">no flag</span>'
         parts.append('<div class="card">')
         parts.append(f"<h2>#{_esc(r.get('rank', '?'))} · score {_num(r['score'])} · sentence {_esc(r['id'])}</h2>")
         parts.append(f"<div>{flags}</div>")
@@ -110,8 +117,8 @@ def render_report(rows: Sequence[dict[str, Any]], *, bundle: Any = None, calibra
         if r.get("reasons"):
             parts.append('<ul class="reasons">' + "".join(f"<li>{_esc(x)}</li>" for x in r["reasons"]) + "</ul>")
         sig = [s for s in SHOWN_SIGNALS if s in r]
-        parts.append('<table class="sig"><tr>' + "".join(f"<th>{_esc(s)}</th>" for s in sig) + "</tr><tr>"
-                     + "".join(f"<td>{_num(r.get(s))}</td>" for s in sig) + "</tr></table>")
+        parts.append('<div class="sig">' + "".join(f"<span><b>{_esc(s)}</b> {_num(r.get(s))}</span>" for s in sig)
+                     + "</div>")
         if svg:
             parts.append(f'<div class="chart">{svg}</div>')
         parts.append("</div>")

@@ -14,6 +14,7 @@ start of a file is skipped. Everything streams, so files of millions of lines ar
 
 from __future__ import annotations
 
+import gzip
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +49,14 @@ def split_words(text: str) -> list[str]:
     return [w for w in text.split(" ") if w]
 
 
+def _open_bytes(path: str):
+    """A binary handle on `path`; `.gz` files (as Multi30k ships) are decompressed as they stream."""
+    try:
+        return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+    except OSError as exc:
+        raise InputError(path, None, f"cannot open file: {exc.strerror or exc}", "a readable file") from exc
+
+
 def iter_lines(path: PathLike, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, text without its line end) for each line of `path`.
 
@@ -55,10 +64,7 @@ def iter_lines(path: PathLike, encoding: str = "utf-8") -> Iterator[tuple[int, s
     and so that only ``\\n`` ends a line (str.splitlines would also split on U+0085, U+2028, ...).
     """
     path = os.fspath(path)
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise InputError(path, None, f"cannot open file: {exc.strerror or exc}", "a readable file") from exc
+    handle = _open_bytes(path)
     with handle:
         for lineno, raw in enumerate(handle, start=1):
             if lineno == 1 and raw.startswith(_BOM):
@@ -81,10 +87,7 @@ def iter_lines(path: PathLike, encoding: str = "utf-8") -> Iterator[tuple[int, s
 def count_lines(path: PathLike) -> int:
     """Number of lines in `path` (a last line without a newline counts), read in chunks."""
     path = os.fspath(path)
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise InputError(path, None, f"cannot open file: {exc.strerror or exc}", "a readable file") from exc
+    handle = _open_bytes(path)
     n = 0
     last = b""
     with handle:

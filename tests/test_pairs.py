@@ -166,3 +166,15 @@ def test_shared_pairs_files(shared_data):
     assert de[0].src_words[0] == "herr"  # the BOM is gone
     lengths = pair_lengths(de)
     assert lengths[62] == (len(de[62].src_words), 13)  # sentence 63: English has 13 tokens (SOURCE.txt)
+
+
+def test_gzipped_files_stream_like_plain_ones(tmp_path):
+    import gzip
+
+    with gzip.open(tmp_path / "a.de.gz", "wt", encoding="utf-8") as f:
+        f.write("Der Hund .\nDie Katze .\n")
+    with gzip.open(tmp_path / "a.en.gz", "wt", encoding="utf-8") as f:
+        f.write("The dog .\nThe cat .\n")
+    pairs = list(iter_pairs(tmp_path / "a.de.gz", tmp_path / "a.en.gz"))
+    assert [p.tgt_words for p in pairs] == [["The", "dog", "."], ["The", "cat", "."]]
+    assert count_lines(tmp_path / "a.de.gz") == 2

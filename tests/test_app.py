@@ -106,7 +106,7 @@ def test_forced_reference_with_gold_shows_sentence_scores(app):
 def test_sidebar_selectors_change_the_view(app):
     at = app.run()
     at.radio(key="level").set_value("subword")
-    at.radio(key="method").set_value("naive")
+    at.radio(key=next(r.key for r in at.radio if r.key.startswith("method-"))).set_value("naive")
     at.selectbox(key=next(s.key for s in at.selectbox if s.key.startswith("head-"))).set_value(1)
     at.run()
     no_crash(at)
@@ -244,12 +244,38 @@ def test_record_json_download_is_the_record(app):
     assert any(b.label == "Record JSON" for b in at.get("download_button"))
 
 
-def test_integrated_gradients_on_demand(app):
-    at = analyse(app.run(), "Der Hund schläft .", "The dog sleeps .")
+def test_integrated_gradients_on_demand_with_agreement(app):
+    at = analyse(app.run(), "Der Hund schläft .", "The dog sleeps .", "0-0 1-1 2-2 3-3")
     before = charts_in(at.tabs[2])
+    assert not any(m.label.startswith("ρ") for m in at.metric)  # IG runs only when asked
     at.button(key="ig_go").click()
     at.run()
     no_crash(at)
     assert errors(at) == []
     assert charts_in(at.tabs[2]) == before + 1
     assert any("Completeness gap" in c.value for c in at.caption)
+    rho = {m.label: float(m.value) for m in at.metric if m.label.startswith("ρ")}
+    assert set(rho) == {"ρ attention ↔ IG", "ρ rollout ↔ IG"}
+    assert all(-1.0 <= v <= 1.0 for v in rho.values())
+    scores = next(d.value for d in at.dataframe if "alignment from" in d.value.columns)
+    assert list(scores["alignment from"]) == ["attention", "rollout", "IG"]
+    assert scores["aer"].between(0, 1).all()
+    per_word = next(d.value for d in at.dataframe if "target word" in d.value.columns)
+    assert list(per_word["target word"]) == ["The", "dog", "sleeps", "."]
+
+
+def test_opens_on_the_embedded_default_model(monkeypatch):
+    from aligndebug.models import DEFAULT_MODEL_DIR
+
+    if not (DEFAULT_MODEL_DIR / "config.json").exists():
+        pytest.skip("the embedded default model is not in this checkout")
+    monkeypatch.delenv("ALIGNDEBUG_MODEL", raising=False)
+    at = AppTest.from_file(APP, default_timeout=300).run()
+    no_crash(at)
+    assert errors(at) == []
+    assert at.text_input(key="model").value == "default"
+    # the view it opens on is the one measured best for this model (naive rows of layer 1)
+    assert at.radio(key="method-default").value == "naive"
+    assert at.selectbox(key="layer-default").value == 1
+    assert "Model translation" in " ".join(m.value for m in at.markdown)
+    assert [t.label for t in at.tabs] == TABS and charts_in(at.tabs[0]) >= 2

@@ -135,6 +135,8 @@ def score_stream(bundle: ModelBundle, pairs: Iterable[SentencePair], golds: Sequ
     if on_progress and done:
         on_progress(len(done))
     kept: list[dict] = []
+    if rows_path:
+        rows_path.parent.mkdir(parents=True, exist_ok=True)
     out = open(rows_path, "a", encoding="utf-8") if rows_path else None
     try:
         it = iter(pairs)

@@ -406,6 +406,8 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
     todo = [i for i in range(len(sources)) if i not in done]
     if on_progress and rows:
         on_progress(len(rows))
+    if partial is not None:
+        partial.parent.mkdir(parents=True, exist_ok=True)
     sink = open(partial, "a", encoding="utf-8") if partial is not None else None
     try:
         if todo:

@@ -92,7 +92,7 @@ def parse_gold_line(line: str, n_src: int, n_tgt: int, base: int):
 
 def show_chart(chart: Any, name: str, caption: str | None = None) -> None:
     """Draw a chart, its caption, and PNG/SVG downloads (rendered only when clicked)."""
-    st.altair_chart(chart, width="content")
+    st.altair_chart(chart, width="content", theme=None)  # as exported: the chart's own fonts and colours
     if caption:
         st.caption(caption)
     c1, c2, _ = st.columns([1, 1, 6])
@@ -227,7 +227,8 @@ def sentence_views(cfg: dict[str, Any], rec, gold) -> None:
     cols[4].download_button("Record JSON", data=export.record_to_json(rec), file_name="record.json",
                             mime="application/json", on_click="ignore", icon=":material/download:",
                             help="Everything this page shows: tokens, word maps, all attention, log-probs.")
-    sig = AlignmentSignature(model=cfg["model"], method=method, layer=layer, heads=head)
+    sig = AlignmentSignature(model=cfg["model"], method=method, layer=layer, heads=head,
+                             gold="typed line" if gold is not None else None)
     st.caption(f"Alignment settings: `{sig.format()}`")
 
     tabs = st.tabs(["Alignment", "Self-attention", "Rollout & IG", "Tokens"])

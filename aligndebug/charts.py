@@ -50,7 +50,8 @@ def _labels_expr(labels: Sequence[str]) -> str:
 
 def _axis(labels: Sequence[str], title: str | None, orient: str | None = None, angle: int = 0) -> alt.Axis:
     kwargs: dict[str, Any] = {"labelExpr": _labels_expr(labels), "title": title, "labelAngle": angle,
-                              "ticks": False, "domain": False, "labelLimit": 160}
+                              "ticks": False, "domain": False, "labelLimit": 160,
+                              "labelOverlap": False}  # every word is labelled, even when labels crowd
     if orient:
         kwargs["orient"] = orient
     return alt.Axis(**kwargs)

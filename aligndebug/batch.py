@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -22,7 +21,7 @@ import numpy as np
 
 from .align import Selector, align_grid, default_layer, select, token_links
 from .errors import InputError
-from .extract import iter_extract
+from .extract import SentenceError, iter_extract
 from .gold import GoldAlignment, format_pharaoh
 from .metrics import AlignmentCounts, count_links
 from .models import ModelBundle
@@ -178,21 +177,9 @@ def _score_chunk(bundle: ModelBundle, todo: list[SentencePair], golds, opts: Sco
                 pair = group[i]
                 gold = golds[pair.index] if golds is not None and pair.index < len(golds) else None
                 rows[pair.index] = sentence_row(rec, pair, gold, opts)
-        except ValueError as exc:
-            located = _locate(exc, group)
-            if located is exc:
-                raise
-            raise located from exc
+        except SentenceError as exc:  # name the input line, not the position inside this chunk
+            raise InputError(None, group[exc.index].line, exc.reason) from exc
     return [rows[p.index] for p in todo]
-
-
-def _locate(exc: ValueError, group: Sequence[SentencePair]) -> ValueError:
-    """extract names a bad sentence by its position in `group`; name its input line instead (path: see cli)."""
-    m = re.match(r"sentence (\d+): (.*)", str(exc), re.S)
-    if isinstance(exc, InputError) or m is None or int(m.group(1)) >= len(group):
-        return exc
-    pair = group[int(m.group(1))]
-    return InputError(None, pair.line, m.group(2))
 
 
 def summary(totals: ScoreTotals, signature: str, n_layers: int | None = None, n_heads: int | None = None,

@@ -22,6 +22,14 @@ ATTENTIONS = ("cross", "enc_self", "dec_self")
 Words = Sequence[str]
 
 
+class SentenceError(ValueError):
+    """One sentence cannot be used; `index` is its position in the caller's list, `reason` what is wrong."""
+
+    def __init__(self, index: int, reason: str):
+        self.index, self.reason = index, reason
+        super().__init__(f"sentence {index}: {reason}")
+
+
 @dataclass
 class Encoded:
     """Token ids and word maps of one sentence pair, ready for batching."""
@@ -39,10 +47,10 @@ def as_words(text: str | Words) -> list[str]:
 
 
 def encode_pair(bundle: ModelBundle, src: str | Words, tgt: str | Words, index: int = 0) -> Encoded:
-    """Tokenize one pair with word maps; raises ValueError naming the sentence when it cannot be used."""
+    """Tokenize one pair with word maps; raises SentenceError naming the sentence when it cannot be used."""
     src_words, tgt_words = as_words(src), as_words(tgt)
     if not src_words:
-        raise ValueError(f"sentence {index}: the source is empty; expected at least one word")
+        raise SentenceError(index, "the source is empty; expected at least one word")
     tok = bundle.tokenizer
     src_ids, src_wids = encode_words(tok, src_words, target=False, prefix=bundle.source_prefix)
     if tgt_words:
@@ -53,8 +61,8 @@ def encode_pair(bundle: ModelBundle, src: str | Words, tgt: str | Words, index: 
     limit = _max_positions(bundle)
     for side, n in (("source", len(src_ids)), ("target", len(label_ids))):
         if limit and n > limit:
-            raise ValueError(f"sentence {index}: the {side} has {n} tokens, more than the {limit} positions "
-                             f"model {bundle.name} can attend over; split the sentence or use another model")
+            raise SentenceError(index, f"the {side} has {n} tokens, more than the {limit} positions "
+                                       f"model {bundle.name} can attend over; split the sentence or use another model")
     return Encoded(src_words, tgt_words, src_ids, src_wids, label_ids, tgt_wids)
 
 

@@ -20,7 +20,7 @@ import streamlit as st
 from aligndebug import charts, export
 from aligndebug.align import align_record, default_layer
 from aligndebug.errors import InputError
-from aligndebug.extract import encode_pair, extract, translate
+from aligndebug.extract import extract, translate
 from aligndebug.models import ModelLoadError, load_model
 from aligndebug.words import split_words
 
@@ -59,17 +59,7 @@ def analyse(model: str, source: str, reference: str, beam: int):
     if not split_words(source):
         raise InputError(None, None, "the source sentence is empty", "at least one word")
     bundle = get_bundle(model)
-    if split_words(reference):
-        return extract(bundle, [source], [reference])[0]
-    # Check the source against the model's positions before decoding (a clear error instead of an
-    # index error inside generate), and keep the output within the decoder's positions too.
-    enc = encode_pair(bundle, source, [], 0)
-    cap = getattr(bundle.model.config, "max_position_embeddings", None)
-    budget = int(len(enc.src_ids) * 1.5) + 10
-    hyp = translate(bundle, [source], beam=beam, max_new_tokens=min(budget, cap - 1) if cap else budget)[0]
-    rec = extract(bundle, [source], [hyp])[0]
-    rec.meta.update(forced_target=False, beam=beam)
-    return rec
+    return extract(bundle, [source], [reference] if split_words(reference) else None, beam=beam)[0]
 
 
 @st.cache_data(show_spinner="Integrated Gradients…", max_entries=16)
@@ -90,12 +80,15 @@ def parse_gold_line(line: str, n_src: int, n_tgt: int, base: int):
 
 # ----------------------------------------------------------------------------- small UI helpers
 
-def show_chart(chart: Any, name: str, caption: str | None = None) -> None:
-    """Draw a chart, its caption, and PNG/SVG downloads (rendered only when clicked)."""
+def show_chart(chart: Any, name: str, caption: str | None = None, compact: bool = False) -> None:
+    """Draw a chart, its caption, and PNG/SVG downloads (rendered only when clicked).
+
+    `compact` for charts in narrow columns: the two buttons share the column's width.
+    """
     st.altair_chart(chart, width="content", theme=None)  # as exported: the chart's own fonts and colours
     if caption:
         st.caption(caption)
-    c1, c2, _ = st.columns([1, 1, 6])
+    c1, c2, _ = st.columns([1, 1, 0.01] if compact else [1, 1, 6])
     c1.download_button("PNG", data=functools.partial(export.chart_to_png, chart), file_name=f"{name}.png",
                        mime="image/png", key=f"png-{name}", on_click="ignore", icon=":material/download:")
     c2.download_button("SVG", data=functools.partial(export.chart_to_svg, chart), file_name=f"{name}.svg",
@@ -274,8 +267,9 @@ def self_attention_tab(cfg, rec) -> None:
         with col:
             st.markdown(f"**{name}**")
             try:
-                show_chart(charts.self_attention_heatmap(rec, side, layer=layer, head=head, level=level),
-                           f"{side}-self-attention")
+                show_chart(charts.self_attention_heatmap(rec, side, layer=layer, head=head, level=level,
+                                                         legend="bottom"),
+                           f"{side}-self-attention", compact=True)
             except ValueError as exc:
                 st.info(str(exc))
     st.caption("The decoder row of a word is where that word is the decoder's *input*; it only sees "
@@ -292,7 +286,7 @@ def rollout_tab(cfg, rec, gold) -> None:
     with c1:
         st.markdown("**Cross-attention**")
         show_chart(charts.alignment_heatmap(rec, layer=layer, head=head, method=method, level=level, gold=gold,
-                                            cell=18, title=""), "attention-small")
+                                            cell=18, title="", legend="bottom"), "attention-small", compact=True)
     rollout = _optional("rollout")
     with c2:
         st.markdown("**Attention rollout**")
@@ -302,7 +296,7 @@ def rollout_tab(cfg, rec, gold) -> None:
             try:
                 mat = rollout.rollout_for_record(rec)
                 show_chart(charts.source_target_heatmap(rec, mat, level=level, method=method, value_title="rollout",
-                                                        gold=gold, cell=18), "rollout")
+                                                        gold=gold, cell=18, legend="bottom"), "rollout", compact=True)
             except ValueError as exc:
                 st.info(str(exc))
     attribution = _optional("attribution")
@@ -320,7 +314,8 @@ def rollout_tab(cfg, rec, gold) -> None:
                     ig = integrated_gradients(cfg["model"], rec.to_json(arrays=False), steps)
                     mat = attribution.ig_token_matrix(rec, ig)
                     show_chart(charts.source_target_heatmap(rec, mat, level=level, value_title="IG", gold=gold,
-                                                            cell=18), "integrated-gradients")
+                                                            cell=18, legend="bottom"), "integrated-gradients",
+                               compact=True)
                     rel = ig.relative_delta
                     worst = float(np.nanmax(rel)) if len(rel) and not np.isnan(rel).all() else float("nan")
                     st.caption(f"Red = raises the token's probability, blue = lowers it. Completeness gap: "

@@ -192,6 +192,8 @@ def iter_extract(bundle: ModelBundle, sources: Sequence[str | Words], targets: S
                  reduce: Callable[[str, np.ndarray], np.ndarray] | None = None) -> Iterator[tuple[int, Record]]:
     """Yield (index, Record) batch by batch (length-sorted order). Without targets the model translates first."""
     if targets is None:
+        for i, src in enumerate(sources):  # refuse empty or overlong sources before spending time decoding
+            encode_pair(bundle, src, [], i)
         targets = translate(bundle, sources, beam=beam)
         forced = False
     else:

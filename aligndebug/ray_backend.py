@@ -184,8 +184,9 @@ def score_with_ray(model: str | ModelBundle, *, src: PathLike | None = None, tgt
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False)
         ctx = ray.data.DataContext.get_current()
+        saved = ctx.execution_options.preserve_order, ctx.enable_progress_bars  # put back when done
         ctx.execution_options.preserve_order = True  # rows come back (and are written) in input order
-        ctx.enable_progress_bars = False
+        ctx.enable_progress_bars = False  # the CLI has its own progress bar
         device = device or ("cuda" if num_gpus_per_actor > 0 else "cpu")
         model_arg = ray.put(model) if isinstance(model, ModelBundle) else str(model)
         gold_arg = None if golds is None else ray.put(list(golds))
@@ -213,4 +214,5 @@ def score_with_ray(model: str | ModelBundle, *, src: PathLike | None = None, tgt
         finally:
             if out is not None:
                 out.close()
+            ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
     return totals, (iter(kept) if out_path is None else None)

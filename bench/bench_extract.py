@@ -15,7 +15,7 @@ machine shared with other jobs, wall time mostly measures waiting for a core. Wi
 an idle machine the two agree; --clock wall measures wall time (always used on GPU).
 
     python bench/bench_extract.py                      # embedded model, else a training snapshot, else tiny
-    python bench/bench_extract.py --n 300 --batch-size 16 --threads 1 --inseq-n 40
+    python bench/bench_extract.py --n 300 --batch-size 16 --threads 1 --inseq-n 40 --data bicici
 """
 
 from __future__ import annotations
@@ -55,8 +55,20 @@ def pick_model(tmp: Path) -> tuple[str, str]:
     return str(tiny_models.save("marian", tmp / "tiny-marian")), "tiny random Marian (no trained model found)"
 
 
-def load_sentences(n: int) -> tuple[list[SentencePair], list, str]:
-    """n Bicici de-en (Europarl) pairs with gold, cycled when n > 100; the gold's one bad sentence is skipped."""
+def load_sentences(n: int, data: str = "multi30k") -> tuple[list[SentencePair], list | None, str]:
+    """n sentence pairs: Multi30k test 2016 (1,000 unique captions, no gold), or Bicici de-en (Europarl,
+    100 sentences with gold, cycled when n > 100; its one out-of-range gold sentence is skipped)."""
+    if data == "multi30k":
+        import gzip
+
+        d = DATA / "train" / "multi30k-deen"
+        with gzip.open(d / "test_2016_flickr.de.gz", "rt", encoding="utf-8") as fs, \
+                gzip.open(d / "test_2016_flickr.en.gz", "rt", encoding="utf-8") as ft:
+            lines = list(zip(fs.read().splitlines(), ft.read().splitlines()))
+        if n > len(lines):
+            raise SystemExit(f"--n {n}: Multi30k test 2016 has {len(lines)} pairs")
+        pairs = [SentencePair(k, k + 1, s.split(" "), t.split(" ")) for k, (s, t) in enumerate(lines[:n])]
+        return pairs, None, f"Multi30k test_2016_flickr, first {n} pairs (unique, raw text split on spaces, no gold)"
     d = DATA / "gold" / "bicici-deen-gold"
     base = list(iter_pairs(d / "test.de", d / "test.en"))
     gold = read_gold(d / "de-en.wa", base=0, sentences=[(len(p.src_words), len(p.tgt_words)) for p in base],
@@ -66,7 +78,17 @@ def load_sentences(n: int) -> tuple[list[SentencePair], list, str]:
         p = base[k % len(base)]
         pairs.append(SentencePair(k, k + 1, p.src_words, p.tgt_words))
         golds.append(gold[k % len(base)])
-    return pairs, golds, f"{d.name} ({len(base)} sentences, cycled to {n})"
+    return pairs, golds, f"{d.name} ({len(base)} sentences with gold, cycled to {n})"
+
+
+def clear_caches() -> None:
+    """Start every timed run cold, as a fresh process would (any tokenization cache aligndebug keeps)."""
+    from aligndebug import words
+
+    for name in ("_WORD_CACHE",):
+        cache = getattr(words, name, None)
+        if cache is not None:
+            cache.clear()
 
 
 def bare_batches(bundle, pairs, batch_size):
@@ -113,6 +135,7 @@ def time_a(bundle, batches) -> float:
 
 
 def time_b(bundle, pairs, golds, opts) -> tuple[float, int]:
+    clear_caches()
     t = CLOCK()
     totals, rows = score_stream(bundle, pairs, golds, opts)
     n = sum(1 for _ in rows)
@@ -142,6 +165,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="model id or folder (default: see pick_model)")
     ap.add_argument("--n", type=int, default=300, help="sentences for (a) and (b)")
+    ap.add_argument("--data", choices=("multi30k", "bicici"), default="multi30k",
+                    help="unique Multi30k test captions, or Bicici Europarl sentences with gold (cycled past 100)")
     ap.add_argument("--inseq-n", type=int, default=40, help="sentences for (c); Inseq is slow")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
@@ -156,7 +181,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path, how = (args.model, "given") if args.model else pick_model(Path(tmp))
         bundle = load_model(path, device=args.device)
-        pairs, golds, data = load_sentences(args.n)
+        pairs, golds, data = load_sentences(args.n, args.data)
         opts = ScoreOptions(batch_size=args.batch_size, chunk_size=256)
         batches = bare_batches(bundle, pairs, args.batch_size)
         prepared = [tensors(bundle, s, t) for s, t in batches]

@@ -25,6 +25,8 @@ from .record import Record
 from .words import pool_to_words, token_links_to_words
 
 LEVELS = ("word", "subword")
+# Legend placement: beside the chart, or under it (narrow columns), where vertical legends sit side by side.
+_LEGENDS = {"right": {"orient": "right"}, "bottom": {"orient": "bottom", "direction": "vertical", "gradientLength": 80}}
 
 # Link status against gold alignments; the order is the legend order.
 CORRECT, CORRECT_POSSIBLE, MISSED, SPURIOUS, POSSIBLE, ALIGNED = (
@@ -122,8 +124,11 @@ def matrix_heatmap(
     gold: Any | None = None,
     cell: int | None = None,
     diverging: bool | None = None,
+    legend: str = "right",
 ) -> alt.Chart | alt.LayerChart:
     """Heatmap of ``matrix`` [len(y_labels), len(x_labels)] with optional link marks.
+
+    ``legend`` "right" or "bottom" (for narrow places such as side-by-side columns).
 
     ``links``: (x, y) cells to mark as predicted alignments; ``gold`` (``sure``/``possible`` sets
     of (x, y)) turns the marks into correct / missed / spurious (see :func:`link_status`).
@@ -152,8 +157,10 @@ def matrix_heatmap(
     props = {"width": alt.Step(size), "height": alt.Step(size)}
     if title:
         props["title"] = title
+    if legend not in _LEGENDS:
+        raise ValueError(f"legend must be 'right' or 'bottom', not {legend!r}")
     if links is None and gold is None:
-        return _attach(alt.layer(heat).properties(**props), cells)
+        return _attach(alt.layer(heat).properties(**props).configure_legend(**_LEGENDS[legend]), cells)
     status = link_status(links or (), gold)
     n_y, n_x = m.shape
     for (x, y), st in status.items():
@@ -171,7 +178,7 @@ def matrix_heatmap(
                         scale=alt.Scale(domain=used, range=[STATUS_STYLE[s][1] for s in used])),
         size=alt.value(max(20, int(size * size * 0.35))),
         tooltip=tooltip + [alt.Tooltip("status:N", title="link")]).transform_filter("isValid(datum.status)")
-    return _attach(alt.layer(heat, dots).properties(**props), cells)
+    return _attach(alt.layer(heat, dots).properties(**props).configure_legend(**_LEGENDS[legend]), cells)
 
 
 def _attach(chart: Any, values: list[dict[str, Any]]) -> Any:
@@ -253,6 +260,7 @@ def source_target_heatmap(
     gold: Any | None = None,
     threshold: float | None = None,
     cell: int | None = None,
+    legend: str = "right",
 ) -> alt.Chart | alt.LayerChart:
     """Heatmap of any target x source matrix of a Record (attention, rollout, Integrated Gradients).
 
@@ -278,7 +286,7 @@ def source_target_heatmap(
     return matrix_heatmap(mat, xl, yl, title=title, value_title=value_title,
                           x_title="source", y_title="target",
                           links=links if show_links else (set() if gold is not None else None),
-                          gold=gold, cell=cell)
+                          gold=gold, cell=cell, legend=legend)
 
 
 def _check_gold_range(gold: Any, n_src: int, n_tgt: int) -> None:
@@ -299,6 +307,7 @@ def alignment_heatmap(
     threshold: float | None = None,
     cell: int | None = None,
     title: str | None = None,
+    legend: str = "right",
 ) -> alt.Chart | alt.LayerChart:
     """Cross-attention heatmap (source on x, target on y) with the extracted alignment marked.
 
@@ -308,7 +317,7 @@ def alignment_heatmap(
     if title is None:
         title = f"cross-attention · layer {_sel(layer, rec.cross.shape[0])} · head {head} · {method}"
     return source_target_heatmap(rec, mat, level=level, method=method, title=title, gold=gold,
-                                 threshold=threshold, cell=cell)
+                                 threshold=threshold, cell=cell, legend=legend)
 
 
 def _sel(layer: int | str | None, n_layers: int) -> str:
@@ -390,8 +399,15 @@ def layer_head_scores(scores: dict[tuple[int, Any], float], *, value_title: str 
     heads = [f"head {h}" for h in range(n_heads)] + (["mean"] if any(isinstance(h, str) for _, h in scores) else [])
     finite = {k: v for k, v in scores.items() if v is not None and np.isfinite(v)}
     best = (min if lower_is_better else max)(finite, key=finite.get) if finite else None
+    vals = list(finite.values())
+    mid = (min(vals) + max(vals)) / 2 if vals else 0.0
+
+    def dark(v: float | None) -> bool:  # cells the scale paints dark get white text
+        return v is not None and np.isfinite(v) and (v < mid if lower_is_better else v > mid)
+
     data = [{"layer": int(l), "head": "mean" if isinstance(h, str) else f"head {h}",
-             "value": None if v is None or not np.isfinite(v) else round(float(v), 4), "best": (l, h) == best}
+             "value": None if v is None or not np.isfinite(v) else round(float(v), 4), "best": (l, h) == best,
+             "dark": bool(dark(v))}
             for (l, h), v in sorted(scores.items(), key=lambda kv: (kv[0][0], str(kv[0][1])))]
     base = alt.Chart(alt.InlineData(values=data)).encode(
         x=alt.X("head:N", sort=heads, title=None, axis=alt.Axis(orient="top", labelAngle=0)),
@@ -401,7 +417,7 @@ def layer_head_scores(scores: dict[tuple[int, Any], float], *, value_title: str 
                                    tooltip=["layer:O", "head:N", alt.Tooltip("value:Q", title=value_title, format=".3f")])
     text = base.mark_text(fontSize=11).encode(
         text=alt.Text("value:Q", format=".2f"),
-        color=alt.condition("datum.best", alt.value("#d62728"), alt.value("black")))
+        color=alt.condition("datum.dark", alt.value("white"), alt.value("black")))
     box = base.mark_rect(fill=None, stroke="#d62728", strokeWidth=2.5).transform_filter("datum.best")
     return alt.layer(heat, text, box).properties(
         width=alt.Step(56), height=alt.Step(26),
@@ -446,13 +462,13 @@ def self_attention_matrix(rec: Record, side: str, *, layer: int | str | None = N
 
 
 def self_attention_heatmap(rec: Record, side: str = "encoder", *, layer: int | str | None = None,
-                           head: int | str = "mean", level: str = "subword", cell: int | None = None
-                           ) -> alt.Chart:
+                           head: int | str = "mean", level: str = "subword", cell: int | None = None,
+                           legend: str = "right") -> alt.Chart:
     """Self-attention heatmap: each row is a token attending (query), each column a token attended to (key)."""
     mat, labels = self_attention_matrix(rec, side, layer=layer, head=head, level=level)
     n_layers = (rec.enc_self if side == "encoder" else rec.dec_self).shape[0]
     return matrix_heatmap(mat, labels, labels, title=f"{side} self-attention · layer {_sel(layer, n_layers)} · head {head}",
-                          x_title="attended to", y_title="attending", cell=cell)
+                          x_title="attended to", y_title="attending", cell=cell, legend=legend)
 
 
 # ----------------------------------------------------------------------------- per-token signals
@@ -589,4 +605,4 @@ def coverage_chart(src_words: Sequence[str], coverage: Sequence[float], content:
     rules = [{"y": 1.0, "what": "fair share"}] + ([{"y": float(low), "what": "unattended below"}] if low is not None else [])
     rule = alt.Chart(alt.InlineData(values=rules)).mark_rule(strokeDash=[4, 3], color="#555").encode(
         y="y:Q", tooltip=["what:N", "y:Q"])
-    return alt.layer(bars, marks, rule).properties(width=alt.Step(step), height=140, title=title)
+    return alt.layer(bars, marks, rule).properties(width=alt.Step(step), height=160, title=title)

@@ -131,3 +131,30 @@ def test_ig_and_rollout_links_are_word_pairs():
     assert ig_links(rec, ig, absolute=True) == {(2, 0), (0, 1)}
     # rollout = cross here (identity encoder, one decoder layer): argmax of [.7,.2,.05] and [.1,.3,.5]
     assert rollout_links(rec) == {(0, 0), (2, 1)}
+
+
+def test_end_to_end_on_a_tiny_marian(tiny_bundle):
+    import torch
+
+    from aligndebug.agreement import ig_links, rollout_links
+    from aligndebug.attribution import ig_for_record
+    from aligndebug.extract import extract
+
+    torch.set_num_threads(1)  # tiny model on a shared machine (tests/tiny_models.py does the same)
+    bundle = tiny_bundle("marian")
+    recs = extract(bundle, ["Der Hund schläft .", "Ich sehe den Hund ."], ["The dog sleeps .", "I see the dog ."])
+    per_sentence = []
+    for rec in recs:
+        ig = ig_for_record(bundle, rec, steps=8, rows=rec.target_positions)
+        for attention in ("cross", "rollout"):
+            rho = record_agreement(rec, ig, attention=attention)
+            assert rho.shape == (len(rec.tgt_words),)
+            defined = rho[~np.isnan(rho)]
+            assert len(defined) and (np.abs(defined) <= 1).all()
+        per_sentence.append(rho)
+        n_src, n_tgt = len(rec.src_words), len(rec.tgt_words)
+        for links in (ig_links(rec, ig), rollout_links(rec)):
+            assert {t for _, t in links} == set(range(n_tgt))  # one link per target word
+            assert all(0 <= s < n_src for s, _ in links)
+    summary = corpus_agreement(per_sentence)
+    assert summary.n_tokens == sum(len(r.tgt_words) for r in recs) and summary.n_defined > 0

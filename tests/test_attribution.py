@@ -330,3 +330,7 @@ def test_path_ends_match_plain_passes_for_every_family(tiny_bundle, family):
     np.testing.assert_allclose(src_only.f_baseline, _logprobs_with_pad_embeddings(bundle.model, rec, ("encoder",)),
                                atol=1e-4)
     assert np.isfinite(res.source).all() and np.abs(res.source).max() > 0
+    # the expanded batch (LM head fed one position per row) gives the same numbers as the vmapped one
+    expanded = ig_for_record(bundle, rec, steps=4, target_prefix=True, strategy="expanded")
+    np.testing.assert_allclose(expanded.source, res.source, atol=1e-4)
+    np.testing.assert_allclose(expanded.target_prefix, res.target_prefix, atol=1e-4)

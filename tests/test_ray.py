@@ -176,3 +176,14 @@ def test_score_on_ray_resumes_and_matches_a_local_run(tmp_path, model_dir, local
     summary = lambda name: json.loads((tmp_path / name).read_text(encoding="utf-8"))  # noqa: E731
     assert summary("ray.json") == summary("local.json")
     assert summary("local.json")["scored_sentences"] == m and summary("local.json")["per_head"]
+
+
+@requires_ray
+def test_a_pool_the_cluster_cannot_hold_is_refused(tmp_path, model_dir, local_ray):
+    """Two CPUs and no GPU: three CPU actors, or one GPU actor, would wait forever; they are refused at once."""
+    from aligndebug.ray_backend import score_with_ray
+
+    p = write_files(tmp_path, 4)
+    for kwargs, what in ((dict(num_actors=3), "2 CPUs"), (dict(num_actors=1, num_gpus_per_actor=1), "0 GPUs")):
+        with pytest.raises(ValueError, match=what):
+            score_with_ray(str(model_dir), src=p["src"], tgt=p["tgt"], out_path=tmp_path / "rows.jsonl", **kwargs)

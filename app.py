@@ -20,7 +20,7 @@ import streamlit as st
 from aligndebug import charts, export
 from aligndebug.align import align_record, default_layer
 from aligndebug.errors import InputError
-from aligndebug.extract import extract, translate
+from aligndebug.extract import encode_pair, extract, translate
 from aligndebug.models import ModelLoadError, load_model
 from aligndebug.words import split_words
 
@@ -397,7 +397,8 @@ def tokens_tab(cfg, rec) -> None:
 def _save_upload(upload, folder: Path, name: str) -> Path | None:
     if upload is None:
         return None
-    path = folder / name
+    path = folder / name / Path(upload.name).name  # keep the user's file name: error messages quote it
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(upload.getvalue())
     return path
 
@@ -465,6 +466,11 @@ def run_testset(cfg: dict[str, Any], inp: dict[str, Any]) -> dict[str, Any]:
     bar = st.progress(0.0, text="Starting…")
     n = len(pairs)
     if pairs[0].tgt_words is None:
+        for p in pairs:  # a source beyond the model's positions is named (file, line) before any decoding
+            try:
+                encode_pair(bundle, p.src_words, [], p.index)
+            except ValueError as exc:
+                raise InputError(src, p.line, str(exc)) from None
         hyps: list[str] = []
         for i in range(0, n, 16):  # in chunks, so the bar moves
             hyps += translate(bundle, sources[i:i + 16], beam=cfg["beam"])

@@ -279,3 +279,23 @@ def test_opens_on_the_embedded_default_model(monkeypatch):
     assert at.selectbox(key="layer-default").value == 1
     assert "Model translation" in " ".join(m.value for m in at.markdown)
     assert [t.label for t in at.tabs] == TABS and charts_in(at.tabs[0]) >= 2
+
+
+def test_testset_without_translations_is_translated(app, testset):
+    at = _run_testset(app.run(), {"src": testset["src"], "ref": testset["ref"]})
+    no_crash(at)
+    assert errors(at) == []
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Sentences"] == "4" and "BLEU" in shown and "AER" not in shown
+    table = at.dataframe[0].value
+    assert sorted(table["source"]) == sorted(testset["src"].read_text(encoding="utf-8").splitlines())
+
+
+def test_testset_source_too_long_names_file_and_line(app, testset, tmp_path):
+    lines = testset["src"].read_text(encoding="utf-8").splitlines()
+    lines[1] = " ".join(["Hund"] * (tm.bundle("marian").model.config.max_position_embeddings + 5))
+    src = tmp_path / "long.src"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    at = _run_testset(app.run(), {"src": src})
+    no_crash(at)
+    assert any("long.src:2" in e and "positions" in e for e in errors(at)), errors(at)

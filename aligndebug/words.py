@@ -8,6 +8,7 @@ convention such as '▁', 'Ġ' or '##'.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Sequence
 
 import numpy as np
@@ -63,13 +64,34 @@ def _encode_word_by_word(tokenizer: Any, words: Sequence[str], text: str, target
     if not content:
         raise ValueError(f"the tokenizer produced no tokens for {text!r}")
     head, tail = ids[: content[0]], ids[content[-1] + 1:]
-    per_word = _call(tokenizer, list(words), target, add_special_tokens=False)["input_ids"]
+    per_word = _word_pieces(tokenizer, words, target)
     prefix_ids = _call(tokenizer, prefix, target, add_special_tokens=False)["input_ids"] if prefix else []
     body = [t for piece in per_word for t in piece]
     word_ids = [-1] * (len(head) + len(prefix_ids))
     word_ids += [w for w, piece in enumerate(per_word) for _ in piece]
     word_ids += [-1] * len(tail)
     return head + list(prefix_ids) + body + tail, np.asarray(word_ids, dtype=np.int64)
+
+
+_WORD_CACHE: "weakref.WeakKeyDictionary[Any, dict[bool, dict[str, list[int]]]]" = weakref.WeakKeyDictionary()
+_WORD_CACHE_MAX = 200_000  # words per tokenizer side: bounded, so memory does not grow with the corpus
+
+
+def _word_pieces(tokenizer: Any, words: Sequence[str], target: bool) -> list[list[int]]:
+    """Ids of each word tokenized alone. Slow tokenizers spend most of their time per call, and words repeat
+    (Zipf), so pieces are cached per tokenizer and side; a word's pieces do not depend on its sentence here."""
+    try:
+        cache = _WORD_CACHE.setdefault(tokenizer, {}).setdefault(target, {})
+    except TypeError:  # not weak-referenceable: no cache
+        return [list(x) for x in _call(tokenizer, list(words), target, add_special_tokens=False)["input_ids"]]
+    new = [w for w in dict.fromkeys(words) if w not in cache]
+    if new and len(cache) + len(new) > _WORD_CACHE_MAX:
+        cache.clear()
+        new = list(dict.fromkeys(words))
+    if new:
+        for w, ids in zip(new, _call(tokenizer, new, target, add_special_tokens=False)["input_ids"]):
+            cache[w] = list(ids)
+    return [cache[w] for w in words]
 
 
 def pooling_matrix(word_ids: np.ndarray, n_words: int, mode: str) -> np.ndarray:

@@ -299,3 +299,19 @@ def test_testset_source_too_long_names_file_and_line(app, testset, tmp_path):
     at = _run_testset(app.run(), {"src": src})
     no_crash(at)
     assert any("long.src:2" in e and "positions" in e for e in errors(at)), errors(at)
+
+
+def test_testset_from_uploads(app, testset):
+    at = app.run()
+    at.radio(key="page").set_value("Test set").run()
+    assert at.radio(key="ts_how").value == "Upload"
+    for key in ("src", "tgt", "gold"):
+        at.file_uploader(key=f"up-{key}").upload(testset[key].name, testset[key].read_bytes(), "text/plain")
+    at.run()
+    at.button(key="ts_go").click()
+    at.run()
+    no_crash(at)
+    assert errors(at) == []
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Sentences"] == "4" and 0.0 <= float(shown["AER"]) <= 1.0
+    assert any("test.gold" in c.value for c in at.caption)  # the gold is described by the uploaded name

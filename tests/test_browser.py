@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,13 @@ def test_heatmap_is_drawn(app_url, tmp_path):
             shot = tmp_path / "app.png"
             page.screenshot(path=str(shot), full_page=False, timeout=WAIT_MS)
             errors = page.locator('[data-testid="stException"]').count()
+            # the heatmap's own download buttons: the files are made on click (vl-convert on the server)
+            files = {}
+            for kind in ("PNG", "SVG"):
+                with page.expect_download(timeout=WAIT_MS) as info:
+                    page.get_by_role("button", name=kind, exact=True).first.click()
+                files[kind] = Path(info.value.path()).read_bytes()
+                assert info.value.suggested_filename == f"alignment.{kind.lower()}"
         finally:
             browser.close()
     assert errors == 0, "the page shows a Python exception"
@@ -127,3 +135,7 @@ def test_heatmap_is_drawn(app_url, tmp_path):
     assert big, f"no chart was drawn with content: {drawn}"
     assert shot.stat().st_size > 10_000
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert files["PNG"][:8] == b"\x89PNG\r\n\x1a\n"
+    svg = ET.fromstring(files["SVG"])
+    assert svg.tag.endswith("svg")
+    assert "plays" in [t.text for t in svg.iter() if t.tag.endswith("text")]  # a target word on the axis

@@ -104,6 +104,11 @@ def fail(exc: BaseException, what: str) -> None:
         st.error(f"{what}: unexpected {type(exc).__name__}: {exc}")
 
 
+def md_escape(text: str) -> str:
+    """User text shown inside Markdown: escape what Markdown (and Streamlit's $...$ LaTeX) would interpret."""
+    return "".join("\\" + ch if ch in "\\`*_{}[]<>()#+-.!|~$" else ch for ch in text)
+
+
 def selector_label(x: Any) -> str:
     return "mean" if x == "mean" else str(x)
 
@@ -202,12 +207,11 @@ def sentence_views(cfg: dict[str, Any], rec, gold) -> None:
 
     layer, head, method, level = cfg["layer"], cfg["head"], cfg["method"], cfg["level"]
     forced = rec.meta.get("forced_target", True)
-    st.markdown(f"**Source** · {rec.source}  \n**{'Reference (forced)' if forced else 'Model translation'}** · "
-                f"{rec.target or '∅ (empty)'}")
+    st.markdown(f"**Source** · {md_escape(rec.source)}  \n"
+                f"**{'Reference (forced)' if forced else 'Model translation'}** · {md_escape(rec.target) or '∅ (empty)'}")
     links = align_record(rec, method=method, layer=layer, head=head)
     cols = st.columns(5)
     signals = _optional("signals")
-    seq_lp = None
     if signals is not None:
         seq_lp = signals.seq_logprob(rec.token_logprobs, signals.logprob_positions(rec.tgt_word_ids))
         cols[0].metric("Seq-Logprob", f"{seq_lp:.2f}", help="Mean log-probability of the target tokens (and </s>) "
@@ -217,7 +221,7 @@ def sentence_views(cfg: dict[str, Any], rec, gold) -> None:
         cols[1].metric("Precision", f"{c.precision:.2f}")
         cols[2].metric("Recall", f"{c.recall:.2f}")
         cols[3].metric("AER", f"{c.aer:.2f}", help="Alignment Error Rate (Och & Ney 2003), lower is better.")
-    cols[4].download_button("Record JSON", data=export.record_to_json(rec), file_name="record.json",
+    cols[4].download_button("Record JSON", data=functools.partial(export.record_to_json, rec), file_name="record.json",
                             mime="application/json", on_click="ignore", icon=":material/download:",
                             help="Everything this page shows: tokens, word maps, all attention, log-probs.")
     sig = AlignmentSignature(model=cfg["model"], method=method, layer=layer, heads=head,

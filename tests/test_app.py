@@ -315,3 +315,10 @@ def test_testset_from_uploads(app, testset):
     shown = {m.label: m.value for m in at.metric}
     assert shown["Sentences"] == "4" and 0.0 <= float(shown["AER"]) <= 1.0
     assert any("test.gold" in c.value for c in at.caption)  # the gold is described by the uploaded name
+
+
+def test_user_text_is_not_read_as_markdown(app):
+    at = analyse(app.run(), "Der Hund * kostet $5 _ .", "The dog * costs $5 _ .")
+    no_crash(at)
+    shown = next(m.value for m in at.markdown if m.value.startswith("**Source**"))
+    assert "Hund \\* kostet \\$5 \\_ \\." in shown and "costs \\$5" in shown

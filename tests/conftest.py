@@ -28,3 +28,29 @@ def tiny_bundle():
     import tiny_models
 
     return tiny_models.bundle
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine OpenMP waits on descheduled threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """The tiny Marian saved as a model folder, so the CLI and load_model read it by path."""
+    import tiny_models
+
+    return tiny_models.save("marian", tmp_path_factory.mktemp("model") / "tiny-marian")
+
+
+@pytest.fixture(scope="session")
+def bundle(model_dir):
+    from aligndebug.models import load_model
+
+    return load_model(str(model_dir))

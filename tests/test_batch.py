@@ -42,27 +42,6 @@ def make_corpus(m: int) -> tuple[list[str], list[str], list[str]]:
     return src, tgt, gold
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine OpenMP waits on descheduled threads."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return tm.save("marian", tmp_path_factory.mktemp("model") / "tiny-marian")
-
-
-@pytest.fixture(scope="module")
-def bundle(model_dir):
-    return load_model(str(model_dir))
-
-
 def write_corpus(folder: Path, m: int) -> dict[str, Path]:
     src, tgt, gold = make_corpus(m)
     paths = {"src": folder / "src.txt", "tgt": folder / "tgt.txt", "gold": folder / "gold.wa"}

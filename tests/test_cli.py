@@ -63,27 +63,6 @@ def gold_text(fmt: str, gold=GOLD) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine OpenMP waits on descheduled threads."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return tm.save("marian", tmp_path_factory.mktemp("model") / "tiny-marian")
-
-
-@pytest.fixture(scope="module")
-def bundle(model_dir):
-    return load_model(str(model_dir))
-
-
 @pytest.fixture()
 def data(tmp_path) -> dict[str, Path]:
     paths = {"src": tmp_path / "src.txt", "tgt": tmp_path / "tgt.txt", "pairs": tmp_path / "pairs.txt",

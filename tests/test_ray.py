@@ -51,21 +51,6 @@ def write_files(folder, m: int) -> dict:
     return p
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return tm.save("marian", tmp_path_factory.mktemp("model") / "tiny-marian")
-
-
 # -------------------------------------------------------------------------- planning and reading
 
 @pytest.mark.parametrize("layout", ["src+tgt", "pairs", "src only"])

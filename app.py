@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from aligndebug import charts, export
+from aligndebug import agreement, attribution, charts, export, rollout, signals, triage
 from aligndebug.align import align_record, default_layer
 from aligndebug.errors import InputError
 from aligndebug.extract import encode_pair, extract, translate
@@ -32,18 +32,6 @@ DEFAULT_MODEL_VIEW = {"method": "naive", "layer": 1}
 PAGES = ("One sentence", "Test set")
 
 st.set_page_config(page_title="aligndebug", layout="wide")
-
-
-# ----------------------------------------------------------------------------- optional modules
-
-def _optional(name: str) -> Any | None:
-    """A package module that may not exist yet in this checkout (rollout, attribution, triage)."""
-    import importlib
-
-    try:
-        return importlib.import_module(f"aligndebug.{name}")
-    except ImportError:
-        return None
 
 
 # ----------------------------------------------------------------------------- cached work
@@ -66,7 +54,6 @@ def analyse(model: str, source: str, reference: str, beam: int):
 def integrated_gradients(model: str, record_json: str, steps: int):
     from aligndebug.record import Record
 
-    attribution = _optional("attribution")
     rec = Record.from_json(record_json)
     return attribution.ig_for_record(get_bundle(model), rec, steps=steps, rows=rec.target_positions)
 
@@ -205,17 +192,15 @@ def sentence_page(cfg: dict[str, Any], query: dict[str, Any]) -> None:
 def sentence_views(cfg: dict[str, Any], rec, gold) -> None:
     from aligndebug.metrics import AlignmentSignature, count_links
 
-    layer, head, method, level = cfg["layer"], cfg["head"], cfg["method"], cfg["level"]
+    layer, head, method = cfg["layer"], cfg["head"], cfg["method"]
     forced = rec.meta.get("forced_target", True)
     st.markdown(f"**Source** · {md_escape(rec.source)}  \n"
                 f"**{'Reference (forced)' if forced else 'Model translation'}** · {md_escape(rec.target) or '∅ (empty)'}")
     links = align_record(rec, method=method, layer=layer, head=head)
     cols = st.columns(5)
-    signals = _optional("signals")
-    if signals is not None:
-        seq_lp = signals.seq_logprob(rec.token_logprobs, signals.logprob_positions(rec.tgt_word_ids))
-        cols[0].metric("Seq-Logprob", f"{seq_lp:.2f}", help="Mean log-probability of the target tokens (and </s>) "
-                                                        "under the model; low = the model doubts this translation.")
+    seq_lp = signals.seq_logprob(rec.token_logprobs, signals.logprob_positions(rec.tgt_word_ids))
+    cols[0].metric("Seq-Logprob", f"{seq_lp:.2f}", help="Mean log-probability of the target tokens (and </s>) "
+                                                    "under the model; low = the model doubts this translation.")
     if gold is not None:
         c = count_links(links, gold)
         cols[1].metric("Precision", f"{c.precision:.2f}")
@@ -291,52 +276,41 @@ def rollout_tab(cfg, rec, gold) -> None:
         st.markdown("**Cross-attention**")
         show_chart(charts.alignment_heatmap(rec, layer=layer, head=head, method=method, level=level, gold=gold,
                                             cell=18, title="", legend="bottom"), "attention-small", compact=True)
-    rollout = _optional("rollout")
     with c2:
         st.markdown("**Attention rollout**")
-        if rollout is None:
-            st.info("Rollout is not available in this version of aligndebug.")
-        else:
-            try:
-                mat = rollout.rollout_for_record(rec)
-                show_chart(charts.source_target_heatmap(rec, mat, level=level, method=method, value_title="rollout",
-                                                        gold=gold, cell=18, legend="bottom"), "rollout", compact=True)
-            except ValueError as exc:
-                st.info(str(exc))
-    attribution = _optional("attribution")
+        try:
+            mat = rollout.rollout_for_record(rec)
+            show_chart(charts.source_target_heatmap(rec, mat, level=level, method=method, value_title="rollout",
+                                                    gold=gold, cell=18, legend="bottom"), "rollout", compact=True)
+        except ValueError as exc:
+            st.info(str(exc))
     ig = None
     with c3:
         st.markdown("**Integrated Gradients**")
-        if attribution is None or not hasattr(attribution, "ig_token_matrix"):
-            st.info("Integrated Gradients is not available in this version of aligndebug yet.")
-        else:
-            steps = st.select_slider("IG steps", [8, 16, 32, 64], value=32, key="ig_steps")
-            if st.button("Compute IG", key="ig_go", help="Runs the model many times; a few seconds on CPU."):
-                st.session_state.ig_for = (cfg["model"], rec.source, rec.target, steps)
-            if st.session_state.get("ig_for") == (cfg["model"], rec.source, rec.target, steps):
-                try:
-                    ig = integrated_gradients(cfg["model"], rec.to_json(arrays=False), steps)
-                    mat = attribution.ig_token_matrix(rec, ig)
-                    show_chart(charts.source_target_heatmap(rec, mat, level=level, value_title="IG", gold=gold,
-                                                            cell=18, legend="bottom"), "integrated-gradients",
-                               compact=True)
-                    rel = ig.relative_delta
-                    worst = float(np.nanmax(rel)) if len(rel) and not np.isnan(rel).all() else float("nan")
-                    st.caption(f"Red = raises the token's probability, blue = lowers it. Completeness gap: "
-                               f"at most {worst:.1%} of what is explained (max |gap| {float(np.max(ig.delta)):.3g}); "
-                               "if it is large, use more steps.")
-                except Exception as exc:  # noqa: BLE001
-                    fail(exc, "Integrated Gradients failed")
-                    return
+        steps = st.select_slider("IG steps", [8, 16, 32, 64], value=32, key="ig_steps")
+        if st.button("Compute IG", key="ig_go", help="Runs the model many times; a few seconds on CPU."):
+            st.session_state.ig_for = (cfg["model"], rec.source, rec.target, steps)
+        if st.session_state.get("ig_for") == (cfg["model"], rec.source, rec.target, steps):
+            try:
+                ig = integrated_gradients(cfg["model"], rec.to_json(arrays=False), steps)
+                mat = attribution.ig_token_matrix(rec, ig)
+                show_chart(charts.source_target_heatmap(rec, mat, level=level, value_title="IG", gold=gold,
+                                                        cell=18, legend="bottom"), "integrated-gradients",
+                           compact=True)
+                rel = ig.relative_delta
+                worst = float(np.nanmax(rel)) if len(rel) and not np.isnan(rel).all() else float("nan")
+                st.caption(f"Red = raises the token's probability, blue = lowers it. Completeness gap: "
+                           f"at most {worst:.1%} of what is explained (max |gap| {float(np.max(ig.delta)):.3g}); "
+                           "if it is large, use more steps.")
+            except Exception as exc:  # noqa: BLE001
+                fail(exc, "Integrated Gradients failed")
+                return
     if ig is not None:
         agreement_view(cfg, rec, gold, ig)
 
 
 def agreement_view(cfg, rec, gold, ig) -> None:
     """Where attention, rollout and IG agree: Spearman's rho per target word, and their alignments vs gold."""
-    agreement = _optional("agreement")
-    if agreement is None:
-        return
     import pandas as pd
 
     layer, head, method = cfg["layer"], cfg["head"], cfg["method"]
@@ -370,9 +344,6 @@ def agreement_view(cfg, rec, gold, ig) -> None:
 
 def tokens_tab(cfg, rec) -> None:
     layer, head, method, level = cfg["layer"], cfg["head"], cfg["method"], cfg["level"]
-    if _optional("signals") is None:
-        st.info("Token signals are not available in this version of aligndebug.")
-        return
     cal = st.session_state.get("calibration")
     t = (cal.token_thresholds if cal is not None else {}) or {}
     with st.expander("Thresholds", expanded=False):
@@ -487,15 +458,9 @@ def run_testset(cfg: dict[str, Any], inp: dict[str, Any]) -> dict[str, Any]:
         done[0] += k
         bar.progress(min(1.0, lo + done[0] / n / 3), text=f"{stage} {min(done[0], n)}/{n}")
 
-    triage = _optional("triage")
-    rows: list[dict[str, Any]] = []
-    calibration = None
-    if triage is not None:
-        ranked = triage.run_triage(bundle, sources, targets, refs, layer=cfg["layer"], head=cfg["head"],
-                                   method=cfg["method"], on_progress=lambda k: tick(k, "Triage", 1 / 3))
-        rows, calibration = list(ranked), getattr(ranked, "calibration", None)
-    else:
-        rows = [{"id": p.index, "source": p.source, "translation": p.target} for p in pairs]
+    ranked = triage.run_triage(bundle, sources, targets, refs, layer=cfg["layer"], head=cfg["head"],
+                               method=cfg["method"], on_progress=lambda k: tick(k, "Triage", 1 / 3))
+    rows, calibration = list(ranked), ranked.calibration
     done[0] = 0
     opts = ScoreOptions(method=cfg["method"], layer=cfg["layer"], head=cfg["head"], per_head=gold is not None)
     totals, kept = score_stream(bundle, pairs, golds, opts, on_progress=lambda k: tick(k, "Aligning", 2 / 3))

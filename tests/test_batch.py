@@ -22,7 +22,6 @@ from aligndebug import batch
 from aligndebug.batch import ScoreOptions, score_stream
 from aligndebug.cli import main
 from aligndebug.gold import read_gold
-from aligndebug.models import load_model
 from aligndebug.pairs import iter_pairs
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -24,7 +24,6 @@ from aligndebug.align import align_record
 from aligndebug.cli import main
 from aligndebug.extract import extract, translate
 from aligndebug.gold import read_gold
-from aligndebug.models import load_model
 
 N = 10
 SRC, TGT = tm.DE[:N], tm.EN[:N]

@@ -64,24 +64,27 @@ def iter_lines(path: PathLike, encoding: str = "utf-8") -> Iterator[tuple[int, s
     and so that only ``\\n`` ends a line (str.splitlines would also split on U+0085, U+2028, ...).
     """
     path = os.fspath(path)
-    handle = _open_bytes(path)
-    with handle:
+    with _open_bytes(path) as handle:
         for lineno, raw in enumerate(handle, start=1):
-            if lineno == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM):]
-            if raw.endswith(b"\n"):
-                raw = raw[:-1]
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
-            try:
-                text = raw.decode(encoding)
-            except UnicodeDecodeError as exc:
-                bad = raw[exc.start:exc.end]
-                raise InputError(
-                    path, lineno, f"bytes {bad!r} at byte {exc.start + 1} of the line cannot be decoded as {encoding}",
-                    f"{encoding} text",
-                ) from None
-            yield lineno, text
+            yield lineno, decode_line(path, lineno, raw, encoding)
+
+
+def decode_line(path: str, lineno: int, raw: bytes, encoding: str = "utf-8") -> str:
+    """One raw line as text: BOM (first line only), ``\\n`` and a trailing ``\\r`` dropped; bad bytes name the line."""
+    if lineno == 1 and raw.startswith(_BOM):
+        raw = raw[len(_BOM):]
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start:exc.end]
+        raise InputError(
+            path, lineno, f"bytes {bad!r} at byte {exc.start + 1} of the line cannot be decoded as {encoding}",
+            f"{encoding} text",
+        ) from None
 
 
 def count_lines(path: PathLike) -> int:

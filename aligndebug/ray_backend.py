@@ -25,12 +25,11 @@ import numpy as np
 
 from . import batch
 from .batch import ScoreOptions, ScoreTotals, read_done
-from .errors import InputError, PathLike
+from .errors import PathLike
 from .gold import GoldAlignment
 from .models import ModelBundle, load_model
-from .pairs import SentencePair, _split_pair, _words, iter_pairs
+from .pairs import SentencePair, _split_pair, _words, decode_line, iter_pairs
 
-_BOM = b"\xef\xbb\xbf"
 
 
 def require_ray():
@@ -96,18 +95,7 @@ def _lines_at(path: str, offset: int, first_line: int, n: int) -> Iterator[tuple
     with open(path, "rb") as f:
         f.seek(offset)
         for lineno in range(first_line, first_line + n):
-            raw = f.readline()
-            if lineno == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM):]
-            if raw.endswith(b"\n"):
-                raw = raw[:-1]
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:  # checked by plan_chunks; only a file changed since gets here
-                raise InputError(path, lineno, f"cannot be decoded as utf-8 ({exc.reason})", "utf-8 text") from None
-            yield lineno, text
+            yield lineno, decode_line(path, lineno, f.readline())
 
 
 def read_chunk(spec: ChunkSpec) -> list[SentencePair]:

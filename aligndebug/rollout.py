@@ -166,7 +166,8 @@ def rollout_for_record(rec: "Record", fusion: str = "mean", residual: float = 0.
     missing = [name for name in ("enc_self", "dec_self", "cross") if getattr(rec, name) is None]
     if missing:
         raise ValueError(
-            f"rollout_for_record: the Record lacks {', '.join(missing)}; extract with keep=('cross','enc_self','dec_self')"
+            f"rollout_for_record: the Record lacks {', '.join(missing)}; "
+            "extract with keep=('cross', 'enc_self', 'dec_self')"
         )
     return decoder_rollout(rec.enc_self, rec.dec_self, rec.cross, fusion, residual)
 
@@ -174,11 +175,13 @@ def rollout_for_record(rec: "Record", fusion: str = "mean", residual: float = 0.
 def encoder_rollout_for_record(rec: "Record", fusion: str = "mean", residual: float = 0.5) -> np.ndarray:
     """Encoder self-attention rollout ``[S, S]`` of a Record."""
     if rec.enc_self is None:
-        raise ValueError("encoder_rollout_for_record: the Record lacks enc_self; extract with keep including 'enc_self'")
+        raise ValueError("encoder_rollout_for_record: the Record lacks enc_self; "
+                         "extract with keep including 'enc_self'")
     return attention_rollout(rec.enc_self, fusion, residual)
 
 
-def rollout_word_matrix(rec: "Record", method: str = "naive", fusion: str = "mean", residual: float = 0.5) -> np.ndarray:
+def rollout_word_matrix(rec: "Record", method: str = "naive", fusion: str = "mean",
+                        residual: float = 0.5) -> np.ndarray:
     """Decoder rollout pooled to ``[target words, source words]`` (sum over a source word's subwords,
     mean over a target word's), source specials excluded.
 

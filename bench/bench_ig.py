@@ -19,6 +19,11 @@ Before timing, the strategies are checked to give the same attributions.
     python bench/bench_ig.py                          # tiny random Marian (runs anywhere)
     python bench/bench_ig.py --size base --n 4        # random Marian of the embedded model's size
     python bench/bench_ig.py --model aligndebug/default_model --n 8 --steps 32
+
+Measured (2 shared CPU cores, --threads 1, process CPU time), `--model <snapshot of the embedded
+model in training, d_model 256, 3+3 layers, 8k vocabulary> --n 4 --steps 16 --repeats 1`: plain
+forward 0.016 s/sentence; IG vmap 1.96 s (x121 of the forward), expanded 3.18 s, per-token 3.19 s,
+captum LayerIntegratedGradients 4.58 s, Inseq 0.7.1 3.42 s (x1.62, 1.62, 2.33, 1.74 of vmap).
 """
 
 from __future__ import annotations
@@ -183,7 +188,8 @@ def main(argv=None) -> int:
         ref = check[strategies[0]]
         for s, res in check.items():
             diff = np.abs(res.source - ref.source).max()
-            print(f"check {s:<10} max |diff| to {strategies[0]}: {diff:.2e}; completeness gap max {res.delta.max():.2e}")
+            print(f"check {s:<10} max |diff| to {strategies[0]}: {diff:.2e}; "
+                  f"completeness gap max {res.delta.max():.2e}")
 
         n = len(recs)
         line = "{:<48} {:>10.3f} sent/s  {:>9.3f} s/sent  x{:>8.1f} of (a)"

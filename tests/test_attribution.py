@@ -47,7 +47,8 @@ class _Stack(nn.Module):
 
 
 class ToySeq2Seq(nn.Module):
-    def __init__(self, vocab: int = 10, dim: int = 3, max_len: int = 6, pad: int = 9, scale: float = 2.0, seed: int = 0):
+    def __init__(self, vocab: int = 10, dim: int = 3, max_len: int = 6, pad: int = 9, scale: float = 2.0,
+                 seed: int = 0):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.config = SimpleNamespace(pad_token_id=pad)

@@ -101,10 +101,14 @@ def decoder_flow(
       self-relevance ``R^ss``).
 
     We follow *values*, as rollout does: attention weights are constants and flow moves
-    along the value path. Chefer et al. also multiply the cross-attention term by the
-    decoder's self-relevance because their gradient relevance follows queries too; in a
-    value-flow rollout that factor would count the decoder's context twice, so it is left
-    out. Every update is a convex combination of row-stochastic matrices, so rows sum to 1.
+    along the value path. Chefer et al.'s cross-attention rule (their rule 10) also multiplies
+    on the left by the transposed, normalised decoder self-relevance ``(R̄^tt)ᵀ``; here the
+    decoder self-attention already carries source flow between rows through ``Ŝ`` (first
+    rule), so that factor would move it a second time, and its transpose would break
+    row-stochasticity: it is left out. Their attention-rollout baseline composes only the
+    last layer's cross-attention; here every layer's cross-attention contributes through its
+    residual branch. Every update is a convex combination of row-stochastic matrices, so
+    rows sum to 1.
     """
     _check_residual(residual)
     enc_self = np.asarray(enc_self)

@@ -134,13 +134,10 @@ def test_ig_and_rollout_links_are_word_pairs():
 
 
 def test_end_to_end_on_a_tiny_marian(tiny_bundle):
-    import torch
-
     from aligndebug.agreement import ig_links, rollout_links
     from aligndebug.attribution import ig_for_record
     from aligndebug.extract import extract
 
-    torch.set_num_threads(1)  # tiny model on a shared machine (tests/tiny_models.py does the same)
     bundle = tiny_bundle("marian")
     recs = extract(bundle, ["Der Hund schläft .", "Ich sehe den Hund ."], ["The dog sleeps .", "I see the dog ."])
     per_sentence = []

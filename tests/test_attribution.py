@@ -21,15 +21,6 @@ from aligndebug.attribution import (
 from aligndebug.record import Record
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The test machine's cores are shared; more than one intra-op thread makes tiny models crawl.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---------------------------------------------------------------------------------------------
 # A toy encoder-decoder small enough for IG in closed form.
 #   h_t = scale · Σ_s C[t, s] e_s + Σ_{p<=t} d_p          (linear in the token embeddings)
@@ -300,21 +291,16 @@ FAMILIES = ("marian", "bart", "mbart", "mbart50", "m2m100", "nllb", "t5")
 
 
 def _logprobs_with_pad_embeddings(model, rec, sides) -> np.ndarray:
+    """Log-probs of a copy of `model` whose `sides` embedding layers map every id to the pad embedding."""
     import copy
 
+    model = copy.deepcopy(model)  # the bundle is shared between tests: change a copy only
     stacks = {"encoder": model.get_encoder(), "decoder": model.get_decoder()}
-    saved = {}
-    try:
-        for side in sides:
-            stack = stacks[side]
-            saved[side] = stack.embed_tokens
-            padded = copy.deepcopy(stack.embed_tokens)
-            padded.weight.data[:] = padded.weight.data[model.config.pad_token_id]
-            stack.embed_tokens = padded
-        return _plain_logprobs(model, rec.src_ids, rec.dec_ids, rec.label_ids)
-    finally:
-        for side, module in saved.items():
-            stacks[side].embed_tokens = module
+    for side in sides:
+        padded = copy.deepcopy(stacks[side].embed_tokens)  # a separate layer even where weights are tied
+        padded.weight.data[:] = padded.weight.data[model.config.pad_token_id]
+        stacks[side].embed_tokens = padded
+    return _plain_logprobs(model, rec.src_ids, rec.dec_ids, rec.label_ids)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

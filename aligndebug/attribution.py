@@ -33,13 +33,13 @@ own gradient. Three strategies give the same numbers (tested):
 - ``"per-token"``: one IG run per target row (kept to test and measure the other two against).
 
 ``internal_batch_size`` bounds the rows in flight per chunk (for ``"vmap"``: rows × points).
-bench/bench_ig.py measures them against a plain forward pass, captum and Inseq. On a snapshot of
-the embedded model (d_model 256, 3+3 layers, 8k vocabulary; 4 Europarl pairs of 25.5 source and 22
-target tokens; 16 steps; one CPU thread; process CPU time) it measured per sentence: plain forward
-0.016 s, vmap 1.96 s, expanded 3.18 s, per-token 3.19 s, captum LayerIntegratedGradients batched
-over rows 4.58 s, Inseq's integrated_gradients 3.42 s. Expanding the batch saves nothing over
-per-token runs at this size (same arithmetic, already large batches); sharing the forward pass
-(vmap) is what saves ~40%, so it is the default.
+bench/bench_ig.py measures them against a plain forward pass, captum and Inseq. On the embedded
+model (d_model 256, 3+3 layers, 8k vocabulary; 4 Europarl pairs of 25.5 source and 22 target
+tokens; 32 steps; one CPU thread; process CPU time) it measured per sentence: plain forward
+0.014 s, vmap 3.54 s, expanded 6.24 s, per-token 6.10 s, captum LayerIntegratedGradients batched
+over rows 8.97 s, Inseq's integrated_gradients 6.93 s. Expanding the batch saves nothing over
+per-token runs at this size (same arithmetic, batches already large); sharing the forward pass
+(vmap) is what saves ~43%, so it is the default.
 """
 
 from __future__ import annotations

@@ -20,10 +20,14 @@ Before timing, the strategies are checked to give the same attributions.
     python bench/bench_ig.py --size base --n 4        # random Marian of the embedded model's size
     python bench/bench_ig.py --model aligndebug/default_model --n 8 --steps 32
 
-Measured (2 shared CPU cores, --threads 1, process CPU time), `--model <snapshot of the embedded
-model in training, d_model 256, 3+3 layers, 8k vocabulary> --n 4 --steps 16 --repeats 1`: plain
-forward 0.016 s/sentence; IG vmap 1.96 s (x121 of the forward), expanded 3.18 s, per-token 3.19 s,
-captum LayerIntegratedGradients 4.58 s, Inseq 0.7.1 3.42 s (x1.62, 1.62, 2.33, 1.74 of vmap).
+Measured (2 shared CPU cores, --threads 1, process CPU time):
+
+    python bench/bench_ig.py --model aligndebug/default_model --n 4 --steps 32 --repeats 1
+    plain forward 0.014 s/sentence; IG vmap 3.54 s (x254 of the forward), expanded 6.24 s,
+    per-token 6.10 s, captum LayerIntegratedGradients 8.97 s, Inseq 0.7.1 6.93 s
+    (x1.76, 1.72, 2.54, 1.96 of vmap)
+    python bench/bench_ig.py        (tiny random Marian, 8 pairs, 32 steps)
+    vmap 0.81 s/sentence; expanded x1.08, per-token x1.29, captum x1.38, Inseq x1.52 of vmap
 """
 
 from __future__ import annotations

@@ -43,6 +43,8 @@ class ScoreOptions:
     batch_size: int = 16
     beam: int = 1
     chunk_size: int = 256
+    compare: bool = False  # also rollout- and IG-based alignments, and attention-vs-IG agreement
+    ig_steps: int = 16
 
 
 @dataclass
@@ -54,6 +56,8 @@ class ScoreTotals:
     sentences: int = 0
     scored: int = 0  # sentences with a gold alignment
     links: int = 0
+    compared: dict[str, AlignmentCounts] = field(default_factory=dict)  # "rollout" / "ig" -> counts
+    agreement: list[float] = field(default_factory=list)  # per-sentence mean Spearman rho, attention vs IG
 
     def add_row(self, row: dict[str, Any]) -> None:
         self.sentences += 1
@@ -63,6 +67,11 @@ class ScoreTotals:
             self.counts = self.counts + AlignmentCounts(*row["counts"])
         for key, c in (row.get("per_head_counts") or {}).items():
             self.grid[key] = self.grid.get(key, AlignmentCounts()) + AlignmentCounts(*c)
+        for name in ("rollout", "ig"):
+            if row.get(f"{name}_counts") is not None:
+                self.compared[name] = self.compared.get(name, AlignmentCounts()) + AlignmentCounts(*row[f"{name}_counts"])
+        if row.get("agreement_rho") is not None:
+            self.agreement.append(row["agreement_rho"])
 
 
 def _counts_list(c: AlignmentCounts) -> list[int]:
@@ -70,20 +79,19 @@ def _counts_list(c: AlignmentCounts) -> list[int]:
 
 
 def _reducer(opts: ScoreOptions) -> Callable[[str, np.ndarray], np.ndarray] | None:
-    if opts.per_head:
-        return None  # the grid needs every layer and head of this sentence (dropped right after)
+    if opts.per_head or opts.compare:
+        return None  # the grid and rollout need every layer and head of this sentence (dropped right after)
     return lambda kind, att: select(att, opts.layer, opts.head)[None, None]
 
 
-def sentence_row(rec, pair: SentencePair, gold: GoldAlignment | None, opts: ScoreOptions) -> dict[str, Any]:
+def sentence_row(rec, pair: SentencePair, gold: GoldAlignment | None, opts: ScoreOptions,
+                 bundle: ModelBundle | None = None) -> dict[str, Any]:
     """One output row: words, links, gold, and per-sentence counts and scores."""
-    if opts.per_head:
-        grid = align_grid(rec, opts.method, opts.threshold)
-        n_layers = rec.cross.shape[0]
-        layer = default_layer(n_layers) if opts.layer is None else opts.layer
+    layer = default_layer(rec.cross.shape[0]) if opts.layer is None else opts.layer
+    grid = align_grid(rec, opts.method, opts.threshold) if opts.per_head else None
+    if opts.per_head or opts.compare:
         mat = select(rec.cross, layer, opts.head)[rec.rows_for(opts.method)]
-    else:
-        grid = None
+    else:  # already reduced to the chosen layer and heads
         mat = rec.cross[0, 0][rec.rows_for(opts.method)]
     rows, cols = token_links(mat, rec.src_word_ids, opts.threshold)
     links = token_links_to_words(rows, cols, rec.src_word_ids, rec.tgt_word_ids[rec.target_positions])
@@ -98,7 +106,28 @@ def sentence_row(rec, pair: SentencePair, gold: GoldAlignment | None, opts: Scor
                     "counts": _counts_list(c), "precision": c.precision, "recall": c.recall, "aer": c.aer})
         if grid is not None:
             row["per_head_counts"] = {f"{l}:{h}": _counts_list(count_links(v, gold)) for (l, h), v in grid.items()}
+    if opts.compare:
+        row.update(_compare(rec, gold, opts, layer, bundle))
     return row
+
+
+def _compare(rec, gold: GoldAlignment | None, opts: ScoreOptions, layer: Selector, bundle: ModelBundle | None) -> dict:
+    """Rollout and IG alignments (with counts against gold) and attention-vs-IG agreement for one sentence."""
+    from .agreement import ig_links, record_agreement, rollout_links, sentence_agreement
+    from .attribution import ig_for_record
+
+    if bundle is None:
+        raise ValueError("comparing with Integrated Gradients needs the model")
+    ig = ig_for_record(bundle, rec, steps=opts.ig_steps, rows=rec.target_positions)
+    out: dict[str, Any] = {"agreement_rho": sentence_agreement(record_agreement(rec, ig, "cross", layer, opts.head)),
+                           "ig_max_gap": float(ig.delta.max()) if len(ig.delta) else 0.0}
+    for name, links in (("rollout", rollout_links(rec)), ("ig", ig_links(rec, ig))):
+        out[f"{name}_links"] = format_pharaoh(links)
+        if gold is not None:
+            out[f"{name}_counts"] = _counts_list(count_links(links, gold))
+    if np.isnan(out["agreement_rho"]):
+        out["agreement_rho"] = None
+    return out
 
 
 def read_done(path: Path) -> tuple[set[int], ScoreTotals]:
@@ -167,7 +196,7 @@ def _score_chunk(bundle: ModelBundle, todo: list[SentencePair], golds, opts: Sco
     forced = [p for p in todo if p.tgt_words is not None]
     free = [p for p in todo if p.tgt_words is None]
     rows: dict[int, dict] = {}
-    keep = ("cross",)
+    keep = ("cross", "enc_self", "dec_self") if opts.compare else ("cross",)
     for group, targets in ((forced, [p.tgt_words for p in forced]), (free, None)):
         if not group:
             continue
@@ -176,7 +205,7 @@ def _score_chunk(bundle: ModelBundle, todo: list[SentencePair], golds, opts: Sco
                                        beam=opts.beam, keep=keep, reduce=_reducer(opts)):
                 pair = group[i]
                 gold = golds[pair.index] if golds is not None and pair.index < len(golds) else None
-                rows[pair.index] = sentence_row(rec, pair, gold, opts)
+                rows[pair.index] = sentence_row(rec, pair, gold, opts, bundle)
         except SentenceError as exc:  # name the input line, not the position inside this chunk
             raise InputError(None, group[exc.index].line, exc.reason) from exc
     return [rows[p.index] for p in todo]
@@ -192,6 +221,10 @@ def summary(totals: ScoreTotals, signature: str, n_layers: int | None = None, n_
     if totals.grid and n_layers and n_heads:
         out["per_head"] = [[totals.grid[f"{l}:{h}"].aer for h in range(n_heads)] for l in range(n_layers)]
         out["per_layer_mean"] = [totals.grid[f"{l}:mean"].aer for l in range(n_layers)]
+    if totals.compared or totals.agreement:
+        out["compare"] = {name: {"aer": c.aer, "precision": c.precision, "recall": c.recall, "f1": c.f1}
+                          for name, c in totals.compared.items()}
+        out["compare"]["agreement_rho_mean"] = float(np.mean(totals.agreement)) if totals.agreement else None
     out["signature"] = signature
     out.update(extra or {})
     return out

@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gold-format", choices=("pharaoh", "sp", "naacl"), help="gold format (default: detect)")
     s.add_argument("--skip-invalid", action="store_true", help="skip bad gold lines with a warning instead of stopping")
     s.add_argument("--per-head", action="store_true", help="also AER for every layer x head and each layer's head mean")
+    s.add_argument("--compare", action="store_true",
+                   help="also score rollout- and Integrated-Gradients-based alignments and report attention-vs-IG "
+                        "agreement (Spearman rho); IG costs about --ig-steps forward passes a sentence")
+    s.add_argument("--ig-steps", type=positive_int, default=16, help="Integrated Gradients steps for --compare")
     s.add_argument("--out", type=Path, help="JSONL, one row per sentence (appended as it goes)")
     s.add_argument("--resume", action="store_true", help="keep the rows already in --out and do only the rest")
     s.add_argument("--summary-json", type=Path, help="write the summary (fractions, not percent) as JSON")
@@ -147,7 +151,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     n_layers = bundle.num_layers
     layer = default_layer(n_layers) if args.layer is None else args.layer
     opts = ScoreOptions(method=args.method, layer=layer, head=args.head, threshold=args.threshold,
-                        per_head=args.per_head, batch_size=args.batch_size, beam=args.beam, chunk_size=args.chunk_size)
+                        per_head=args.per_head, compare=args.compare, ig_steps=args.ig_steps, batch_size=args.batch_size, beam=args.beam, chunk_size=args.chunk_size)
     total = count_lines(args.pairs or args.src)
     from tqdm import tqdm
 
@@ -200,6 +204,16 @@ def format_summary(result: dict[str, Any]) -> str:
         lines.append("AER per layer (rows) x head (cols), last column the head mean:")
         for l, (row, mean) in enumerate(zip(result["per_head"], result["per_layer_mean"])):
             lines.append(f"  layer {l}: " + " ".join(f"{100 * v:6.2f}" for v in row) + f" | {100 * mean:6.2f}")
+    if "compare" in result:
+        cmp = result["compare"]
+        if "aer" in result:
+            lines.append(f"{'alignment':>12} {'AER':>7} {'P':>7} {'R':>7}")
+            lines.append(f"{'attention':>12} " + " ".join(f"{100 * result[k]:7.2f}" for k in ("aer", "precision", "recall")))
+            for name in ("rollout", "ig"):
+                if name in cmp:
+                    lines.append(f"{name:>12} " + " ".join(f"{100 * cmp[name][k]:7.2f}" for k in ("aer", "precision", "recall")))
+        if cmp.get("agreement_rho_mean") is not None:
+            lines.append(f"attention vs IG, mean Spearman rho per sentence: {cmp['agreement_rho_mean']:.3f}")
     if result.get("gold"):
         lines.append(f"gold: {result['gold']}")
     lines.append(f"signature: {result['signature']}")

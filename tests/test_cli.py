@@ -421,3 +421,28 @@ def test_console_script(tmp_path, data, model_dir, capsys):
     bad = subprocess.run([exe, "score", "--model", str(model_dir), "--src", str(tmp_path / "missing.txt")],
                          capture_output=True, text=True, timeout=300, env=ENV)
     assert bad.returncode != 0 and "missing.txt" in bad.stderr and "cannot open" in bad.stderr
+
+
+def test_compare_scores_rollout_and_ig_alignments_with_the_same_machinery(capsys, tmp_path, data, model_dir, bundle):
+    """--compare: IG and rollout links per row, scored against gold exactly like attention's, plus agreement."""
+    from aligndebug.agreement import ig_links, record_agreement, rollout_links, sentence_agreement
+    from aligndebug.attribution import ig_for_record
+
+    data["gold"].write_text(gold_text("pharaoh0"), encoding="utf-8")
+    summ, rows_path = tmp_path / "summary.json", tmp_path / "rows.jsonl"
+    rc, out, _ = run(capsys, "score", "--model", model_dir, "--src", data["src"], "--tgt", data["tgt"],
+                     "--gold", data["gold"], "--gold-base", "0", "--layer", LAYER, "--compare", "--ig-steps", "4",
+                     "--summary-json", summ, "--out", rows_path)
+    assert rc == 0 and "rollout" in out and "ig" in out
+    rows, result = read_rows(rows_path), json.loads(summ.read_text(encoding="utf-8"))
+    recs = extract(bundle, SRC, TGT)
+    igs = [ig_for_record(bundle, rec, steps=4, rows=rec.target_positions) for rec in recs]
+    for name, links in (("rollout", [rollout_links(rec) for rec in recs]),
+                        ("ig", [ig_links(rec, ig) for rec, ig in zip(recs, igs)])):
+        assert [parse_links(r[f"{name}_links"]) for r in rows] == links
+        expected = corpus(links)
+        for key in ("aer", "precision", "recall", "f1"):
+            assert result["compare"][name][key] == pytest.approx(expected[key], abs=1e-12), (name, key)
+    rhos = [sentence_agreement(record_agreement(rec, ig, "cross", int(LAYER))) for rec, ig in zip(recs, igs)]
+    defined = [r for r in rhos if r == r]
+    assert result["compare"]["agreement_rho_mean"] == pytest.approx(sum(defined) / len(defined), abs=1e-9)

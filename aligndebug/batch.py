@@ -69,7 +69,8 @@ class ScoreTotals:
             self.grid[key] = self.grid.get(key, AlignmentCounts()) + AlignmentCounts(*c)
         for name in ("rollout", "ig"):
             if row.get(f"{name}_counts") is not None:
-                self.compared[name] = self.compared.get(name, AlignmentCounts()) + AlignmentCounts(*row[f"{name}_counts"])
+                counts = AlignmentCounts(*row[f"{name}_counts"])
+                self.compared[name] = self.compared.get(name, AlignmentCounts()) + counts
         if row.get("agreement_rho") is not None:
             self.agreement.append(row["agreement_rho"])
 
@@ -157,37 +158,58 @@ def score_stream(bundle: ModelBundle, pairs: Iterable[SentencePair], golds: Sequ
     With `resume`, sentences whose index is already in `rows_path` are skipped and their rows
     count towards the totals. Without `rows_path`, rows are kept in memory and returned.
     """
-    done, totals = read_done(rows_path) if (rows_path and resume) else (set(), ScoreTotals())
-    if rows_path and not resume and rows_path.exists():
-        rows_path.unlink()
-    if on_progress and done:
-        on_progress(len(done))
-    kept: list[dict] = []
-    if rows_path:
-        rows_path.parent.mkdir(parents=True, exist_ok=True)
-    out = open(rows_path, "a", encoding="utf-8") if rows_path else None
-    try:
+    with RowSink(rows_path, resume) as sink:
+        if on_progress and sink.done:
+            on_progress(len(sink.done))
         it = iter(pairs)
-        while True:
-            chunk = [p for p in itertools.islice(it, opts.chunk_size)]
-            if not chunk:
-                break
-            todo = [p for p in chunk if p.index not in done]
+        while chunk := list(itertools.islice(it, opts.chunk_size)):
+            todo = [p for p in chunk if p.index not in sink.done]
             for row in _score_chunk(bundle, todo, golds, opts):
-                totals.add_row(row)
-                if out is not None:
-                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
-                else:
-                    kept.append(row)
-            if out is not None:
-                out.flush()
-                os.fsync(out.fileno())
+                sink.add(row)
+            sink.end_chunk()
             if on_progress:
                 on_progress(len(todo))  # the done ones were reported once, up front
-    finally:
-        if out is not None:
-            out.close()
-    return totals, (iter(kept) if out is None else None)
+    return sink.totals, sink.rows()
+
+
+class RowSink:
+    """Where scored rows go: appended to a rows file (flushed and synced per chunk, so a kill loses at most the
+    chunk in flight) or kept in memory. Corpus totals follow every row; on resume they are rebuilt from the file."""
+
+    def __init__(self, path: Path | None, resume: bool = False):
+        self.path = path
+        self.done, self.totals = read_done(path) if (path and resume) else (set(), ScoreTotals())
+        self.kept: list[dict] = []
+        self._out = None
+        if path:
+            if not resume and path.exists():
+                path.unlink()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._out = open(path, "a", encoding="utf-8")
+
+    def add(self, row: dict[str, Any], line: str | None = None) -> None:
+        """Count `row`; write it (as `line` when its JSON is already at hand) or keep it."""
+        self.totals.add_row(row)
+        if self._out is not None:
+            self._out.write((line if line is not None else json.dumps(row, ensure_ascii=False)) + "\n")
+        else:
+            self.kept.append(row)
+
+    def end_chunk(self) -> None:
+        if self._out is not None:
+            self._out.flush()
+            os.fsync(self._out.fileno())
+
+    def rows(self) -> Iterator[dict] | None:
+        """The rows kept in memory (None when they went to a file)."""
+        return None if self.path else iter(self.kept)
+
+    def __enter__(self) -> "RowSink":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._out is not None:
+            self._out.close()
 
 
 def _score_chunk(bundle: ModelBundle, todo: list[SentencePair], golds, opts: ScoreOptions) -> list[dict]:

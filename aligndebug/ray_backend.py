@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from . import batch
-from .batch import ScoreOptions, ScoreTotals, read_done
+from .batch import RowSink, ScoreOptions, ScoreTotals
 from .errors import PathLike
 from .gold import GoldAlignment
 from .models import ModelBundle, load_model
@@ -172,47 +172,34 @@ def score_with_ray(model: str | ModelBundle, *, src: PathLike | None = None, tgt
         raise ValueError(f"num_actors must be at least 1, not {num_actors}")
     if out_path is not None:
         out_path = Path(out_path)
-    done, totals = read_done(out_path) if (out_path and resume) else (set(), ScoreTotals())
-    if out_path and not resume and out_path.exists():
-        out_path.unlink()
-    specs = plan_chunks(src, tgt, pairs, opts.chunk_size, done)
-    if on_progress and done:
-        on_progress(len(done))
-    kept: list[dict] = []
-    if specs:
-        if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False)
-        _check_resources(ray.cluster_resources(), num_actors, num_cpus_per_actor, num_gpus_per_actor)
-        ctx = ray.data.DataContext.get_current()
-        saved = ctx.execution_options.preserve_order, ctx.enable_progress_bars  # put back when done
-        ctx.execution_options.preserve_order = True  # rows come back (and are written) in input order
-        ctx.enable_progress_bars = False  # the CLI has its own progress bar
-        device = device or ("cuda" if num_gpus_per_actor > 0 else "cpu")
-        model_arg = ray.put(model) if isinstance(model, ModelBundle) else str(model)
-        gold_arg = None if golds is None else ray.put(list(golds))
-        ds = ray.data.from_items([{"spec": pickle.dumps(s)} for s in specs], override_num_blocks=len(specs))
-        ds = ds.map_batches(
-            ChunkScorer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_actors),
-            num_gpus=num_gpus_per_actor or None, num_cpus=num_cpus_per_actor, udf_modifying_row_count=True,
-            fn_constructor_kwargs={"model": model_arg, "load_kwargs": {"device": device, **(load_kwargs or {})},
-                                   "golds": gold_arg, "opts": opts})
-        out = open(out_path, "a", encoding="utf-8") if out_path else None
-        try:
-            for part in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                for line in part["row"]:
-                    row = json.loads(line)
-                    totals.add_row(row)
-                    if out is not None:
-                        out.write(line + "\n")
-                    else:
-                        kept.append(row)
-                if out is not None:
-                    out.flush()
-                    os.fsync(out.fileno())
-                if on_progress:
-                    on_progress(len(part["row"]))
-        finally:
-            if out is not None:
-                out.close()
-            ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
-    return totals, (iter(kept) if out_path is None else None)
+    with RowSink(out_path, resume) as sink:
+        specs = plan_chunks(src, tgt, pairs, opts.chunk_size, sink.done)
+        if on_progress and sink.done:
+            on_progress(len(sink.done))
+        if specs:
+            if not ray.is_initialized():
+                ray.init(address=address, include_dashboard=False)
+            _check_resources(ray.cluster_resources(), num_actors, num_cpus_per_actor, num_gpus_per_actor)
+            ctx = ray.data.DataContext.get_current()
+            saved = ctx.execution_options.preserve_order, ctx.enable_progress_bars  # put back when done
+            ctx.execution_options.preserve_order = True  # rows come back (and are written) in input order
+            ctx.enable_progress_bars = False  # the CLI has its own progress bar
+            device = device or ("cuda" if num_gpus_per_actor > 0 else "cpu")
+            model_arg = ray.put(model) if isinstance(model, ModelBundle) else str(model)
+            gold_arg = None if golds is None else ray.put(list(golds))
+            ds = ray.data.from_items([{"spec": pickle.dumps(s)} for s in specs], override_num_blocks=len(specs))
+            ds = ds.map_batches(
+                ChunkScorer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_actors),
+                num_gpus=num_gpus_per_actor or None, num_cpus=num_cpus_per_actor, udf_modifying_row_count=True,
+                fn_constructor_kwargs={"model": model_arg, "load_kwargs": {"device": device, **(load_kwargs or {})},
+                                       "golds": gold_arg, "opts": opts})
+            try:
+                for part in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    for line in part["row"]:
+                        sink.add(json.loads(line), line)
+                    sink.end_chunk()
+                    if on_progress:
+                        on_progress(len(part["row"]))
+            finally:
+                ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
+    return sink.totals, sink.rows()

@@ -150,26 +150,41 @@ def read_done(path: Path) -> tuple[set[int], ScoreTotals]:
     return done, totals
 
 
-def score_stream(bundle: ModelBundle, pairs: Iterable[SentencePair], golds: Sequence[GoldAlignment | None] | None,
+def score_stream(bundle: ModelBundle, pairs: Iterable[SentencePair],
+                 golds: Sequence[GoldAlignment | None] | Iterable[GoldAlignment | None] | None,
                  opts: ScoreOptions, rows_path: Path | None = None, resume: bool = False,
                  on_progress: Callable[[int], None] | None = None) -> tuple[ScoreTotals, Iterator[dict] | None]:
     """Score every pair; append rows to `rows_path` (if given). Returns the corpus totals.
 
+    `golds` is a sequence indexed by pair index, or a stream (a `gold.GoldStream`, any iterable)
+    read along with the pairs, one entry per pair in order, so a gold file need not be held whole.
     With `resume`, sentences whose index is already in `rows_path` are skipped and their rows
     count towards the totals. Without `rows_path`, rows are kept in memory and returned.
     """
+    gold_for = _gold_reader(golds)
     with RowSink(rows_path, resume) as sink:
         if on_progress and sink.done:
             on_progress(len(sink.done))
         it = iter(pairs)
         while chunk := list(itertools.islice(it, opts.chunk_size)):
+            chunk_golds = gold_for(chunk)
             todo = [p for p in chunk if p.index not in sink.done]
-            for row in _score_chunk(bundle, todo, golds, opts):
+            for row in score_chunk(bundle, todo, chunk_golds, opts):
                 sink.add(row)
             sink.end_chunk()
             if on_progress:
                 on_progress(len(todo))  # the done ones were reported once, up front
     return sink.totals, sink.rows()
+
+
+def _gold_reader(golds) -> Callable[[list[SentencePair]], dict[int, GoldAlignment | None]]:
+    """chunk of pairs -> {pair index: gold}: looked up in a sequence, or read along from a stream."""
+    if golds is None:
+        return lambda chunk: {}
+    if isinstance(golds, Sequence):
+        return lambda chunk: {p.index: golds[p.index] for p in chunk if p.index < len(golds)}
+    stream = iter(golds)
+    return lambda chunk: {p.index: g for p, g in zip(chunk, itertools.islice(stream, len(chunk)))}
 
 
 class RowSink:
@@ -212,7 +227,9 @@ class RowSink:
             self._out.close()
 
 
-def _score_chunk(bundle: ModelBundle, todo: list[SentencePair], golds, opts: ScoreOptions) -> list[dict]:
+def score_chunk(bundle: ModelBundle, todo: list[SentencePair], golds: dict[int, GoldAlignment | None],
+                 opts: ScoreOptions) -> list[dict]:
+    """Rows for `todo`, in order; `golds` maps pair index to its gold (missing: no gold)."""
     if not todo:
         return []
     forced = [p for p in todo if p.tgt_words is not None]
@@ -226,8 +243,7 @@ def _score_chunk(bundle: ModelBundle, todo: list[SentencePair], golds, opts: Sco
             for i, rec in iter_extract(bundle, [p.src_words for p in group], targets, batch_size=opts.batch_size,
                                        beam=opts.beam, keep=keep, reduce=_reducer(opts)):
                 pair = group[i]
-                gold = golds[pair.index] if golds is not None and pair.index < len(golds) else None
-                rows[pair.index] = sentence_row(rec, pair, gold, opts, bundle)
+                rows[pair.index] = sentence_row(rec, pair, golds.get(pair.index), opts, bundle)
         except SentenceError as exc:  # name the input line, not the position inside this chunk
             raise InputError(None, group[exc.index].line, exc.reason) from exc
     return [rows[p.index] for p in todo]

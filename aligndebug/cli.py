@@ -13,10 +13,10 @@ from .align import Selector, align_record, default_layer, word_matrix
 from .batch import ScoreOptions, read_links, score_stream, summary, write_json_atomic
 from .errors import InputError
 from .extract import extract
-from .gold import read_gold
+from .gold import scan_gold
 from .metrics import AlignmentSignature
 from .models import ModelLoadError, load_model
-from .pairs import count_lines, iter_pairs, pair_lengths
+from .pairs import count_lines, iter_pair_lengths, iter_pairs
 
 
 def parse_selector(text: str) -> Selector:
@@ -106,12 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--record", type=Path, help="also write the full Record (all attention arrays) as JSON")
     i.set_defaults(func=cmd_inspect)
 
-    try:
-        from .triage import add_triage_parser
-    except ImportError:  # triage is optional while it is being built
-        add_triage_parser = None
-    if add_triage_parser is not None:
-        add_triage_parser(sub)
+    from .triage import add_triage_parser
+
+    add_triage_parser(sub)
     return parser
 
 
@@ -134,8 +131,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         if args.pairs is None and args.tgt is None:
             raise InputError(args.gold, None, "gold alignments index the target words, but no target was given",
                              "--tgt FILE or --pairs FILE together with --gold")
-        gold = read_gold(args.gold, base=args.gold_base, fmt=args.gold_format,
-                         sentences=pair_lengths(_pairs(args)), skip_invalid=args.skip_invalid)
+        gold = scan_gold(args.gold, base=args.gold_base, fmt=args.gold_format,
+                         sentences=iter_pair_lengths(_pairs(args)), skip_invalid=args.skip_invalid)
         for w in gold.warnings:
             print(f"aligndebug: warning: {w}", file=sys.stderr)
     if args.ray:
@@ -161,12 +158,12 @@ def cmd_score(args: argparse.Namespace) -> int:
                 gpus = args.ray_gpus_per_actor
                 gpus = (1.0 if args.device.startswith("cuda") else 0.0) if gpus is None else gpus
                 totals, kept = score_with_ray(
-                    args.model, src=args.src, tgt=args.tgt, pairs=args.pairs, golds=gold.alignments if gold else None,
+                    args.model, src=args.src, tgt=args.tgt, pairs=args.pairs, gold=gold,
                     opts=opts, out_path=args.out, resume=args.resume, num_actors=args.ray_actors,
                     num_gpus_per_actor=gpus, device=args.device, address=args.ray_address, on_progress=bar.update,
                     load_kwargs=dict(src_lang=args.src_lang, tgt_lang=args.tgt_lang, source_prefix=args.source_prefix))
             else:
-                totals, kept = score_stream(bundle, _pairs(args), gold.alignments if gold else None, opts,
+                totals, kept = score_stream(bundle, _pairs(args), gold, opts,
                                             rows_path=args.out, resume=args.resume, on_progress=bar.update)
         except InputError as exc:
             if exc.path is not None:

@@ -24,14 +24,15 @@ says how sure it is (:attr:`GoldSet.base_source`, :meth:`GoldSet.describe`, warn
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields
 from typing import IO
 
 from .errors import InputError, PathLike
-from .pairs import iter_lines
+from .pairs import iter_lines, iter_lines_at
 
 Link = tuple[int, int]
 
@@ -72,12 +73,26 @@ class GoldAlignment:
         return self.possible - self.sure
 
 
-@dataclass
-class GoldSet:
-    """A gold file as read: one entry per sentence (None = skipped as invalid)."""
+@dataclass(frozen=True)
+class GoldPosition:
+    """Where sentence `index` starts in a gold file: its first line and that line's byte offset."""
 
-    alignments: list[GoldAlignment | None]
-    path: str | None
+    index: int = 0
+    line: int = 1
+    offset: int = 0
+
+
+@dataclass
+class GoldStream:
+    """A gold file checked in one streaming pass, read again sentence by sentence on demand.
+
+    `scan_gold` makes it: format and index base are settled, every link is checked against the
+    sentence lengths, and the counts and warnings are known, yet no alignment is held, so memory
+    does not grow with the file. Iterating yields one GoldAlignment per sentence (None for a
+    sentence skipped as invalid); `positions` and `iter_from` let workers start mid-file.
+    """
+
+    path: str
     fmt: str
     fmt_detected: bool
     base: int
@@ -86,6 +101,65 @@ class GoldSet:
     base_reason: str = ""
     warnings: list[str] = field(default_factory=list)
     skipped: int = 0
+    n_sentences: int = 0
+    n_sure: int = 0
+    n_possible_only: int = 0  # possible links that are not also sure (what ``ipj`` tokens count in Pharaoh)
+    invalid: frozenset[int] = frozenset()  # sentences read as None (skip_invalid)
+    in_order: bool = True  # NAACL only: sentence numbers never go down, so the file can be read from a position
+
+    def __iter__(self) -> Iterator[GoldAlignment | None]:
+        return self.iter_from()
+
+    def __len__(self) -> int:
+        return self.n_sentences
+
+    def iter_from(self, start: GoldPosition = GoldPosition(), count: int | None = None) -> Iterator[GoldAlignment | None]:
+        """The alignments of `count` sentences (default: all that follow) from `start` (see `positions`)."""
+        stop = self.n_sentences if count is None else min(self.n_sentences, start.index + count)
+        for k, raw in enumerate(self._raws(start), start=start.index):
+            if k >= stop:
+                return
+            if k in self.invalid:
+                yield None
+                continue
+            sure = frozenset((i - self.base, j - self.base) for i, j, s, _ in raw.links if s)
+            yield GoldAlignment(sure, sure | frozenset((i - self.base, j - self.base) for i, j, _, _ in raw.links))
+
+    def positions(self, every: int) -> list[GoldPosition]:
+        """Where sentences 0, every, 2*every, ... start (one streaming pass)."""
+        return [GoldPosition(k, raw.line, raw.offset) for k, raw in enumerate(self._raws(GoldPosition()))
+                if k < self.n_sentences and k % every == 0]
+
+    def _raws(self, start: GoldPosition) -> Iterator[_Raw]:
+        """Raw sentences from `start`; NAACL sentences past the last line are padded as empty."""
+        k = start.index
+        if self.fmt == "naacl" and not self.in_order:  # cannot seek: read the sorted file and skip to `start`
+            raws = itertools.islice(_parse(self.path, self.fmt, _sorted_naacl_lines(self.path), True), start.index, None)
+        else:
+            raws = _parse(self.path, self.fmt, iter_lines_at(self.path, start.offset, start.line), True, first=k + 1)
+        for raw in raws:
+            yield raw
+            k += 1
+        while self.fmt == "naacl" and k < self.n_sentences:
+            yield _Raw(start.line, start.offset)
+            k += 1
+
+    def describe(self) -> str:
+        name = os.path.basename(self.path) if self.path else "<gold>"
+        skipped = f" ({self.skipped} skipped)" if self.skipped else ""
+        fmt_how = "detected" if self.fmt_detected else "given"
+        base_how = self.base_source + (f": {self.base_reason}" if self.base_reason else "")
+        return (
+            f"{name}: {self.n_sentences} sentences{skipped}, {self.n_sure} sure + {self.n_possible_only} possible-only "
+            f"links; format {self.fmt} ({fmt_how}); indices {self.base}-based ({base_how})"
+        )
+
+
+@dataclass
+class GoldSet(GoldStream):
+    """A gold file read whole: the GoldStream facts plus one entry per sentence (None = skipped as invalid)."""
+
+    alignments: list[GoldAlignment | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.alignments)
@@ -96,25 +170,6 @@ class GoldSet:
     def __getitem__(self, index):
         return self.alignments[index]
 
-    @property
-    def n_sure(self) -> int:
-        return sum(len(a.sure) for a in self.alignments if a is not None)
-
-    @property
-    def n_possible_only(self) -> int:
-        """Possible links that are not also Sure (what ``ipj`` tokens count in a Pharaoh file)."""
-        return sum(len(a.possible) - len(a.sure) for a in self.alignments if a is not None)
-
-    def describe(self) -> str:
-        name = os.path.basename(self.path) if self.path else "<gold>"
-        skipped = f" ({self.skipped} skipped)" if self.skipped else ""
-        fmt_how = "detected" if self.fmt_detected else "given"
-        base_how = self.base_source + (f": {self.base_reason}" if self.base_reason else "")
-        return (
-            f"{name}: {len(self.alignments)} sentences{skipped}, {self.n_sure} sure + {self.n_possible_only} possible-only links; "
-            f"format {self.fmt} ({fmt_how}); indices {self.base}-based ({base_how})"
-        )
-
 
 # ----------------------------------------------------------------------------------------- parsing
 
@@ -122,12 +177,14 @@ class GoldSet:
 class _Raw:
     """Links of one sentence as written in the file (base not applied yet)."""
 
-    line: int | None  # first line of the sentence (None: sentence has no line in a NAACL file)
+    line: int  # first line of the sentence (NAACL sentence without lines: the line after it)
+    offset: int  # byte offset of that line
     links: list[tuple[int, int, bool, int]] = field(default_factory=list)  # (i, j, sure, line)
     error: InputError | None = None
+    has_lines: bool = True
 
 
-def _detect_format(path: str, lines: list[tuple[int, str]]) -> str:
+def _detect_format(path: str, lines: Iterable[tuple[int, str]]) -> str:
     for lineno, text in lines:
         fields = text.split()
         if not fields:
@@ -153,55 +210,79 @@ def _fail(raw: _Raw, err: InputError, skip_invalid: bool) -> None:
         raw.error = err
 
 
-def _parse_pharaoh(path: str, lines, skip_invalid: bool) -> list[_Raw]:
-    raws = []
-    for lineno, text in lines:
-        raw = _Raw(lineno)
-        raws.append(raw)
+Lines = Iterable[tuple[int, int, str]]  # (line number, byte offset, text)
+
+
+def _parse(path: str, fmt: str, lines: Lines, skip_invalid: bool, first: int = 1) -> Iterator[_Raw]:
+    """Raw sentences of a gold file in `fmt`, one at a time (`first`: NAACL number of the first sentence)."""
+    if fmt == "pharaoh":
+        return _parse_pharaoh(path, lines, skip_invalid)
+    if fmt == "sp":
+        return _parse_sp(path, lines, skip_invalid)
+    return _parse_naacl(path, lines, skip_invalid, first)
+
+
+def _parse_pharaoh(path: str, lines: Lines, skip_invalid: bool) -> Iterator[_Raw]:
+    for lineno, offset, text in lines:
+        raw = _Raw(lineno, offset)
         for tok in text.split():
             m = _PHARAOH_TOKEN.fullmatch(tok)
             if m is None:
                 _fail(raw, InputError(path, lineno, f"malformed link {tok!r}", _EXPECTED["pharaoh"]), skip_invalid)
                 continue
             raw.links.append((int(m.group(1)), int(m.group(3)), m.group(2) == "-", lineno))
-    return raws
+        yield raw
 
 
-def _parse_sp(path: str, lines, skip_invalid: bool) -> list[_Raw]:
-    raws: list[_Raw] = []
+def _parse_sp(path: str, lines: Lines, skip_invalid: bool) -> Iterator[_Raw]:
     current: _Raw | None = None
-    for lineno, text in lines:
+    for lineno, offset, text in lines:
         fields = text.split()
         if not fields:  # a blank line ends one sentence (an empty one if no link lines came before)
-            raws.append(current if current is not None else _Raw(lineno))
+            yield current if current is not None else _Raw(lineno, offset)
             current = None
             continue
         if current is None:
-            current = _Raw(lineno)
+            current = _Raw(lineno, offset)
         if len(fields) != 3 or fields[0] not in ("S", "P", "s", "p") or not all(_INT.fullmatch(f) for f in fields[1:]):
             _fail(current, InputError(path, lineno, f"malformed line {text.strip()[:60]!r}", _EXPECTED["sp"]), skip_invalid)
             continue
         current.links.append((int(fields[1]), int(fields[2]), fields[0] in ("S", "s"), lineno))
     if current is not None:
-        raws.append(current)
-    return raws
+        yield current
 
 
-def _parse_naacl(path: str, lines, skip_invalid: bool, n_sentences: int | None) -> list[_Raw]:
-    by_sent: dict[int, _Raw] = {}
-    for lineno, text in lines:
+def _naacl_number(path: str, lineno: int, fields: list[str]) -> int:
+    if not (3 <= len(fields) <= 5) or not _INT.fullmatch(fields[0]):
+        raise InputError(path, lineno, f"malformed line {' '.join(fields)[:60]!r}", _EXPECTED["naacl"])
+    sentno = int(fields[0])
+    if sentno < 1:
+        raise InputError(path, lineno, "sentence number 0", "1-based sentence numbers")
+    return sentno
+
+
+def _parse_naacl(path: str, lines: Lines, skip_invalid: bool, first: int = 1) -> Iterator[_Raw]:
+    """Sentences `first`, `first`+1, ... from lines sorted by sentence number; numbers without lines are empty.
+
+    Lines of sentences before `first` are passed over, so reading may start at any earlier line.
+    """
+    current: _Raw | None = None
+    number = first - 1  # the sentence in `current`, or the last one yielded
+    for lineno, offset, text in lines:
         fields = text.split()
         if not fields:
             continue
-        if not (3 <= len(fields) <= 5) or not _INT.fullmatch(fields[0]):
-            raise InputError(path, lineno, f"malformed line {text.strip()[:60]!r}", _EXPECTED["naacl"])
-        sentno = int(fields[0])
-        if sentno < 1:
-            raise InputError(path, lineno, "sentence number 0", "1-based sentence numbers")
-        if n_sentences is not None and sentno > n_sentences:
-            raise InputError(path, lineno, f"sentence number {sentno} but only {n_sentences} sentence pairs were given",
-                             f"sentence numbers 1..{n_sentences}")
-        raw = by_sent.setdefault(sentno, _Raw(lineno))
+        sentno = _naacl_number(path, lineno, fields)
+        if sentno < first:
+            continue
+        if sentno < number:  # callers sort unsorted files first; this one changed since it was checked
+            raise InputError(path, lineno, f"sentence number {sentno} after {number}", "lines sorted by sentence number")
+        if sentno > number:
+            if current is not None:
+                yield current
+            for _ in range(number + 1, sentno):
+                yield _Raw(lineno, offset, has_lines=False)
+            current, number = _Raw(lineno, offset), sentno
         sure = True
         ok = all(_INT.fullmatch(f) for f in fields[1:3])
         rest = fields[3:]
@@ -211,11 +292,29 @@ def _parse_naacl(path: str, lines, skip_invalid: bool, n_sentences: int | None) 
         if ok and rest:
             ok = len(rest) == 1 and _is_float(rest[0])
         if not ok:
-            _fail(raw, InputError(path, lineno, f"malformed line {text.strip()[:60]!r}", _EXPECTED["naacl"]), skip_invalid)
+            _fail(current, InputError(path, lineno, f"malformed line {text.strip()[:60]!r}", _EXPECTED["naacl"]), skip_invalid)
             continue
-        raw.links.append((int(fields[1]), int(fields[2]), sure, lineno))
-    n = n_sentences if n_sentences is not None else max(by_sent, default=0)
-    return [by_sent.get(k, _Raw(None)) for k in range(1, n + 1)]
+        current.links.append((int(fields[1]), int(fields[2]), sure, lineno))
+    if current is not None:
+        yield current
+
+
+def _naacl_in_order(path: str) -> bool:
+    last = 0
+    for lineno, text in iter_lines(path):
+        fields = text.split()
+        if fields:
+            sentno = _naacl_number(path, lineno, fields)
+            if sentno < last:
+                return False
+            last = sentno
+    return True
+
+
+def _sorted_naacl_lines(path: str) -> list[tuple[int, int, str]]:
+    """All lines of an unsorted NAACL file, stably sorted by sentence number (blank lines dropped)."""
+    lines = [(lineno, offset, text) for lineno, offset, text in iter_lines_at(path) if text.split()]
+    return sorted(lines, key=lambda x: _naacl_number(path, x[0], x[2].split()))
 
 
 def _is_float(text: str) -> bool:
@@ -228,115 +327,182 @@ def _is_float(text: str) -> bool:
 
 # ------------------------------------------------------------------------------------ index base
 
-def _detect_base(raws: list[_Raw], sentences: list[tuple[int, int]] | None) -> tuple[int, str, str]:
-    """Return (base, "detected"|"guessed", reason)."""
-    n_links = zero = equal = bad0 = bad1 = 0
-    for k, raw in enumerate(raws):
+@dataclass
+class _BaseEvidence:
+    """What the links say about the index base, counted as they stream past."""
+
+    links: int = 0
+    zero: int = 0  # links with an index 0
+    equal: int = 0  # links with an index equal to the sentence length
+    bad0: int = 0  # links out of range when read 0-based
+    bad1: int = 0  # ... 1-based
+
+    def add(self, raw: _Raw, lens: tuple[int, int] | None) -> None:
         # sentences already marked invalid (a malformed token) still count: their parsed links are evidence
-        lens = sentences[k] if sentences is not None and k < len(sentences) else None
         for i, j, _, _ in raw.links:
-            n_links += 1
-            zero += i == 0 or j == 0
+            self.links += 1
+            self.zero += i == 0 or j == 0
             if lens is not None:
                 ns, nt = lens
-                equal += i == ns or j == nt
-                bad0 += i >= ns or j >= nt
-                bad1 += i < 1 or j < 1 or i > ns or j > nt
-    if n_links == 0:
-        return 0, "guessed", "no links to tell from; 0 assumed"
-    if zero and not equal:
-        return 0, "detected", "index 0 occurs"
-    if equal and not zero:
-        return 1, "detected", "an index equals the sentence length"
-    if zero and equal:
-        base = 0 if bad0 <= bad1 else 1
-        return base, "guessed", (
-            f"both index 0 and indices equal to the sentence length occur; {bad0} links are out of range read 0-based, "
-            f"{bad1} read 1-based")
-    if sentences is None:
-        return 1, "guessed", f"no index 0 among {n_links} links; pass sentences (or base) to check"
-    return 1, "guessed", f"no index 0 among {n_links} links and every link is in range either way"
+                self.equal += i == ns or j == nt
+                self.bad0 += i >= ns or j >= nt
+                self.bad1 += i < 1 or j < 1 or i > ns or j > nt
+
+    def decide(self, have_lengths: bool) -> tuple[int, str, str]:
+        """(base, "detected"|"guessed", reason)."""
+        if self.links == 0:
+            return 0, "guessed", "no links to tell from; 0 assumed"
+        if self.zero and not self.equal:
+            return 0, "detected", "index 0 occurs"
+        if self.equal and not self.zero:
+            return 1, "detected", "an index equals the sentence length"
+        if self.zero and self.equal:
+            base = 0 if self.bad0 <= self.bad1 else 1
+            return base, "guessed", (
+                f"both index 0 and indices equal to the sentence length occur; {self.bad0} links are out of range "
+                f"read 0-based, {self.bad1} read 1-based")
+        if not have_lengths:
+            return 1, "guessed", f"no index 0 among {self.links} links; pass sentences (or base) to check"
+        return 1, "guessed", f"no index 0 among {self.links} links and every link is in range either way"
+
+
+@dataclass
+class _Tally:
+    """Per index base: the sentences that are invalid read that way, their first errors, and the link counts."""
+
+    invalid: set[int] = field(default_factory=set)
+    errors: list[InputError] = field(default_factory=list)  # the first few, for the warning
+    sure: int = 0
+    possible_only: int = 0
 
 
 # ------------------------------------------------------------------------------------------ reader
 
-def read_gold(
+def scan_gold(
     path: PathLike,
     base: int | None = None,
     fmt: str | None = None,
-    sentences: list[tuple[int, int]] | None = None,
+    sentences: Iterable[tuple[int, int]] | None = None,
     skip_invalid: bool = False,
-) -> GoldSet:
-    """Read a gold (or predicted) alignment file into a GoldSet of 0-based links.
+) -> GoldStream:
+    """Check a gold (or predicted) alignment file in one streaming pass; returns a GoldStream to read it by.
 
     `base` 0 or 1 (None: detect), `fmt` one of "pharaoh", "sp", "naacl" (None: detect from
-    the first non-blank line). `sentences` gives (n_src_words, n_tgt_words) per sentence:
-    with it, the number of sentences and every index are checked, and base detection can use
-    the sentence lengths. Errors raise InputError naming the file, the line and what was
-    expected; with `skip_invalid`, sentences holding malformed or out-of-range links become
-    None instead and one warning lists them. A wrong number of sentences always raises.
+    the first non-blank line). `sentences` gives (n_src_words, n_tgt_words) per sentence, and may
+    be a generator (e.g. `pairs.iter_pair_lengths`): with it, the number of sentences and every
+    index are checked, and base detection can use the sentence lengths. Errors raise InputError
+    naming the file, the line and what was expected; with `skip_invalid`, sentences holding
+    malformed or out-of-range links are read as None instead and one warning lists them. A wrong
+    number of sentences always raises. Memory does not grow with the file.
     """
     path = os.fspath(path)
     if base not in (None, 0, 1):
         raise InputError(path, None, f"index base {base!r}", "0 or 1 (or None to detect)")
     if fmt is not None and fmt not in FORMATS:
         raise InputError(path, None, f"unknown gold format {fmt!r}", " or ".join(FORMATS))
-    lines = list(iter_lines(path))
-    warnings: list[str] = []
     fmt_detected = fmt is None
     if fmt is None:
-        fmt = _detect_format(path, lines)
-
-    n_sent = None if sentences is None else len(sentences)
-    if fmt == "pharaoh":
-        raws = _parse_pharaoh(path, lines, skip_invalid)
-        if n_sent is not None and len(raws) > n_sent and all(not r.links and r.error is None for r in raws[n_sent:]):
-            warnings.append(f"ignored {len(raws) - n_sent} blank line(s) after the last of {n_sent} sentences")
-            raws = raws[:n_sent]
-    elif fmt == "sp":
-        raws = _parse_sp(path, lines, skip_invalid)
-    else:
-        raws = _parse_naacl(path, lines, skip_invalid, n_sent)
-        last = max((k for k, r in enumerate(raws) if r.line is not None), default=-1)
-        if n_sent is not None and last + 1 < n_sent:
-            warnings.append(f"no lines for sentences {last + 2}..{n_sent}: read as empty alignments")
-    if n_sent is not None and len(raws) != n_sent:
-        unit = "lines" if fmt == "pharaoh" else "sentences"
-        if len(raws) < n_sent:
-            line = (lines[-1][0] + 1) if lines else 1
-            msg = f"gold ends after {len(raws)} {unit} but {n_sent} sentence pairs were given"
-        else:
-            line = raws[n_sent].line
-            msg = f"gold has more than {n_sent} {unit} ({len(raws)}) but {n_sent} sentence pairs were given"
-        raise InputError(path, line, msg, f"one gold {'line' if fmt == 'pharaoh' else 'sentence'} per sentence pair")
+        fmt = _detect_format(path, iter_lines(path))
+    in_order = fmt != "naacl" or _naacl_in_order(path)
+    lines = iter_lines_at(path) if in_order else _sorted_naacl_lines(path)
+    raws = _parse(path, fmt, lines, skip_invalid)
+    lengths = None if sentences is None else iter(sentences)
+    unit = "lines" if fmt == "pharaoh" else "sentences"
+    bases = (0, 1) if base is None else (base,)
+    tally = {b: _Tally() for b in bases}
+    evidence = _BaseEvidence()
+    n = 0  # raw sentences that have a sentence pair (all of them without `sentences`)
+    last_line = 0
+    warnings: list[str] = []
+    for raw in raws:
+        last_line = raw.line
+        lens = None
+        if lengths is not None:
+            lens = next(lengths, None)
+            if lens is None:  # more gold than sentence pairs
+                blank = _past_the_end(path, fmt, raw, raws, n)
+                warnings.append(f"ignored {blank} blank line(s) after the last of {n} sentences")
+                break
+        evidence.add(raw, lens)
+        pairs = {(i, j, s) for i, j, s, _ in raw.links}
+        sure = len({(i, j) for i, j, s in pairs if s})
+        possible_only = len({(i, j) for i, j, _ in pairs}) - sure
+        for b in bases:
+            err = raw.error or _check_links(path, raw, b, lens)
+            t = tally[b]
+            if err is None:
+                t.sure += sure
+                t.possible_only += possible_only
+                continue
+            t.invalid.add(n)
+            if len(t.errors) < 5:
+                t.errors.append(err)
+        n += 1
+    if lengths is not None:
+        missing = sum(1 for _ in lengths)
+        if missing and fmt == "naacl":
+            warnings.append(f"no lines for sentences {n + 1}..{n + missing}: read as empty alignments")
+        elif missing:
+            raise InputError(path, last_line + 1, f"gold ends after {n} {unit} but {n + missing} sentence pairs were given",
+                             f"one gold {'line' if fmt == 'pharaoh' else 'sentence'} per sentence pair")
+        n += missing if fmt == "naacl" else 0
 
     if base is None:
-        base, base_source, base_reason = _detect_base(raws, sentences)
+        base, base_source, base_reason = evidence.decide(sentences is not None)
         if base_source == "guessed":
             warnings.append(f"index base guessed as {base}-based ({base_reason}); pass base= to be sure")
     else:
         base_source, base_reason = "given", ""
-
-    alignments: list[GoldAlignment | None] = []
-    for k, raw in enumerate(raws):
-        if raw.error is None:
-            _convert(path, raw, base, sentences[k] if sentences is not None else None, skip_invalid)
-        if raw.error is not None:
-            alignments.append(None)
-            continue
-        sure = frozenset((i - base, j - base) for i, j, s, _ in raw.links if s)
-        alignments.append(GoldAlignment(sure, sure | frozenset((i - base, j - base) for i, j, _, _ in raw.links)))
-
-    errors = [r.error for r in raws if r.error is not None]
-    if errors:
-        unit = "line" if fmt == "pharaoh" else "sentence"
-        shown = "; ".join(str(e) for e in errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
-        warnings.append(f"skipped {len(errors)} {unit}{'s' if len(errors) != 1 else ''} with invalid links (alignment None): {shown}")
-    return GoldSet(alignments, path, fmt, fmt_detected, base, base_source != "given", base_source, base_reason, warnings, len(errors))
+    t = tally[base]
+    if t.errors and not skip_invalid:
+        raise t.errors[0]
+    if t.invalid:
+        n_bad = len(t.invalid)
+        word = "line" if fmt == "pharaoh" else "sentence"
+        shown = "; ".join(str(e) for e in t.errors) + (f"; and {n_bad - len(t.errors)} more" if n_bad > len(t.errors) else "")
+        warnings.append(f"skipped {n_bad} {word}{'s' if n_bad != 1 else ''} with invalid links (alignment None): {shown}")
+    return GoldStream(path, fmt, fmt_detected, base, base_source != "given", base_source, base_reason, warnings,
+                      len(t.invalid), n, t.sure, t.possible_only, frozenset(t.invalid), in_order)
 
 
-def _convert(path: str, raw: _Raw, base: int, lens: tuple[int, int] | None, skip_invalid: bool) -> None:
-    """Check one sentence's links under `base` (and its lengths); raise or mark it invalid."""
+def _past_the_end(path: str, fmt: str, raw: _Raw, rest: Iterator[_Raw], n_sent: int) -> int:
+    """Gold goes on after the last sentence pair (`raw` is the first sentence too many). Blank Pharaoh lines
+    there are returned as a count (ignored, with a warning); anything else raises at the first sentence too many."""
+    seen = blank = 0
+    first_with_lines = None
+    for r in itertools.chain([raw], rest):
+        seen += 1
+        blank += blank == seen - 1 and not r.links and r.error is None
+        if first_with_lines is None and r.has_lines:
+            first_with_lines = (seen, r.line)
+    if fmt == "pharaoh" and blank == seen:
+        return blank
+    if fmt == "naacl":
+        k, line = first_with_lines
+        raise InputError(path, line, f"sentence number {n_sent + k} but only {n_sent} sentence pairs were given",
+                         f"sentence numbers 1..{n_sent}")
+    unit = "lines" if fmt == "pharaoh" else "sentences"
+    raise InputError(path, raw.line, f"gold has more than {n_sent} {unit} ({n_sent + seen}) but {n_sent} sentence "
+                     "pairs were given", f"one gold {'line' if fmt == 'pharaoh' else 'sentence'} per sentence pair")
+
+
+def read_gold(
+    path: PathLike,
+    base: int | None = None,
+    fmt: str | None = None,
+    sentences: Iterable[tuple[int, int]] | None = None,
+    skip_invalid: bool = False,
+) -> GoldSet:
+    """Read a gold (or predicted) alignment file into a GoldSet of 0-based links held in memory.
+
+    The arguments, checks and errors are those of `scan_gold`; use that for files too big to hold.
+    """
+    stream = scan_gold(path, base, fmt, sentences, skip_invalid)
+    return GoldSet(**{f.name: getattr(stream, f.name) for f in fields(GoldStream)}, alignments=list(stream))
+
+
+def _check_links(path: str, raw: _Raw, base: int, lens: tuple[int, int] | None) -> InputError | None:
+    """The first link of one sentence that is invalid under `base` (and its lengths), as an error, or None."""
     for i, j, sure, lineno in raw.links:
         tok = f"{i}{'-' if sure else 'p'}{j}"
         problem = expected = None
@@ -352,11 +518,8 @@ def _convert(path: str, raw: _Raw, base: int, lens: tuple[int, int] | None, skip
                 problem = f"link {tok}: target index {j} is past the end of a {nt}-word target sentence"
                 expected = f"{base}-based target indices {base}..{hi_t}"
         if problem is not None:
-            err = InputError(path, lineno, problem, expected)
-            if not skip_invalid:
-                raise err
-            raw.error = err
-            return
+            return InputError(path, lineno, problem, expected)
+    return None
 
 
 def parse_pharaoh_line(text: str, base: int = 0, lengths: tuple[int, int] | None = None,
@@ -368,8 +531,10 @@ def parse_pharaoh_line(text: str, base: int = 0, lengths: tuple[int, int] | None
     if base not in (0, 1):
         raise InputError(path, line, f"index base {base!r}", "0 or 1")
     where = None if path is None else os.fspath(path)
-    raw = _parse_pharaoh(where, [(line, text)], skip_invalid=False)[0]
-    _convert(where, raw, base, lengths, skip_invalid=False)
+    raw = next(_parse_pharaoh(where, [(line, 0, text)], skip_invalid=False))
+    err = _check_links(where, raw, base, lengths)
+    if err is not None:
+        raise err
     sure = frozenset((i - base, j - base) for i, j, s, _ in raw.links if s)
     return GoldAlignment(sure, sure | frozenset((i - base, j - base) for i, j, _, _ in raw.links))
 

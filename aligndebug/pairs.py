@@ -49,7 +49,7 @@ def split_words(text: str) -> list[str]:
     return [w for w in text.split(" ") if w]
 
 
-def _open_bytes(path: str):
+def open_bytes(path: str):
     """A binary handle on `path`; `.gz` files (as Multi30k ships) are decompressed as they stream."""
     try:
         return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
@@ -63,10 +63,25 @@ def iter_lines(path: PathLike, encoding: str = "utf-8") -> Iterator[tuple[int, s
     Reads bytes and decodes line by line so that a bad byte is reported with its line,
     and so that only ``\\n`` ends a line (str.splitlines would also split on U+0085, U+2028, ...).
     """
+    for lineno, _, text in iter_lines_at(path, encoding=encoding):
+        yield lineno, text
+
+
+def iter_lines_at(path: PathLike, offset: int = 0, first_line: int = 1,
+                  encoding: str = "utf-8") -> Iterator[tuple[int, int, str]]:
+    """(line number, byte offset where the line starts, text) of each line from byte `offset` on.
+
+    `first_line` is the number of the line at `offset`; lines are decoded as `iter_lines` decodes
+    them, so a reader can note where a sentence starts and come back to it later (Ray workers do).
+    """
     path = os.fspath(path)
-    with _open_bytes(path) as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            yield lineno, decode_line(path, lineno, raw, encoding)
+    with open_bytes(path) as handle:
+        if offset:
+            handle.seek(offset)
+        pos = offset
+        for lineno, raw in enumerate(handle, start=first_line):
+            yield lineno, pos, decode_line(path, lineno, raw, encoding)
+            pos += len(raw)
 
 
 def decode_line(path: str, lineno: int, raw: bytes, encoding: str = "utf-8") -> str:
@@ -90,7 +105,7 @@ def decode_line(path: str, lineno: int, raw: bytes, encoding: str = "utf-8") -> 
 def count_lines(path: PathLike) -> int:
     """Number of lines in `path` (a last line without a newline counts), read in chunks."""
     path = os.fspath(path)
-    handle = _open_bytes(path)
+    handle = open_bytes(path)
     n = 0
     last = b""
     with handle:
@@ -102,14 +117,16 @@ def count_lines(path: PathLike) -> int:
     return n
 
 
-def _words(path: str, lineno: int, text: str, side: str, allow_empty: bool) -> list[str]:
+def line_words(path: str, lineno: int, text: str, side: str, allow_empty: bool) -> list[str]:
+    """The words of one line's `side` ("source"/"target"); an empty one raises InputError unless `allow_empty`."""
     words = split_words(text)
     if not words and not allow_empty:
         raise InputError(path, lineno, f"empty {side} sentence", "at least one word separated by ASCII spaces; pass allow_empty to accept empty lines")
     return words
 
 
-def _split_pair(path: str, lineno: int, text: str) -> tuple[str, str]:
+def split_pair(path: str, lineno: int, text: str) -> tuple[str, str]:
+    """Source and target text of one ``src ||| tgt`` line; anything but one separator raises InputError."""
     parts = text.split("|||")
     if len(parts) != 2:
         found = "no '|||'" if len(parts) == 1 else f"{len(parts) - 1} '|||' separators"
@@ -145,7 +162,7 @@ def iter_pairs(
         if require_target:
             raise InputError(src, None, "no target file given", "a target file (--tgt) or a 'src ||| tgt' pairs file")
         for index, (lineno, text) in enumerate(iter_lines(src, encoding)):
-            yield SentencePair(index, lineno, _words(src, lineno, text, "source", allow_empty), None)
+            yield SentencePair(index, lineno, line_words(src, lineno, text, "source", allow_empty), None)
         return
     tgt = os.fspath(tgt_path)
     for index, (s, t) in enumerate(zip_longest(iter_lines(src, encoding), iter_lines(tgt, encoding))):
@@ -158,7 +175,7 @@ def iter_pairs(
                 "parallel files with the same number of lines",
             )
         lineno = s[0]
-        yield SentencePair(index, lineno, _words(src, lineno, s[1], "source", allow_empty), _words(tgt, lineno, t[1], "target", allow_empty))
+        yield SentencePair(index, lineno, line_words(src, lineno, s[1], "source", allow_empty), line_words(tgt, lineno, t[1], "target", allow_empty))
 
 
 def _iter_pairs_file(path: str, allow_empty: bool, encoding: str) -> Iterator[SentencePair]:
@@ -166,15 +183,18 @@ def _iter_pairs_file(path: str, allow_empty: bool, encoding: str) -> Iterator[Se
         if not text.strip(" ") and allow_empty:
             yield SentencePair(index, lineno, [], [])
             continue
-        src_text, tgt_text = _split_pair(path, lineno, text)
-        yield SentencePair(index, lineno, _words(path, lineno, src_text, "source", allow_empty), _words(path, lineno, tgt_text, "target", allow_empty))
+        src_text, tgt_text = split_pair(path, lineno, text)
+        yield SentencePair(index, lineno, line_words(path, lineno, src_text, "source", allow_empty), line_words(path, lineno, tgt_text, "target", allow_empty))
 
 
-def pair_lengths(pairs) -> list[tuple[int, int]]:
-    """(n_src_words, n_tgt_words) per pair: the `sentences` argument of gold.read_gold."""
-    out = []
+def iter_pair_lengths(pairs) -> Iterator[tuple[int, int]]:
+    """(n_src_words, n_tgt_words) per pair, streaming: the `sentences` argument of gold.scan_gold."""
     for p in pairs:
         if p.tgt_words is None:
             raise InputError(None, p.line, "sentence pair has no target side", "pairs with targets to check gold alignments against")
-        out.append((len(p.src_words), len(p.tgt_words)))
-    return out
+        yield len(p.src_words), len(p.tgt_words)
+
+
+def pair_lengths(pairs) -> list[tuple[int, int]]:
+    """(n_src_words, n_tgt_words) per pair, as a list: the `sentences` argument of gold.read_gold."""
+    return list(iter_pair_lengths(pairs))

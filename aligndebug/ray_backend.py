@@ -4,7 +4,7 @@ The driver checks the input (one streaming pass with the same reader and the sam
 a local run), notes the byte offset where each chunk of `opts.chunk_size` sentences starts, and hands
 Ray Data one small item per chunk. A pool of actors, each holding the model (on a GPU when
 `num_gpus_per_actor` > 0), reads its chunk straight from the input files and scores it with the very
-function a local run uses (`batch._score_chunk`), so a chunk is batched, padded and reduced the same
+function a local run uses (`batch.score_chunk`), so a chunk is batched, padded and reduced the same
 way and every row is the same as a local run's. Rows come back in input order and are appended to the
 output chunk by chunk, so `resume` works exactly as in `score_stream`.
 
@@ -14,21 +14,22 @@ on every node, e.g. on a shared file system; the model may also be a Hugging Fac
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from . import batch
 from .batch import RowSink, ScoreOptions, ScoreTotals
 from .errors import PathLike
-from .gold import GoldAlignment
+from .gold import GoldPosition, GoldStream
 from .models import ModelBundle, load_model
-from .pairs import SentencePair, _split_pair, _words, decode_line, iter_pairs
+from .pairs import SentencePair, iter_lines_at, iter_pairs, line_words, split_pair
 
 
 
@@ -56,6 +57,7 @@ class ChunkSpec:
     pairs: str | None
     offsets: tuple[int, ...]  # byte offset of the chunk's first line in each file (src, tgt) or (pairs,)
     skip: frozenset[int] = field(default_factory=frozenset)
+    gold_start: GoldPosition | None = None  # where the chunk's first sentence starts in the gold file
 
 
 def _line_offsets(path: str, every: int) -> list[int]:
@@ -70,14 +72,17 @@ def _line_offsets(path: str, every: int) -> list[int]:
 
 
 def plan_chunks(src: PathLike | None = None, tgt: PathLike | None = None, pairs: PathLike | None = None,
-                chunk_size: int = 256, done: set[int] | frozenset[int] = frozenset()) -> list[ChunkSpec]:
+                chunk_size: int = 256, done: set[int] | frozenset[int] = frozenset(),
+                gold: GoldStream | None = None) -> list[ChunkSpec]:
     """Check every input line (raising the reader's InputError) and cut the input into chunk specs.
 
-    Chunks whose sentences are all in `done` are left out; the others carry the done ones to skip.
+    Chunks whose sentences are all in `done` are left out; the others carry the done ones to skip,
+    and, with a `gold` (already checked against these pairs), where the chunk starts in the gold file.
     """
     n = sum(1 for _ in iter_pairs(src_path=src, tgt_path=tgt, pairs_path=pairs))  # validates, streaming
     files = [os.fspath(p) for p in ((pairs,) if pairs is not None else (src, tgt)) if p is not None]
     offsets = [_line_offsets(f, chunk_size) for f in files]
+    gold_starts = gold.positions(chunk_size) if gold is not None else None
     specs = []
     for k, first in enumerate(range(0, n, chunk_size)):
         size = min(chunk_size, n - first)
@@ -86,16 +91,14 @@ def plan_chunks(src: PathLike | None = None, tgt: PathLike | None = None, pairs:
             continue
         specs.append(ChunkSpec(k, first, first + 1, size, None if src is None else os.fspath(src),
                                None if tgt is None else os.fspath(tgt), None if pairs is None else os.fspath(pairs),
-                               tuple(o[k] for o in offsets), skip))
+                               tuple(o[k] for o in offsets), skip, None if gold_starts is None else gold_starts[k]))
     return specs
 
 
 def _lines_at(path: str, offset: int, first_line: int, n: int) -> Iterator[tuple[int, str]]:
     """`n` lines of `path` from byte `offset`, decoded as `pairs.iter_lines` decodes them."""
-    with open(path, "rb") as f:
-        f.seek(offset)
-        for lineno in range(first_line, first_line + n):
-            yield lineno, decode_line(path, lineno, f.readline())
+    for lineno, _, text in itertools.islice(iter_lines_at(path, offset, first_line), n):
+        yield lineno, text
 
 
 def read_chunk(spec: ChunkSpec) -> list[SentencePair]:
@@ -103,15 +106,15 @@ def read_chunk(spec: ChunkSpec) -> list[SentencePair]:
     out = []
     if spec.pairs is not None:
         for k, (lineno, text) in enumerate(_lines_at(spec.pairs, spec.offsets[0], spec.first_line, spec.n)):
-            s, t = _split_pair(spec.pairs, lineno, text)
-            out.append(SentencePair(spec.first_index + k, lineno, _words(spec.pairs, lineno, s, "source", False),
-                                    _words(spec.pairs, lineno, t, "target", False)))
+            s, t = split_pair(spec.pairs, lineno, text)
+            out.append(SentencePair(spec.first_index + k, lineno, line_words(spec.pairs, lineno, s, "source", False),
+                                    line_words(spec.pairs, lineno, t, "target", False)))
         return out
     src_lines = _lines_at(spec.src, spec.offsets[0], spec.first_line, spec.n)
     tgt_lines = _lines_at(spec.tgt, spec.offsets[1], spec.first_line, spec.n) if spec.tgt is not None else None
     for k, (lineno, s) in enumerate(src_lines):
-        t = None if tgt_lines is None else _words(spec.tgt, lineno, next(tgt_lines)[1], "target", False)
-        out.append(SentencePair(spec.first_index + k, lineno, _words(spec.src, lineno, s, "source", False), t))
+        t = None if tgt_lines is None else line_words(spec.tgt, lineno, next(tgt_lines)[1], "target", False)
+        out.append(SentencePair(spec.first_index + k, lineno, line_words(spec.src, lineno, s, "source", False), t))
     return out
 
 
@@ -120,13 +123,13 @@ def read_chunk(spec: ChunkSpec) -> list[SentencePair]:
 class ChunkScorer:
     """A Ray Data actor: loads the model once, then scores one chunk per input item."""
 
-    def __init__(self, model: Any, load_kwargs: dict[str, Any], golds: Any, opts: ScoreOptions):
+    def __init__(self, model: Any, load_kwargs: dict[str, Any], gold: GoldStream | None, opts: ScoreOptions):
         import ray
 
         if isinstance(model, ray.ObjectRef):
             model = ray.get(model)
         self.bundle: ModelBundle = model if isinstance(model, ModelBundle) else load_model(model, **load_kwargs)
-        self.golds = ray.get(golds) if isinstance(golds, ray.ObjectRef) else golds  # indexed by sentence index
+        self.gold = gold  # read from the file, chunk by chunk: no actor holds the whole gold set
         self.opts = opts
 
     def __call__(self, items: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -134,7 +137,9 @@ class ChunkScorer:
         for blob in items["spec"]:
             spec: ChunkSpec = pickle.loads(blob)
             todo = [p for p in read_chunk(spec) if p.index not in spec.skip]
-            for row in batch._score_chunk(self.bundle, todo, self.golds, self.opts):
+            golds = {} if self.gold is None else dict(
+                zip(range(spec.first_index, spec.first_index + spec.n), self.gold.iter_from(spec.gold_start, spec.n)))
+            for row in batch.score_chunk(self.bundle, todo, golds, self.opts):
                 chunks.append(spec.chunk)
                 rows.append(json.dumps(row, ensure_ascii=False))
         return {"chunk": np.asarray(chunks, dtype=np.int64), "row": np.asarray(rows, dtype=object)}
@@ -154,7 +159,7 @@ def _check_resources(have: dict[str, float], num_actors: int, cpus: float, gpus:
 
 
 def score_with_ray(model: str | ModelBundle, *, src: PathLike | None = None, tgt: PathLike | None = None,
-                   pairs: PathLike | None = None, golds: Sequence[GoldAlignment | None] | None = None,
+                   pairs: PathLike | None = None, gold: GoldStream | None = None,
                    opts: ScoreOptions | None = None, out_path: Path | None = None, resume: bool = False,
                    num_actors: int = 2, num_gpus_per_actor: float = 0.0, num_cpus_per_actor: float = 1.0,
                    device: str | None = None, load_kwargs: dict[str, Any] | None = None, address: str | None = None,
@@ -164,7 +169,8 @@ def score_with_ray(model: str | ModelBundle, *, src: PathLike | None = None, tgt
     `model` is a name or path each actor loads (with `load_kwargs`: src_lang, tgt_lang, source_prefix),
     or an in-memory ModelBundle shipped through the object store. Actors run on `device`, by default
     'cuda' when `num_gpus_per_actor` > 0, else 'cpu'. Ray is started (or joined at `address`, or at
-    $RAY_ADDRESS) unless it is already initialised.
+    $RAY_ADDRESS) unless it is already initialised. `gold` (from `gold.scan_gold`, or a GoldSet) is read by
+    the actors from its file, chunk by chunk, like the pairs.
     """
     ray = require_ray()
     opts = opts or ScoreOptions()
@@ -173,7 +179,7 @@ def score_with_ray(model: str | ModelBundle, *, src: PathLike | None = None, tgt
     if out_path is not None:
         out_path = Path(out_path)
     with RowSink(out_path, resume) as sink:
-        specs = plan_chunks(src, tgt, pairs, opts.chunk_size, sink.done)
+        specs = plan_chunks(src, tgt, pairs, opts.chunk_size, sink.done, gold)
         if on_progress and sink.done:
             on_progress(len(sink.done))
         if specs:
@@ -186,13 +192,12 @@ def score_with_ray(model: str | ModelBundle, *, src: PathLike | None = None, tgt
             ctx.enable_progress_bars = False  # the CLI has its own progress bar
             device = device or ("cuda" if num_gpus_per_actor > 0 else "cpu")
             model_arg = ray.put(model) if isinstance(model, ModelBundle) else str(model)
-            gold_arg = None if golds is None else ray.put(list(golds))
             ds = ray.data.from_items([{"spec": pickle.dumps(s)} for s in specs], override_num_blocks=len(specs))
             ds = ds.map_batches(
                 ChunkScorer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_actors),
                 num_gpus=num_gpus_per_actor or None, num_cpus=num_cpus_per_actor, udf_modifying_row_count=True,
                 fn_constructor_kwargs={"model": model_arg, "load_kwargs": {"device": device, **(load_kwargs or {})},
-                                       "golds": gold_arg, "opts": opts})
+                                       "gold": gold, "opts": opts})
             try:
                 for part in ds.iter_batches(batch_size=None, batch_format="numpy"):
                     for line in part["row"]:

@@ -187,12 +187,12 @@ def test_rows_stream_to_disk_chunk_by_chunk(tmp_path, bundle, monkeypatch):
     p = write_corpus(tmp_path, m)
     rows = tmp_path / "rows.jsonl"
     on_disk: list[int] = []
-    original = batch._score_chunk
+    original = batch.score_chunk
 
     def spy(bundle_, todo, golds, opts):
         on_disk.append(len(rows.read_text(encoding="utf-8").splitlines()) if rows.exists() else 0)
         return original(bundle_, todo, golds, opts)
 
-    monkeypatch.setattr(batch, "_score_chunk", spy)
+    monkeypatch.setattr(batch, "score_chunk", spy)
     score_stream(bundle, iter_pairs(p["src"], p["tgt"]), None, ScoreOptions(chunk_size=6, batch_size=4), rows_path=rows)
     assert on_disk == [0, 6, 12, 18]

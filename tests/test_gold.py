@@ -7,8 +7,8 @@ import io
 import pytest
 
 from aligndebug.errors import InputError
-from aligndebug.gold import GoldAlignment, format_pharaoh, parse_pharaoh_line, read_gold, write_pharaoh
-from aligndebug.pairs import iter_pairs, pair_lengths
+from aligndebug.gold import GoldAlignment, GoldSet, format_pharaoh, parse_pharaoh_line, read_gold, scan_gold, write_pharaoh
+from aligndebug.pairs import iter_pair_lengths, iter_pairs, pair_lengths
 
 # (folder, stem, sure links, possible-only links, sentences), counts as stated in each SOURCE.txt
 PIPE_SETS = [
@@ -338,3 +338,67 @@ def test_parse_pharaoh_line():
     assert str(info.value) == "<input>: link 0-3: target index 3 is past the end of a 3-word target sentence (expected 0-based target indices 0..2)"
     with pytest.raises(InputError, match=r"^<input>: malformed link '0_0'"):
         parse_pharaoh_line("0_0")
+
+
+# ------------------------------------------------------------------------------ streaming reader
+
+def _by_positions(stream, every: int) -> list:
+    """The whole file read back chunk by chunk from `positions`, as Ray workers read it."""
+    return [a for pos in stream.positions(every) for a in stream.iter_from(pos, every)]
+
+
+GOLD_FILES = [(folder, f"{stem}.gold", f"{stem}.src-tgt") for folder, stem, *_ in PIPE_SETS] + [
+    ("bicici-deen-gold", "de-en.wa", None), ("bicici-deen-gold", "de-en.ref.wa", None)]
+
+
+@pytest.mark.parametrize("folder, gold_name, pairs_name", GOLD_FILES)
+def test_scan_gold_streams_every_shared_set_as_read_gold_reads_it(shared_data, folder, gold_name, pairs_name):
+    d = shared_data / "gold" / folder
+    pairs = (lambda: iter_pairs(pairs_path=d / pairs_name)) if pairs_name else (lambda: iter_pairs(d / "test.de", d / "test.en"))
+    whole = read_gold(d / gold_name, sentences=pair_lengths(pairs()), skip_invalid=True)
+    stream = scan_gold(d / gold_name, sentences=iter_pair_lengths(pairs()), skip_invalid=True)  # lengths from a generator
+    assert not isinstance(stream, GoldSet) and not hasattr(stream, "alignments")
+    assert (stream.fmt, stream.base, stream.base_source, stream.n_sure, stream.n_possible_only, stream.skipped) == (
+        whole.fmt, whole.base, whole.base_source, whole.n_sure, whole.n_possible_only, whole.skipped)
+    assert stream.warnings == whole.warnings and stream.describe() == whole.describe()
+    assert len(stream) == len(whole) and list(stream) == whole.alignments
+    assert list(stream) == whole.alignments  # a stream can be read again: it re-reads the file
+    for every in (1, 7, 64):
+        assert _by_positions(stream, every) == whole.alignments
+
+
+def test_streamed_sp_and_naacl_start_mid_file(tmp_path):
+    # SP: an empty sentence between blank lines; NAACL: sentence 2 has no lines, 5-6 are past the last line
+    sp = write(tmp_path / "g.sp", "S 0 0\nP 1 2\n\n\nS 2 1\n\nS 1 1\n")
+    naacl = write(tmp_path / "g.naacl", "1 1 1 S\n1 2 3 P\n3 1 2\n4 2 2\n")
+    for path, lengths in ((sp, [(3, 3)] * 4), (naacl, [(3, 3)] * 6)):
+        whole = read_gold(path, base=0 if path == sp else 1, sentences=lengths)
+        stream = scan_gold(path, base=whole.base, sentences=iter(lengths))
+        assert len(stream) == len(lengths) and list(stream) == whole.alignments
+        for every in (1, 2, 3, 4):
+            assert _by_positions(stream, every) == whole.alignments
+    positions = scan_gold(naacl, base=1, sentences=[(3, 3)] * 6).positions(1)
+    assert [(p.index, p.line) for p in positions[:4]] == [(0, 1), (1, 3), (2, 3), (3, 4)]  # 2 starts where 3 does
+
+
+def test_unsorted_naacl_streams_in_sentence_order(tmp_path):
+    text = "3 1 2\n1 1 1 S\n\n2 2 3 P\n1 2 2\n"
+    p = write(tmp_path / "g.naacl", text)
+    stream = scan_gold(p, base=1, sentences=[(3, 3)] * 3)
+    assert not stream.in_order
+    want = [GoldAlignment.from_links({(0, 0), (1, 1)}), GoldAlignment.from_links(set(), {(1, 2)}),
+            GoldAlignment.from_links({(0, 1)})]
+    assert list(stream) == want and _by_positions(stream, 2) == want and _by_positions(stream, 1) == want
+
+
+def test_streamed_invalid_sentences_are_none_and_errors_come_before_any_read(tmp_path):
+    p = write(tmp_path / "g.txt", "0-0\n0-5 x\n1-1\n9-0\n")
+    lengths = [(2, 2)] * 4
+    with pytest.raises(InputError, match=r"g\.txt:2: malformed link 'x'"):
+        scan_gold(p, base=0, sentences=lengths)
+    stream = scan_gold(p, base=0, sentences=iter(lengths), skip_invalid=True)
+    assert stream.invalid == {1, 3} and stream.skipped == 2 and "skipped 2 lines" in stream.warnings[-1]
+    assert [a is None for a in stream] == [False, True, False, True]
+    assert [a is None for a in _by_positions(stream, 3)] == [False, True, False, True]
+    with pytest.raises(InputError, match=r"g\.txt:\d+: gold ends after 4 lines but 5"):
+        scan_gold(p, base=0, sentences=iter(lengths + [(1, 1)]), skip_invalid=True)

@@ -19,9 +19,9 @@ import tiny_models as tm
 from aligndebug import cli
 from aligndebug.batch import ScoreOptions, score_stream
 from aligndebug.errors import InputError
-from aligndebug.gold import read_gold
+from aligndebug.gold import read_gold, scan_gold
 from aligndebug.models import load_model
-from aligndebug.pairs import iter_pairs
+from aligndebug.pairs import iter_pair_lengths, iter_pairs
 from aligndebug.ray_backend import ChunkScorer, plan_chunks, read_chunk
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
@@ -84,11 +84,12 @@ def test_actor_scores_a_chunk_as_score_stream_does(tmp_path, model_dir):
     pytest.importorskip("ray", reason="Ray is not installed: pip install 'aligndebug[ray]'")
     p = write_files(tmp_path, 14)
     bundle = load_model(str(model_dir))
-    golds = read_gold(p["gold"], base=0).alignments
+    gold = scan_gold(p["gold"], base=0, sentences=iter_pair_lengths(iter_pairs(p["src"], p["tgt"])))
     opts = ScoreOptions(layer=0, per_head=True, batch_size=4, chunk_size=6)
-    _, local = score_stream(bundle, iter_pairs(p["src"], p["tgt"]), golds, opts)
-    actor = ChunkScorer(model=bundle, load_kwargs={}, golds=golds, opts=opts)
-    specs = plan_chunks(src=p["src"], tgt=p["tgt"], chunk_size=6, done={7})
+    _, local = score_stream(bundle, iter_pairs(p["src"], p["tgt"]), read_gold(p["gold"], base=0).alignments, opts)
+    actor = ChunkScorer(model=bundle, load_kwargs={}, gold=gold, opts=opts)
+    specs = plan_chunks(src=p["src"], tgt=p["tgt"], chunk_size=6, done={7}, gold=gold)
+    assert [s.gold_start.index for s in specs] == [0, 6, 12]  # each chunk reads its own part of the gold file
     out = actor({"spec": np.asarray([pickle.dumps(s) for s in specs], dtype=object)})
     rows = [json.loads(r) for r in out["row"]]
     assert [r["index"] for r in rows] == [k for k in range(14) if k != 7]

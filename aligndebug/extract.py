@@ -169,12 +169,18 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 def translate(bundle: ModelBundle, sources: Sequence[str | Words], beam: int = 1, batch_size: int = 32,
               max_new_tokens: int | None = None) -> list[str]:
-    """Translate sources (greedy when beam == 1) in length-sorted batches; returns detokenized strings."""
+    """Translate sources (greedy when beam == 1) in length-sorted batches; returns detokenized strings.
+
+    Every source is checked first (an empty one, or one past the model's positions, raises SentenceError
+    with its index) rather than truncated, so nothing is decoded for a set that cannot be used.
+    """
+    for i, src in enumerate(sources):
+        encode_pair(bundle, src, [], i)
     texts = [bundle.source_prefix + (" ".join(s) if not isinstance(s, str) else s) for s in sources]
     tok, model = bundle.tokenizer, bundle.model
     results: list[str] = [""] * len(texts)
     for idx in length_batches([len(t) for t in texts], batch_size):
-        enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True).to(bundle.device)
+        enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True).to(bundle.device)
         limit = max_new_tokens or int(enc["input_ids"].shape[1] * 1.5) + 10
         positions = _max_positions(bundle)
         if positions:  # the decoder start takes one position; past the table generation fails with an IndexError
@@ -192,8 +198,6 @@ def iter_extract(bundle: ModelBundle, sources: Sequence[str | Words], targets: S
                  reduce: Callable[[str, np.ndarray], np.ndarray] | None = None) -> Iterator[tuple[int, Record]]:
     """Yield (index, Record) batch by batch (length-sorted order). Without targets the model translates first."""
     if targets is None:
-        for i, src in enumerate(sources):  # refuse empty or overlong sources before spending time decoding
-            encode_pair(bundle, src, [], i)
         targets = translate(bundle, sources, beam=beam)
         forced = False
     else:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import tiny_models as tm
-from aligndebug.extract import extract, iter_extract, translate
+from aligndebug.extract import SentenceError, extract, iter_extract, translate
 from aligndebug.models import ModelBundle
 from aligndebug.record import Record
 
@@ -132,6 +132,10 @@ def test_too_long_source_names_the_positions():
     long_source = " ".join(["Hund"] * limit)  # two tokens a word: twice the limit
     with pytest.raises(ValueError, match=rf"sentence 1\b.*source has \d+ tokens, more than the {limit} positions"):
         extract(b, ["Der Hund .", long_source], ["The dog .", "Dogs ."])
+    # translating refuses it too (nothing decoded), where a tokenizer's truncation would drop words unsaid
+    with pytest.raises(SentenceError, match=rf"sentence 1\b.*more than the {limit} positions") as info:
+        translate(b, ["Der Hund .", long_source])
+    assert info.value.index == 1
 
 
 def test_mismatched_source_and_target_counts():

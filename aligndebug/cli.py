@@ -59,6 +59,16 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
                    help="link every subword pair with attention >= this instead of the argmax")
 
 
+def add_ray_args(p: argparse.ArgumentParser) -> None:
+    """The Ray options of `score` and `triage`: --ray, --ray-address, --ray-actors, --ray-gpus-per-actor."""
+    r = p.add_argument_group("Ray (pip install 'aligndebug[ray]')")
+    r.add_argument("--ray", action="store_true", help="score on a Ray cluster: actors holding the model, same rows")
+    r.add_argument("--ray-address", help="cluster to join (default: $RAY_ADDRESS, else a local Ray instance)")
+    r.add_argument("--ray-actors", type=positive_int, default=2, help="model-holding actors (default 2)")
+    r.add_argument("--ray-gpus-per-actor", type=float, default=None,
+                   help="GPUs per actor (default: 1 with --device cuda, else 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aligndebug", description=__doc__)
     parser.add_argument("--version", action="version", version=f"aligndebug {__version__}")
@@ -88,12 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sentences read, scored and appended to --out at a time (what a kill can cost)")
     s.add_argument("--beam", type=int, default=1, help="beam size when the model translates (1 = greedy)")
     s.add_argument("--no-progress", action="store_true")
-    r = s.add_argument_group("Ray (pip install 'aligndebug[ray]')")
-    r.add_argument("--ray", action="store_true", help="score on a Ray cluster: actors holding the model, same rows")
-    r.add_argument("--ray-address", help="cluster to join (default: $RAY_ADDRESS, else a local Ray instance)")
-    r.add_argument("--ray-actors", type=positive_int, default=2, help="model-holding actors (default 2)")
-    r.add_argument("--ray-gpus-per-actor", type=float, default=None,
-                   help="GPUs per actor (default: 1 with --device cuda, else 0)")
+    add_ray_args(s)
     s.set_defaults(func=cmd_score)
 
     i = sub.add_parser("inspect", help="show tokens, word alignment and pooled cross-attention for one sentence")

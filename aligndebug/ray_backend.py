@@ -147,7 +147,7 @@ class ChunkScorer:
 
 # ------------------------------------------------------------------------------------------- driver
 
-def _check_resources(have: dict[str, float], num_actors: int, cpus: float, gpus: float) -> None:
+def check_resources(have: dict[str, float], num_actors: int, cpus: float, gpus: float) -> None:
     """A pool the cluster cannot hold would wait forever for its actors: say so instead."""
     for name, per in (("CPU", cpus), ("GPU", gpus)):
         need = num_actors * per
@@ -185,7 +185,7 @@ def score_with_ray(model: str | ModelBundle, *, src: PathLike | None = None, tgt
         if specs:
             if not ray.is_initialized():
                 ray.init(address=address, include_dashboard=False)
-            _check_resources(ray.cluster_resources(), num_actors, num_cpus_per_actor, num_gpus_per_actor)
+            check_resources(ray.cluster_resources(), num_actors, num_cpus_per_actor, num_gpus_per_actor)
             ctx = ray.data.DataContext.get_current()
             saved = ctx.execution_options.preserve_order, ctx.enable_progress_bars  # put back when done
             ctx.execution_options.preserve_order = True  # rows come back (and are written) in input order

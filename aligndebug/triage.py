@@ -393,40 +393,77 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
     ``<out stem>.calibration.json``, and the partial file is removed.
     Returns the rows (a list; its `.calibration` is the Calibration used).
     """
-    settings = {"model": getattr(bundle, "name", None), "method": method, "layer": layer, "head": head}
+    settings = triage_settings(getattr(bundle, "name", None), method=method, layer=layer, head=head,
+                               calibration=calibration)
+    rows, todo = read_resume(out, sources)
+    stream = None
+    if todo:
+        stream = iter_signal_rows(
+            bundle, [sources[i] for i in todo], None if targets is None else [targets[i] for i in todo],
+            None if references is None else [references[i] for i in todo], batch_size=batch_size, beam=beam,
+            layer=layer, head=head, method=method, ids=todo)
+    collect_rows(stream, rows, out, calibration, on_progress)
+    return finish_triage(rows, calibration, settings=settings, percentile=percentile, out=out)
+
+
+# The steps of `run_triage`, shared with the Ray driver (`ray_triage.triage_with_ray`), so both resume,
+# append, calibrate, score, rank and write the same way.
+
+def triage_settings(model_name: str | None, *, method: str, layer: int | str, head: int | str,
+                    calibration: Calibration | None = None) -> dict[str, Any]:
+    """The settings a calibration records; a given `calibration` made with other settings is refused."""
+    settings = {"model": model_name, "method": method, "layer": layer, "head": head}
     if calibration is not None:
         clash = {k: (calibration.settings.get(k), v) for k, v in settings.items()
                  if k != "model" and k in calibration.settings and calibration.settings[k] != v}
         if clash:
             raise ValueError("the calibration was made with other settings, so its thresholds do not apply: "
                              + ", ".join(f"{k} {a!r} there, {b!r} here" for k, (a, b) in clash.items()))
-    partial = Path(str(out) + ".partial") if out is not None else None
-    rows = _read_partial(partial, sources) if partial is not None else []
+    return settings
+
+
+def partial_path(out: str | os.PathLike[str]) -> Path:
+    """Where the rows of an unfinished run writing `out` are kept: ``<out>.partial``."""
+    return Path(str(out) + ".partial")
+
+
+def read_resume(out: str | os.PathLike[str] | None, sources: Sequence[str]) -> tuple[list[dict[str, Any]], list[int]]:
+    """(rows already in ``<out>.partial`` from an interrupted run, ids still to do in input order)."""
+    rows = _read_partial(partial_path(out), sources) if out is not None else []
     done = {r["id"] for r in rows}
-    todo = [i for i in range(len(sources)) if i not in done]
+    return rows, [i for i in range(len(sources)) if i not in done]
+
+
+def collect_rows(stream: Iterable[dict[str, Any]] | None, rows: list[dict[str, Any]],
+                 out: str | os.PathLike[str] | None, calibration: Calibration | None,
+                 on_progress: Callable[[int], None] | None = None) -> None:
+    """Append each row of `stream` to `rows` and, with `out`, to ``<out>.partial`` as it arrives
+    (flushed, so a kill loses at most the row being written); scored at once when `calibration` is fixed."""
     if on_progress and rows:
         on_progress(len(rows))
+    partial = partial_path(out) if out is not None else None
     if partial is not None:
         partial.parent.mkdir(parents=True, exist_ok=True)
     sink = open(partial, "a", encoding="utf-8") if partial is not None else None
     try:
-        if todo:
-            stream = iter_signal_rows(
-                bundle, [sources[i] for i in todo], None if targets is None else [targets[i] for i in todo],
-                None if references is None else [references[i] for i in todo], batch_size=batch_size, beam=beam,
-                layer=layer, head=head, method=method, ids=todo)
-            for row in stream:
-                if calibration is not None:
-                    _score_into(row, calibration)
-                if sink is not None:
-                    sink.write(row_json(row) + "\n")
-                    sink.flush()
-                rows.append(row)
-                if on_progress:
-                    on_progress(1)
+        for row in stream or ():
+            if calibration is not None:
+                _score_into(row, calibration)
+            if sink is not None:
+                sink.write(row_json(row) + "\n")
+                sink.flush()
+            rows.append(row)
+            if on_progress:
+                on_progress(1)
     finally:
         if sink is not None:
             sink.close()
+
+
+def finish_triage(rows: list[dict[str, Any]], calibration: Calibration | None, *, settings: dict[str, Any],
+                  percentile: float = 95.0, out: str | os.PathLike[str] | None = None) -> "TriageRows":
+    """Calibrate on `rows` (unless `calibration` is given), score, rank (most suspect first, then by id)
+    and, with `out`, write the rows and the calibration atomically and remove ``<out>.partial``."""
     if calibration is None:
         calibration = calibrate(rows, percentile=percentile, source="self", settings=settings)
     for row in rows:
@@ -442,7 +479,7 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
             for row in rows:
                 f.write(row_json(row) + "\n")
         tmp.replace(out)
-        partial.unlink(missing_ok=True)
+        partial_path(out).unlink(missing_ok=True)
     return TriageRows(rows, calibration)
 
 
@@ -527,7 +564,7 @@ def read_text_lines(path: str | os.PathLike[str], what: str) -> list[str]:
 
 def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the `triage` subcommand to an argparse subparsers object."""
-    from .cli import _add_model_args, parse_selector
+    from .cli import _add_model_args, add_ray_args, parse_selector
 
     p = subparsers.add_parser(
         "triage", help="flag and rank suspect translations of a test set",
@@ -549,6 +586,7 @@ def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--beam", type=int, default=1, help="beam size when the model translates (1 = greedy)")
     p.add_argument("--no-progress", action="store_true")
+    add_ray_args(p)
     p.set_defaults(func=cmd_triage)
     return p
 
@@ -557,6 +595,7 @@ def cmd_triage(args: argparse.Namespace) -> int:
     """Handler of `aligndebug triage`."""
     from .cli import _bundle
     from .errors import InputError
+    from .models import load_model
 
     if isinstance(args.layer, list) or isinstance(args.head, list):
         raise InputError(None, None, "lists of layers or heads are not supported by triage", "one index or 'mean'")
@@ -568,14 +607,32 @@ def cmd_triage(args: argparse.Namespace) -> int:
             raise InputError(path, None, f"{len(lines)} lines but {args.src} has {len(sources)}",
                              "one line per source sentence")
     calibration = Calibration.load(args.calibration) if args.calibration else None
-    bundle = _bundle(args)
+    if args.ray:
+        try:
+            from .ray_backend import require_ray
+
+            require_ray()
+        except ImportError as exc:
+            raise InputError(None, None, f"--ray needs Ray Data ({exc})", "pip install 'aligndebug[ray]'") from exc
+    # With --ray the actors load the model on --device; the driver's copy (for the report) stays on the CPU.
+    bundle = load_model(args.model, device="cpu", src_lang=args.src_lang, tgt_lang=args.tgt_lang,
+                        source_prefix=args.source_prefix) if args.ray else _bundle(args)
     from tqdm import tqdm
 
+    common = dict(batch_size=args.batch_size, calibration=calibration, beam=args.beam, layer=args.layer,
+                  head=args.head, method=args.method, percentile=args.percentile, out=args.out)
     with tqdm(total=len(sources), unit="sent", disable=args.no_progress, file=sys.stderr) as bar:
-        rows = run_triage(bundle, sources, targets, references, batch_size=args.batch_size,
-                                       calibration=calibration, beam=args.beam, layer=args.layer, head=args.head,
-                                       method=args.method, percentile=args.percentile, out=args.out,
-                                       on_progress=bar.update)
+        if args.ray:
+            from .ray_triage import triage_with_ray
+
+            gpus = args.ray_gpus_per_actor
+            gpus = (1.0 if args.device.startswith("cuda") else 0.0) if gpus is None else gpus
+            rows = triage_with_ray(
+                args.model, sources, targets, references, **common, num_actors=args.ray_actors,
+                num_gpus_per_actor=gpus, device=args.device, address=args.ray_address, on_progress=bar.update,
+                load_kwargs=dict(src_lang=args.src_lang, tgt_lang=args.tgt_lang, source_prefix=args.source_prefix))
+        else:
+            rows = run_triage(bundle, sources, targets, references, **common, on_progress=bar.update)
     calibration = rows.calibration
     if args.html:
         from .report import write_report

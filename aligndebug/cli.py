@@ -62,7 +62,7 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
 def add_ray_args(p: argparse.ArgumentParser) -> None:
     """The Ray options of `score` and `triage`: --ray, --ray-address, --ray-actors, --ray-gpus-per-actor."""
     r = p.add_argument_group("Ray (pip install 'aligndebug[ray]')")
-    r.add_argument("--ray", action="store_true", help="score on a Ray cluster: actors holding the model, same rows")
+    r.add_argument("--ray", action="store_true", help="run on a Ray cluster: actors holding the model, same rows")
     r.add_argument("--ray-address", help="cluster to join (default: $RAY_ADDRESS, else a local Ray instance)")
     r.add_argument("--ray-actors", type=positive_int, default=2, help="model-holding actors (default 2)")
     r.add_argument("--ray-gpus-per-actor", type=float, default=None,
@@ -122,6 +122,29 @@ def _bundle(args: argparse.Namespace):
                       source_prefix=args.source_prefix)
 
 
+def driver_setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
+    """The model for this process, and with --ray the keyword arguments of the Ray runners (None without).
+
+    With --ray, Ray must be installed (else a clear InputError) and the actors load the model on --device;
+    the driver's own copy, for shapes, names and reports, stays on the CPU.
+    """
+    if not args.ray:
+        return _bundle(args), None
+    try:
+        from .ray_backend import require_ray
+
+        require_ray()
+    except ImportError as exc:
+        raise InputError(None, None, f"--ray needs Ray Data ({exc})", "pip install 'aligndebug[ray]'") from exc
+    bundle = load_model(args.model, device="cpu", src_lang=args.src_lang, tgt_lang=args.tgt_lang,
+                        source_prefix=args.source_prefix)
+    gpus = args.ray_gpus_per_actor
+    gpus = (1.0 if args.device.startswith("cuda") else 0.0) if gpus is None else gpus
+    return bundle, dict(num_actors=args.ray_actors, num_gpus_per_actor=gpus, device=args.device,
+                        address=args.ray_address,
+                        load_kwargs=dict(src_lang=args.src_lang, tgt_lang=args.tgt_lang, source_prefix=args.source_prefix))
+
+
 def _pairs(args: argparse.Namespace):
     return iter_pairs(src_path=args.src, tgt_path=args.tgt, pairs_path=args.pairs)
 
@@ -140,16 +163,7 @@ def cmd_score(args: argparse.Namespace) -> int:
                          sentences=iter_pair_lengths(_pairs(args)), skip_invalid=args.skip_invalid)
         for w in gold.warnings:
             print(f"aligndebug: warning: {w}", file=sys.stderr)
-    if args.ray:
-        try:
-            from .ray_backend import require_ray, score_with_ray
-
-            require_ray()
-        except ImportError as exc:
-            raise InputError(None, None, f"--ray needs Ray Data ({exc})", "pip install 'aligndebug[ray]'") from exc
-    # With --ray the actors load the model on --device; the driver only needs its shape and name.
-    bundle = load_model(args.model, device="cpu", src_lang=args.src_lang, tgt_lang=args.tgt_lang,
-                        source_prefix=args.source_prefix) if args.ray else _bundle(args)
+    bundle, ray_kwargs = driver_setup(args)
     n_layers = bundle.num_layers
     layer = default_layer(n_layers) if args.layer is None else args.layer
     opts = ScoreOptions(method=args.method, layer=layer, head=args.head, threshold=args.threshold,
@@ -159,14 +173,12 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     with tqdm(total=total, unit="sent", disable=args.no_progress, file=sys.stderr) as bar:
         try:
-            if args.ray:
-                gpus = args.ray_gpus_per_actor
-                gpus = (1.0 if args.device.startswith("cuda") else 0.0) if gpus is None else gpus
-                totals, kept = score_with_ray(
-                    args.model, src=args.src, tgt=args.tgt, pairs=args.pairs, gold=gold,
-                    opts=opts, out_path=args.out, resume=args.resume, num_actors=args.ray_actors,
-                    num_gpus_per_actor=gpus, device=args.device, address=args.ray_address, on_progress=bar.update,
-                    load_kwargs=dict(src_lang=args.src_lang, tgt_lang=args.tgt_lang, source_prefix=args.source_prefix))
+            if ray_kwargs is not None:
+                from .ray_backend import score_with_ray
+
+                totals, kept = score_with_ray(args.model, src=args.src, tgt=args.tgt, pairs=args.pairs, gold=gold,
+                                              opts=opts, out_path=args.out, resume=args.resume,
+                                              on_progress=bar.update, **ray_kwargs)
             else:
                 totals, kept = score_stream(bundle, _pairs(args), gold, opts,
                                             rows_path=args.out, resume=args.resume, on_progress=bar.update)

@@ -29,6 +29,9 @@ class SentenceError(ValueError):
         self.index, self.reason = index, reason
         super().__init__(f"sentence {index}: {reason}")
 
+    def __reduce__(self):  # keep the fields through pickling (Ray workers)
+        return (type(self), (self.index, self.reason))
+
 
 @dataclass
 class Encoded:

@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import pickle
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -120,21 +121,68 @@ def read_chunk(spec: ChunkSpec) -> list[SentencePair]:
 
 # -------------------------------------------------------------------------------------------- actors
 
-class ChunkScorer:
-    """A Ray Data actor: loads the model once, then scores one chunk per input item."""
+@dataclass(frozen=True)
+class SavedBundle:
+    """An in-memory ModelBundle as its `save_pretrained` files (safetensors weights, config, tokenizer) and
+    settings, for the object store.
 
-    def __init__(self, model: Any, load_kwargs: dict[str, Any], gold: GoldStream | None, opts: ScoreOptions):
+    A pickled model is no use in a fresh process with transformers 5: once it has run, its output-capturing
+    hooks hold a ContextVar (which cannot be pickled), and the registry of which outputs each model class
+    records is filled only by a model's __init__, so an unpickled model returns no attentions. Saved and
+    loaded again with `load_model`, the copy is the model itself: same weights, same eager attention.
+    """
+
+    files: dict[str, bytes]
+    name: str
+    src_lang: str | None
+    tgt_lang: str | None
+    source_prefix: str
+
+    @classmethod
+    def of(cls, bundle: ModelBundle) -> "SavedBundle":
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle.model.save_pretrained(tmp)
+            bundle.tokenizer.save_pretrained(tmp)
+            files = {p.relative_to(tmp).as_posix(): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()}
+        return cls(files, bundle.name, bundle.src_lang, bundle.tgt_lang, bundle.source_prefix)
+
+    def load(self, device: str = "cpu") -> ModelBundle:
+        with tempfile.TemporaryDirectory() as tmp:
+            for rel, data in self.files.items():
+                path = Path(tmp, rel)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            bundle = load_model(tmp, device=device, src_lang=self.src_lang, tgt_lang=self.tgt_lang,
+                                source_prefix=self.source_prefix)
+        bundle.name = self.name
+        return bundle
+
+
+class ModelActor:
+    """A Ray Data actor holding the model, loaded once: by name or path (with `load_kwargs`), from the object
+    store (a SavedBundle, loaded on `load_kwargs["device"]`), or a ModelBundle given in-process (tests)."""
+
+    def __init__(self, model: Any, load_kwargs: dict[str, Any]):
         import ray
 
         if isinstance(model, ray.ObjectRef):
             model = ray.get(model)
+        if isinstance(model, SavedBundle):
+            model = model.load(load_kwargs.get("device", "cpu"))
         self.bundle: ModelBundle = model if isinstance(model, ModelBundle) else load_model(model, **load_kwargs)
+
+
+class ChunkScorer(ModelActor):
+    """Scores one chunk per input item."""
+
+    def __init__(self, model: Any, load_kwargs: dict[str, Any], gold: GoldStream | None, opts: ScoreOptions):
+        super().__init__(model, load_kwargs)
         self.gold = gold  # read from the file, chunk by chunk: no actor holds the whole gold set
         self.opts = opts
 
     def __call__(self, items: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         chunks, rows = [], []
-        for blob in items["spec"]:
+        for blob in items["chunk"]:
             spec: ChunkSpec = pickle.loads(blob)
             todo = [p for p in read_chunk(spec) if p.index not in spec.skip]
             golds = {} if self.gold is None else dict(
@@ -147,15 +195,72 @@ class ChunkScorer:
 
 # ------------------------------------------------------------------------------------------- driver
 
-def check_resources(have: dict[str, float], num_actors: int, cpus: float, gpus: float) -> None:
+@dataclass(frozen=True)
+class Pool:
+    """How many model-holding actors, and the CPUs and GPUs each one takes."""
+
+    actors: int = 2
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+def check_resources(have: dict[str, float], pool: Pool) -> None:
     """A pool the cluster cannot hold would wait forever for its actors: say so instead."""
-    for name, per in (("CPU", cpus), ("GPU", gpus)):
-        need = num_actors * per
+    if pool.actors < 1:
+        raise ValueError(f"num_actors must be at least 1, not {pool.actors}")
+    for name, per in (("CPU", pool.cpus), ("GPU", pool.gpus)):
+        need = pool.actors * per
         if per and have.get(name, 0.0) < need:
-            raise ValueError(f"the Ray cluster has {have.get(name, 0.0):g} {name}s, but {num_actors} actors x {per:g} "
+            raise ValueError(f"the Ray cluster has {have.get(name, 0.0):g} {name}s, but {pool.actors} actors x {per:g} "
                              f"{name} each need {need:g}; use fewer actors (--ray-actors) or fewer {name}s per actor"
                              + (" (--ray-gpus-per-actor 0 for CPU actors)" if name == "GPU" else ""))
 
+
+def start_ray(ray: Any, address: str | None, pool: Pool) -> None:
+    """Start Ray (or join `address`, or $RAY_ADDRESS) unless it is running, and check it can hold `pool`."""
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False)
+    check_resources(ray.cluster_resources(), pool)
+
+
+def model_arg(ray: Any, model: str | ModelBundle) -> Any:
+    """What the actors are given: a name or path to load, or an in-memory bundle saved to the object store."""
+    return ray.put(SavedBundle.of(model)) if isinstance(model, ModelBundle) else str(model)
+
+
+def map_chunks(ray: Any, actor: type, items: list[bytes], ctor: dict[str, Any], pool: Pool) -> Iterator[dict[str, np.ndarray]]:
+    """Run `actor` (built with `ctor`) over the pickled chunk `items` on a pool of actors; yields each chunk's
+    output in input order. What an actor raised (a bad line, layer or sentence) reaches the caller as itself."""
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.raise_original_map_exception
+    ctx.execution_options.preserve_order = True  # outputs come back (and are written) in input order
+    ctx.enable_progress_bars = False  # the CLI has its own progress bar
+    ctx.raise_original_map_exception = True  # the actor's own exception, not Ray Data's wrapper
+    try:
+        ds = ray.data.from_items([{"chunk": it} for it in items], override_num_blocks=len(items))
+        ds = ds.map_batches(
+            actor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(pool.actors, len(items))),
+            num_gpus=pool.gpus or None, num_cpus=pool.cpus, udf_modifying_row_count=True, fn_constructor_kwargs=ctor)
+        try:
+            yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+        except Exception as exc:  # noqa: BLE001 - Ray may still wrap what the actor raised
+            raise _actor_error(exc) from exc
+    finally:
+        ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.raise_original_map_exception = saved
+
+
+def _actor_error(exc: BaseException) -> BaseException:
+    """The user's error (a ValueError such as InputError, or a ModelLoadError) out of Ray's wrappers."""
+    from .models import ModelLoadError
+
+    seen: BaseException | None = exc
+    for _ in range(8):  # wrappers nest a few levels at most
+        if seen is None:
+            break
+        if isinstance(seen, (ValueError, ModelLoadError)) and not type(seen).__module__.startswith("ray"):
+            return seen
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    return exc
 
 
 def score_with_ray(model: str | ModelBundle, *, src: PathLike | None = None, tgt: PathLike | None = None,
@@ -174,8 +279,6 @@ def score_with_ray(model: str | ModelBundle, *, src: PathLike | None = None, tgt
     """
     ray = require_ray()
     opts = opts or ScoreOptions()
-    if num_actors < 1:
-        raise ValueError(f"num_actors must be at least 1, not {num_actors}")
     if out_path is not None:
         out_path = Path(out_path)
     with RowSink(out_path, resume) as sink:
@@ -183,28 +286,15 @@ def score_with_ray(model: str | ModelBundle, *, src: PathLike | None = None, tgt
         if on_progress and sink.done:
             on_progress(len(sink.done))
         if specs:
-            if not ray.is_initialized():
-                ray.init(address=address, include_dashboard=False)
-            check_resources(ray.cluster_resources(), num_actors, num_cpus_per_actor, num_gpus_per_actor)
-            ctx = ray.data.DataContext.get_current()
-            saved = ctx.execution_options.preserve_order, ctx.enable_progress_bars  # put back when done
-            ctx.execution_options.preserve_order = True  # rows come back (and are written) in input order
-            ctx.enable_progress_bars = False  # the CLI has its own progress bar
+            pool = Pool(num_actors, num_cpus_per_actor, num_gpus_per_actor)
+            start_ray(ray, address, pool)
             device = device or ("cuda" if num_gpus_per_actor > 0 else "cpu")
-            model_arg = ray.put(model) if isinstance(model, ModelBundle) else str(model)
-            ds = ray.data.from_items([{"spec": pickle.dumps(s)} for s in specs], override_num_blocks=len(specs))
-            ds = ds.map_batches(
-                ChunkScorer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_actors),
-                num_gpus=num_gpus_per_actor or None, num_cpus=num_cpus_per_actor, udf_modifying_row_count=True,
-                fn_constructor_kwargs={"model": model_arg, "load_kwargs": {"device": device, **(load_kwargs or {})},
-                                       "gold": gold, "opts": opts})
-            try:
-                for part in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                    for line in part["row"]:
-                        sink.add(json.loads(line), line)
-                    sink.end_chunk()
-                    if on_progress:
-                        on_progress(len(part["row"]))
-            finally:
-                ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
+            ctor = {"model": model_arg(ray, model), "load_kwargs": {"device": device, **(load_kwargs or {})},
+                    "gold": gold, "opts": opts}
+            for part in map_chunks(ray, ChunkScorer, [pickle.dumps(s) for s in specs], ctor, pool):
+                for line in part["row"]:
+                    sink.add(json.loads(line), line)
+                sink.end_chunk()
+                if on_progress:
+                    on_progress(len(part["row"]))
     return sink.totals, sink.rows()

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from .extract import SentenceError
 from .signals import record_signals, threshold_signals
 
 # name -> (suspect direction, family, flag when beyond threshold, label for reasons)
@@ -383,27 +384,60 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
                references: Sequence[str] | None = None, batch_size: int = 16,
                calibration: Calibration | None = None, *, beam: int = 1, layer: int | str = "mean",
                head: int | str = "mean", method: str = "shift-att", percentile: float = 95.0,
-               out: str | os.PathLike[str] | None = None,
+               out: str | os.PathLike[str] | None = None, chunk_size: int = 256,
                on_progress: Callable[[int], None] | None = None) -> "TriageRows":
     """Signals, score, flags and reasons for every sentence, most suspect first.
 
-    Without `calibration` the thresholds are calibrated on this set (`percentile`). With `out`,
-    each row is appended to ``<out>.partial`` as soon as its batch finishes (a rerun resumes
-    from it); at the end the ranked rows go to `out`, the calibration to
-    ``<out stem>.calibration.json``, and the partial file is removed.
-    Returns the rows (a list; its `.calibration` is the Calibration used).
+    Sentences are taken `chunk_size` at a time in input order (translated, then length-bucketed into
+    batches, within their chunk), as a Ray run (`ray_triage.triage_with_ray`) takes them. Without
+    `calibration` the thresholds are calibrated on this set (`percentile`). With `out`, each row is
+    appended to ``<out>.partial`` as soon as its batch finishes (a rerun resumes from it); at the end
+    the ranked rows go to `out`, the calibration to ``<out stem>.calibration.json``, and the partial
+    file is removed. Returns the rows (a list; its `.calibration` is the Calibration used).
     """
     settings = triage_settings(getattr(bundle, "name", None), method=method, layer=layer, head=head,
                                calibration=calibration)
     rows, todo = read_resume(out, sources)
-    stream = None
-    if todo:
-        stream = iter_signal_rows(
-            bundle, [sources[i] for i in todo], None if targets is None else [targets[i] for i in todo],
-            None if references is None else [references[i] for i in todo], batch_size=batch_size, beam=beam,
-            layer=layer, head=head, method=method, ids=todo)
+    chunks = triage_chunks(sources, targets, references, todo, chunk_size)
+    options = dict(batch_size=batch_size, beam=beam, layer=layer, head=head, method=method)
+    stream = (row for chunk in chunks for row in chunk.signal_rows(bundle, **options))
     collect_rows(stream, rows, out, calibration, on_progress)
     return finish_triage(rows, calibration, settings=settings, percentile=percentile, out=out)
+
+
+@dataclass(frozen=True)
+class TriageChunk:
+    """Sentences whose signals are computed together: in turn by a local run, one per Ray actor call.
+    Translation and length-bucketed batching happen inside a chunk, so both ways give the same rows."""
+
+    ids: list[int]
+    sources: list[str]
+    targets: list[str] | None
+    references: list[str] | None
+
+    def signal_rows(self, bundle: Any, **options: Any) -> Iterator[dict[str, Any]]:
+        """`iter_signal_rows` on this chunk (options: batch_size, beam, layer, head, method); a sentence that
+        cannot be used raises SentenceError naming it by its id."""
+        try:
+            yield from iter_signal_rows(bundle, self.sources, self.targets, self.references, ids=self.ids, **options)
+        except SentenceError as exc:
+            raise SentenceError(self.ids[exc.index], exc.reason) from None
+
+
+def triage_chunks(sources: Sequence[str], targets: Sequence[str] | None, references: Sequence[str] | None,
+                  todo: Sequence[int], chunk_size: int) -> Iterator[TriageChunk]:
+    """The sentences `todo` (ids, in input order), `chunk_size` at a time; the inputs are checked at once."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
+    for what, lines in (("targets", targets), ("references", references)):
+        if lines is not None and len(lines) != len(sources):
+            raise ValueError(f"{len(sources)} sources but {len(lines)} {what}: expected one {what[:-1]} per source")
+
+    def pick(lines: Sequence[str] | None, ids: list[int]) -> list[str] | None:
+        return None if lines is None else [lines[i] for i in ids]
+
+    return (TriageChunk(ids, pick(sources, ids), pick(targets, ids), pick(references, ids))
+            for ids in (list(todo[k: k + chunk_size]) for k in range(0, len(todo), chunk_size)))
 
 
 # The steps of `run_triage`, shared with the Ray driver (`ray_triage.triage_with_ray`), so both resume,
@@ -564,7 +598,7 @@ def read_text_lines(path: str | os.PathLike[str], what: str) -> list[str]:
 
 def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the `triage` subcommand to an argparse subparsers object."""
-    from .cli import _add_model_args, add_ray_args, parse_selector
+    from .cli import _add_model_args, add_ray_args, parse_selector, positive_int
 
     p = subparsers.add_parser(
         "triage", help="flag and rank suspect translations of a test set",
@@ -583,7 +617,9 @@ def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("shift-att", "naive"), default="shift-att")
     p.add_argument("--layer", type=parse_selector, default="mean", help="decoder layer (0-based) or 'mean' (default)")
     p.add_argument("--head", type=parse_selector, default="mean", help="head index or 'mean' (default)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--chunk-size", type=positive_int, default=256,
+                   help="sentences translated and scored at a time, in input order (what a kill can cost)")
     p.add_argument("--beam", type=int, default=1, help="beam size when the model translates (1 = greedy)")
     p.add_argument("--no-progress", action="store_true")
     add_ray_args(p)
@@ -593,9 +629,8 @@ def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_triage(args: argparse.Namespace) -> int:
     """Handler of `aligndebug triage`."""
-    from .cli import _bundle
+    from .cli import driver_setup
     from .errors import InputError
-    from .models import load_model
 
     if isinstance(args.layer, list) or isinstance(args.head, list):
         raise InputError(None, None, "lists of layers or heads are not supported by triage", "one index or 'mean'")
@@ -607,32 +642,23 @@ def cmd_triage(args: argparse.Namespace) -> int:
             raise InputError(path, None, f"{len(lines)} lines but {args.src} has {len(sources)}",
                              "one line per source sentence")
     calibration = Calibration.load(args.calibration) if args.calibration else None
-    if args.ray:
-        try:
-            from .ray_backend import require_ray
-
-            require_ray()
-        except ImportError as exc:
-            raise InputError(None, None, f"--ray needs Ray Data ({exc})", "pip install 'aligndebug[ray]'") from exc
-    # With --ray the actors load the model on --device; the driver's copy (for the report) stays on the CPU.
-    bundle = load_model(args.model, device="cpu", src_lang=args.src_lang, tgt_lang=args.tgt_lang,
-                        source_prefix=args.source_prefix) if args.ray else _bundle(args)
+    bundle, ray_kwargs = driver_setup(args)
     from tqdm import tqdm
 
     common = dict(batch_size=args.batch_size, calibration=calibration, beam=args.beam, layer=args.layer,
-                  head=args.head, method=args.method, percentile=args.percentile, out=args.out)
+                  head=args.head, method=args.method, percentile=args.percentile, out=args.out,
+                  chunk_size=args.chunk_size)
     with tqdm(total=len(sources), unit="sent", disable=args.no_progress, file=sys.stderr) as bar:
-        if args.ray:
-            from .ray_triage import triage_with_ray
+        try:
+            if ray_kwargs is not None:
+                from .ray_triage import triage_with_ray
 
-            gpus = args.ray_gpus_per_actor
-            gpus = (1.0 if args.device.startswith("cuda") else 0.0) if gpus is None else gpus
-            rows = triage_with_ray(
-                args.model, sources, targets, references, **common, num_actors=args.ray_actors,
-                num_gpus_per_actor=gpus, device=args.device, address=args.ray_address, on_progress=bar.update,
-                load_kwargs=dict(src_lang=args.src_lang, tgt_lang=args.tgt_lang, source_prefix=args.source_prefix))
-        else:
-            rows = run_triage(bundle, sources, targets, references, **common, on_progress=bar.update)
+                rows = triage_with_ray(args.model, sources, targets, references, **common, on_progress=bar.update,
+                                       **ray_kwargs)
+            else:
+                rows = run_triage(bundle, sources, targets, references, **common, on_progress=bar.update)
+        except SentenceError as exc:  # name the line of the source file
+            raise InputError(args.src, exc.index + 1, exc.reason) from exc
     calibration = rows.calibration
     if args.html:
         from .report import write_report

@@ -90,7 +90,7 @@ def test_actor_scores_a_chunk_as_score_stream_does(tmp_path, model_dir):
     actor = ChunkScorer(model=bundle, load_kwargs={}, gold=gold, opts=opts)
     specs = plan_chunks(src=p["src"], tgt=p["tgt"], chunk_size=6, done={7}, gold=gold)
     assert [s.gold_start.index for s in specs] == [0, 6, 12]  # each chunk reads its own part of the gold file
-    out = actor({"spec": np.asarray([pickle.dumps(s) for s in specs], dtype=object)})
+    out = actor({"chunk": np.asarray([pickle.dumps(s) for s in specs], dtype=object)})
     rows = [json.loads(r) for r in out["row"]]
     assert [r["index"] for r in rows] == [k for k in range(14) if k != 7]
     assert list(out["chunk"]) == [0] * 6 + [1] * 5 + [2] * 2

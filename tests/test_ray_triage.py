@@ -1,8 +1,8 @@
 """Triage on Ray (aligndebug.ray_triage): the same ranked rows and calibration as a local run, bit for bit.
 
-A local Ray instance (`ray.init(num_cpus=2)`) runs the tiny Marian: once translating (more than one chunk
-in both stages, two actors, the model loaded by path), once resuming from a partial file (the model
-shipped in memory), and once through `aligndebug triage --ray`. Skipped only when Ray is not installed.
+A local Ray instance (`ray.init(num_cpus=2)`) runs the tiny Marian: once translating (five chunks on two
+actors, the model loaded by path), once resuming from a partial file (the model shipped in memory), and
+once through `aligndebug triage --ray`. Skipped only when Ray is not installed.
 """
 
 from __future__ import annotations
@@ -54,11 +54,11 @@ def local_ray():
 
 @requires_ray
 def test_translating_on_two_actors_gives_the_local_rows_and_calibration(tmp_path, model_dir, bundle, local_ray):
-    """No targets: 40 sentences are two translation chunks (32 + 8) and five signal chunks on two actors."""
+    """No targets: 40 sentences are five chunks, each translated and scored by one of two actors."""
     from aligndebug.ray_triage import triage_with_ray
 
     src, ref = corpus(40)
-    want = run_triage(bundle, src, references=ref, batch_size=4, layer=1, out=tmp_path / "local.jsonl")
+    want = run_triage(bundle, src, references=ref, batch_size=4, layer=1, out=tmp_path / "local.jsonl", chunk_size=8)
     seen = []
     got = triage_with_ray(str(model_dir), src, references=ref, batch_size=4, layer=1, out=tmp_path / "ray.jsonl",
                           chunk_size=8, num_actors=2, on_progress=seen.append)
@@ -88,7 +88,7 @@ def test_resume_completes_a_partial_file_as_a_local_run_does(tmp_path, bundle, l
     seen = []
     got = triage_with_ray(bundle, src, tgt, **opts, out=outs["ray"], chunk_size=4, num_actors=1,
                           on_progress=seen.append)
-    want = run_triage(bundle, src, tgt, **opts, out=outs["local"])
+    want = run_triage(bundle, src, tgt, **opts, out=outs["local"], chunk_size=4)
     assert lines(got) == lines(want) and got.calibration == want.calibration
     assert outs["ray"].read_text(encoding="utf-8") == outs["local"].read_text(encoding="utf-8")
     assert sorted(r["id"] for r in got) == list(range(m)) and seen == [5] + [1] * (m - 5)

@@ -325,6 +325,17 @@ def test_cli_triage(tiny, tmp_path, capsys):
                  "--no-progress"]) == 2
     assert f"{tgt}:4: empty translation" in capsys.readouterr().err
 
+    # an overlong source, in the second chunk of two: its line is named, and the first chunk's rows are kept
+    limit = tiny[0].model.config.max_position_embeddings
+    src.write_text("\n".join(SOURCES[:3] + [" ".join(["Hund"] * limit)] + SOURCES[4:]) + "\n", encoding="utf-8")
+    out = tmp_path / "long.jsonl"
+    assert main(["triage", "--model", str(folder), "--src", str(src), "--out", str(out), "--chunk-size", "3",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{src}:4: the source has" in err and f"{limit} positions" in err
+    partial = Path(str(out) + ".partial").read_text(encoding="utf-8").splitlines()
+    assert sorted(json.loads(x)["id"] for x in partial) == [0, 1, 2]
+
 
 # ----------------------------------------------------------------------------- error suite helpers
 

@@ -1,4 +1,4 @@
-"""Peak memory of `aligndebug score` on 1k vs 20k sentences: streaming means it must not grow.
+"""Peak memory of `aligndebug score` (or `triage`) on 1k vs 20k sentences: streaming means it must not grow.
 
 Each run is a fresh `python -m aligndebug.cli score ... --out rows.jsonl` subprocess; its peak
 resident set size comes from the kernel (`os.wait4` rusage, ru_maxrss) for that child alone. The
@@ -11,6 +11,7 @@ By default runs are made without gold and with gold (`--gold`; the gold set is r
 so that run holds one alignment per sentence).
 
     python bench/bench_memory.py                   # 1k vs 20k, with and without gold
+    python bench/bench_memory.py --command triage  # the same for `aligndebug triage` (forced targets)
     python bench/bench_memory.py --small 1000 --large 20000 --batch-size 32 --chunk-size 256
 """
 
@@ -69,6 +70,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--chunk-size", type=int, default=256)
     ap.add_argument("--gold", choices=("both", "no", "yes"), default="both", help="score against gold too")
+    ap.add_argument("--command", choices=("score", "triage"), default="score")
     args = ap.parse_args(argv)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the machine is shared; one thread is plenty for a tiny model
     with tempfile.TemporaryDirectory(prefix="aligndebug-mem-") as tmp:
@@ -80,13 +82,13 @@ def main(argv=None) -> int:
 
             model = str(tm.save("marian", tmp / "tiny-marian"))
         print(f"model: {model}; batch size {args.batch_size}, chunk size {args.chunk_size}; python {sys.version.split()[0]}")
-        golds = {"both": (False, True), "no": (False,), "yes": (True,)}[args.gold]
+        golds = {"both": (False, True), "no": (False,), "yes": (True,)}[args.gold] if args.command == "score" else (False,)
         for with_gold in golds:
             peaks = {}
             for n in (args.baseline_n, args.small, args.large):
                 p = write_corpus(tmp, n)
                 out = tmp / f"rows.{n}.jsonl"
-                cmd = [sys.executable, "-m", "aligndebug.cli", "score", "--model", model, "--src", str(p["src"]),
+                cmd = [sys.executable, "-m", "aligndebug.cli", args.command, "--model", model, "--src", str(p["src"]),
                        "--tgt", str(p["tgt"]), "--out", str(out), "--batch-size", str(args.batch_size),
                        "--chunk-size", str(args.chunk_size), "--no-progress"]
                 if with_gold:
@@ -96,10 +98,10 @@ def main(argv=None) -> int:
                     rows = sum(1 for _ in f)
                 assert rows == n, f"{rows} rows for {n} sentences"
                 peaks[n] = rss
-                print(f"  {'with' if with_gold else 'without'} gold, {n:>6} sentences: peak RSS {rss:8.1f} MiB "
+                print(f"  {args.command} {'with' if with_gold else 'without'} gold, {n:>6} sentences: peak RSS {rss:8.1f} MiB "
                       f"({secs:.0f} s wall)")
             small, large = peaks[args.small], peaks[args.large]
-            print(f"{'with' if with_gold else 'without'} gold: {args.large} vs {args.small} sentences: "
+            print(f"{args.command} {'with' if with_gold else 'without'} gold: {args.large} vs {args.small} sentences: "
                   f"ratio {large / small:.3f} (target <= 1.10), growth {large - small:+.1f} MiB; "
                   f"fixed cost ({args.baseline_n} sentences) {peaks[args.baseline_n]:.1f} MiB")
     return 0

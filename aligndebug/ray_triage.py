@@ -20,7 +20,7 @@ import numpy as np
 from .models import DEFAULT_NAMES, ModelBundle
 from . import ray_backend
 from .ray_backend import ModelActor, Pool, map_chunks, model_arg, start_ray
-from .triage import (Calibration, TriageRows, collect_rows, finish_triage, read_resume, triage_chunks,
+from .triage import (Calibration, RankedFile, TriageRows, collect_rows, finish_triage, read_resume, triage_chunks,
                      triage_settings)
 
 
@@ -51,7 +51,7 @@ def triage_with_ray(model: str | ModelBundle, sources: Sequence[str], targets: S
                     out: str | os.PathLike[str] | None = None, chunk_size: int = 256, num_actors: int = 2,
                     num_gpus_per_actor: float = 0.0, num_cpus_per_actor: float = 1.0, device: str | None = None,
                     load_kwargs: dict[str, Any] | None = None, address: str | None = None,
-                    on_progress: Callable[[int], None] | None = None) -> TriageRows:
+                    on_progress: Callable[[int], None] | None = None) -> TriageRows | RankedFile:
     """`triage.run_triage` on Ray: the same ranked rows, calibration, files and resume.
 
     `model` is a name or path each actor loads (with `load_kwargs`: src_lang, tgt_lang, source_prefix),
@@ -61,7 +61,7 @@ def triage_with_ray(model: str | ModelBundle, sources: Sequence[str], targets: S
     """
     ray = ray_backend.require_ray()
     settings = triage_settings(_model_name(model), method=method, layer=layer, head=head, calibration=calibration)
-    rows, todo = read_resume(out, sources)
+    store, todo = read_resume(out, sources)
     chunks = [pickle.dumps(c) for c in triage_chunks(sources, targets, references, todo, chunk_size)]
     stream = None
     if chunks:
@@ -73,5 +73,5 @@ def triage_with_ray(model: str | ModelBundle, sources: Sequence[str], targets: S
                 "options": options}
         stream = (pickle.loads(bytes(blob)) for part in map_chunks(ray, SignalChunk, chunks, ctor, pool)
                   for blob in part["row"])
-    collect_rows(stream, rows, out, calibration, on_progress)
-    return finish_triage(rows, calibration, settings=settings, percentile=percentile, out=out)
+    collect_rows(stream, store, calibration, on_progress)
+    return finish_triage(store, calibration, settings=settings, percentile=percentile, out=out)

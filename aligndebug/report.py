@@ -3,11 +3,12 @@ cross-attention heatmaps as inline SVG (no scripts, no CDN: it opens offline).""
 
 from __future__ import annotations
 
+import heapq
 import html
 import os
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,18 +75,22 @@ def unique_ids(svg: str, prefix: str) -> str:
     return re.sub(rf'href="#({alt})"', lambda m: f'href="#{prefix}{m.group(1)}"', svg)
 
 
-def render_report(rows: Sequence[dict[str, Any]], *, bundle: Any = None, calibration: Any = None, top: int = 20,
+def render_report(rows: Iterable[dict[str, Any]], *, bundle: Any = None, calibration: Any = None, top: int = 20,
                   layer: Any = "mean", head: Any = "mean", method: str = "shift-att",
                   title: str = "aligndebug triage report") -> str:
-    """The report as one HTML string. `rows` are ranked triage rows (most suspect first);
+    """The report as one HTML string. `rows` are triage rows (a list, or a RankedFile read as it goes);
     heatmaps need the model `bundle` (without it the report lists the suspects only)."""
-    ranked = sorted(rows, key=lambda r: -r["score"])
-    shown = ranked[:top]
+    shown = heapq.nsmallest(top, rows, key=lambda r: -r["score"])  # sorted(...)[:top], holding only `top` rows
     svgs = _heatmaps(shown, bundle, layer, head, method) if bundle is not None else [None] * len(shown)
-    flag_counts = Counter(f for r in rows for f in r.get("flags", []))
+    flag_counts: Counter[str] = Counter()
+    n_rows = n_suspect = 0
+    for r in rows:  # one pass: a RankedFile streams from disk
+        n_rows += 1
+        n_suspect += bool(r.get("suspect"))
+        flag_counts.update(r.get("flags", []))
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>", f"<h1>{_esc(title)}</h1>"]
-    meta = [f"{len(rows)} sentences", f"top {len(shown)} shown"]
+    meta = [f"{n_rows} sentences", f"top {len(shown)} shown"]
     if bundle is not None:
         meta.append(f"model {_esc(getattr(bundle, 'name', '?'))}")
     meta.append(f"attention: layer {_esc(layer)}, head {_esc(head)}, {_esc(method)}")
@@ -93,7 +98,6 @@ def render_report(rows: Sequence[dict[str, Any]], *, bundle: Any = None, calibra
         meta.append(f"calibration: {_esc(calibration.source)}, n={calibration.n}, "
                     f"flags beyond the {calibration.percentile:g}th / {100 - calibration.percentile:g}th percentiles")
     parts.append(f'<p class="meta">{" · ".join(meta)}</p>')
-    n_suspect = sum(bool(r.get("suspect")) for r in rows)
     if calibration is not None:
         parts.append(f'<p class="meta">{n_suspect} suspects (score above the {calibration.percentile:g}th '
                      "percentile of the calibration sentences' own scores)</p>")
@@ -126,7 +130,7 @@ def render_report(rows: Sequence[dict[str, Any]], *, bundle: Any = None, calibra
     return "\n".join(parts)
 
 
-def write_report(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], **kwargs: Any) -> Path:
+def write_report(rows: Iterable[dict[str, Any]], path: str | os.PathLike[str], **kwargs: Any) -> Path:
     """Render (see `render_report`) and write atomically; returns the path."""
     path = Path(path)
     text = render_report(rows, **kwargs)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from array import array
 import math
 import os
 import sys
@@ -194,28 +195,35 @@ def apply_token_thresholds(sig: dict[str, Any], calibration: Calibration, src_wo
     return threshold_signals(sig, words, t.get("entropy_high"), t.get("coverage_low"), t.get("coverage_high"))
 
 
-def calibrate(rows: Sequence[dict[str, Any]], percentile: float = 95.0, source: str = "self",
+def calibrate(rows: Iterable[dict[str, Any]], percentile: float = 95.0, source: str = "self",
               settings: dict[str, Any] | None = None, max_samples: int = MAX_SAMPLES) -> Calibration:
     """Percentile thresholds from signal rows (dicts from `record_signals`, or triage rows).
+
+    `rows` may be any iterable that can be read more than once (a list, `PartialRows`): it is read
+    three times and never held whole.
 
     `percentile` q in (50, 100): high-suspect signals flag above the q-th percentile, low-suspect
     ones below the (100-q)-th. Rows are not modified.
     """
     if not 50 < percentile < 100:
         raise ValueError(f"percentile must be between 50 and 100 (exclusive), not {percentile}")
-    if not rows:
-        raise ValueError("cannot calibrate on no rows: expected at least one sentence's signals")
     q_hi, q_lo = percentile, 100 - percentile
-    ent = [x for r in rows for x in r.get("word_entropy", []) if _finite(x)]
-    cov = [c for r in rows for c, m in zip(r.get("src_coverage", []), r.get("src_content", [])) if m and _finite(c)]
+    ent, cov = array("d"), array("d")  # compact: 8 bytes a value, however many sentences
+    n = 0
+    for r in rows:
+        n += 1
+        ent.extend(x for x in r.get("word_entropy", []) if _finite(x))
+        cov.extend(c for c, m in zip(r.get("src_coverage", []), r.get("src_content", [])) if m and _finite(c))
+    if not n:
+        raise ValueError("cannot calibrate on no rows: expected at least one sentence's signals")
     token = {
         "entropy_high": float(np.percentile(ent, q_hi)) if ent else None,
         "coverage_low": float(np.percentile(cov, q_lo)) if cov else None,
         "coverage_high": float(np.percentile(cov, q_hi)) if cov else None,
     }
-    cal = Calibration(percentile=float(percentile), n=len(rows), source=source, token_thresholds=token,
+    cal = Calibration(percentile=float(percentile), n=n, source=source, token_thresholds=token,
                       thresholds={}, samples={}, settings=dict(settings or {}))
-    values: dict[str, list[float]] = {name: [] for name in SIGNALS}
+    values = {name: array("d") for name in SIGNALS}
     for r in rows:
         full = {**r, **apply_token_thresholds(r, cal)}
         for name in SIGNALS:
@@ -238,7 +246,7 @@ def calibrate(rows: Sequence[dict[str, Any]], percentile: float = 95.0, source: 
         cal.samples[name] = [float(x) for x in arr]
     # the calibration rows scored against the calibration itself: a sentence is `suspect`
     # when its score is above their q-th percentile
-    own = [triage_row(r, cal)[0] for r in rows]
+    own = array("d", (triage_row(r, cal)[0] for r in rows))
     cal.score_threshold = float(np.percentile(own, q_hi))
     return cal
 
@@ -362,30 +370,12 @@ def row_json(row: dict[str, Any]) -> str:
     return json.dumps(_jsonable(row), ensure_ascii=False)
 
 
-def _read_partial(path: Path, sources: Sequence[str]) -> list[dict[str, Any]]:
-    """Rows already computed by an interrupted run (a torn last line is dropped)."""
-    if not path.exists():
-        return []
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break  # killed mid-write
-            row = json.loads(line)
-            i = row.get("id")
-            if not isinstance(i, int) or not 0 <= i < len(sources) or row.get("source") != sources[i]:
-                raise ValueError(f"{path}: holds rows of another input (row {i} does not match the sources); "
-                                 "delete it or use another --out")
-            rows.append({k: (float("nan") if v is None and k in SIGNALS else v) for k, v in row.items()})
-    return rows
-
-
 def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | None = None,
                references: Sequence[str] | None = None, batch_size: int = 16,
                calibration: Calibration | None = None, *, beam: int = 1, layer: int | str = "mean",
                head: int | str = "mean", method: str = "shift-att", percentile: float = 95.0,
                out: str | os.PathLike[str] | None = None, chunk_size: int = 256,
-               on_progress: Callable[[int], None] | None = None) -> "TriageRows":
+               on_progress: Callable[[int], None] | None = None) -> "TriageRows | RankedFile":
     """Signals, score, flags and reasons for every sentence, most suspect first.
 
     Sentences are taken `chunk_size` at a time in input order (translated, then length-bucketed into
@@ -397,12 +387,12 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
     """
     settings = triage_settings(getattr(bundle, "name", None), method=method, layer=layer, head=head,
                                calibration=calibration)
-    rows, todo = read_resume(out, sources)
+    store, todo = read_resume(out, sources)
     chunks = triage_chunks(sources, targets, references, todo, chunk_size)
     options = dict(batch_size=batch_size, beam=beam, layer=layer, head=head, method=method)
     stream = (row for chunk in chunks for row in chunk.signal_rows(bundle, **options))
-    collect_rows(stream, rows, out, calibration, on_progress)
-    return finish_triage(rows, calibration, settings=settings, percentile=percentile, out=out)
+    collect_rows(stream, store, calibration, on_progress)
+    return finish_triage(store, calibration, settings=settings, percentile=percentile, out=out)
 
 
 @dataclass(frozen=True)
@@ -456,65 +446,166 @@ def triage_settings(model_name: str | None, *, method: str, layer: int | str, he
     return settings
 
 
+class PartialRows:
+    """The rows of a run writing `out`, kept in ``<out>.partial`` until they are ranked.
+
+    Rows are appended as they come (flushed, so a kill loses at most the row being written) and read
+    back as often as ranking needs; only the ids already done are held in memory. Opening checks the
+    rows against `sources` and cuts off a line torn by a kill.
+    """
+
+    def __init__(self, out: str | os.PathLike[str], sources: Sequence[str]):
+        self.path = partial_path(out)
+        self.done: set[int] = set()
+        self._sink = None
+        if not self.path.exists():
+            return
+        with open(self.path, "rb+") as f:
+            end = 0
+            for line in f:
+                if not line.endswith(b"\n"):
+                    break  # killed mid-write
+                row = json.loads(line)
+                i = row.get("id")
+                if not isinstance(i, int) or not 0 <= i < len(sources) or row.get("source") != sources[i]:
+                    raise ValueError(f"{self.path}: holds rows of another input (row {i} does not match the sources); "
+                                     "delete it or use another --out")
+                self.done.add(i)
+                end += len(line)
+            f.truncate(end)
+
+    def __len__(self) -> int:
+        return len(self.done)
+
+    def append(self, row: dict[str, Any]) -> None:
+        if self._sink is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._sink = open(self.path, "a", encoding="utf-8")
+        self._sink.write(row_json(row) + "\n")
+        self._sink.flush()
+        self.done.add(row["id"])
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (row for _, row in self.with_offsets())
+
+    def with_offsets(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(byte offset, row) of every row, in file order."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as f:
+            offset = 0
+            for line in f:
+                yield offset, _parse_row(line)
+                offset += len(line)
+
+    @staticmethod
+    def row_at(handle: Any, offset: int) -> dict[str, Any]:
+        """The row at byte `offset` of an open binary handle on the file."""
+        handle.seek(offset)
+        return _parse_row(handle.readline())
+
+
+def _parse_row(line: bytes | str) -> dict[str, Any]:
+    """A row as written by `row_json`: null signals are NaN again."""
+    return {k: (float("nan") if v is None and k in SIGNALS else v) for k, v in json.loads(line).items()}
+
+
 def partial_path(out: str | os.PathLike[str]) -> Path:
     """Where the rows of an unfinished run writing `out` are kept: ``<out>.partial``."""
     return Path(str(out) + ".partial")
 
 
-def read_resume(out: str | os.PathLike[str] | None, sources: Sequence[str]) -> tuple[list[dict[str, Any]], list[int]]:
-    """(rows already in ``<out>.partial`` from an interrupted run, ids still to do in input order)."""
-    rows = _read_partial(partial_path(out), sources) if out is not None else []
-    done = {r["id"] for r in rows}
-    return rows, [i for i in range(len(sources)) if i not in done]
+def read_resume(out: str | os.PathLike[str] | None,
+                sources: Sequence[str]) -> tuple[PartialRows | list[dict[str, Any]], list[int]]:
+    """(where rows go: ``<out>.partial``, holding the rows of an interrupted run, or a list without `out`;
+    the ids still to do, in input order)."""
+    store: PartialRows | list[dict[str, Any]] = PartialRows(out, sources) if out is not None else []
+    done = store.done if isinstance(store, PartialRows) else set()
+    return store, [i for i in range(len(sources)) if i not in done]
 
 
-def collect_rows(stream: Iterable[dict[str, Any]] | None, rows: list[dict[str, Any]],
-                 out: str | os.PathLike[str] | None, calibration: Calibration | None,
-                 on_progress: Callable[[int], None] | None = None) -> None:
-    """Append each row of `stream` to `rows` and, with `out`, to ``<out>.partial`` as it arrives
-    (flushed, so a kill loses at most the row being written); scored at once when `calibration` is fixed."""
-    if on_progress and rows:
-        on_progress(len(rows))
-    partial = partial_path(out) if out is not None else None
-    if partial is not None:
-        partial.parent.mkdir(parents=True, exist_ok=True)
-    sink = open(partial, "a", encoding="utf-8") if partial is not None else None
+def collect_rows(stream: Iterable[dict[str, Any]] | None, store: PartialRows | list[dict[str, Any]],
+                 calibration: Calibration | None, on_progress: Callable[[int], None] | None = None) -> None:
+    """Append each row of `stream` to `store` as it arrives; scored at once when `calibration` is fixed."""
+    if on_progress and len(store):
+        on_progress(len(store))
     try:
         for row in stream or ():
             if calibration is not None:
                 _score_into(row, calibration)
-            if sink is not None:
-                sink.write(row_json(row) + "\n")
-                sink.flush()
-            rows.append(row)
+            store.append(row)
             if on_progress:
                 on_progress(1)
     finally:
-        if sink is not None:
-            sink.close()
+        if isinstance(store, PartialRows):
+            store.close()
 
 
-def finish_triage(rows: list[dict[str, Any]], calibration: Calibration | None, *, settings: dict[str, Any],
-                  percentile: float = 95.0, out: str | os.PathLike[str] | None = None) -> "TriageRows":
-    """Calibrate on `rows` (unless `calibration` is given), score, rank (most suspect first, then by id)
-    and, with `out`, write the rows and the calibration atomically and remove ``<out>.partial``."""
+def finish_triage(store: PartialRows | list[dict[str, Any]], calibration: Calibration | None, *,
+                  settings: dict[str, Any], percentile: float = 95.0,
+                  out: str | os.PathLike[str] | None = None) -> "TriageRows | RankedFile":
+    """Calibrate on the rows (unless `calibration` is given), score, rank (most suspect first, then by id).
+
+    Rows in a list are ranked in place and returned as TriageRows. Rows in ``<out>.partial`` are
+    streamed: only their scores and offsets are held, `out` and the calibration are written atomically,
+    the partial file is removed, and the ranked rows are returned as a RankedFile reading `out`.
+    """
     if calibration is None:
-        calibration = calibrate(rows, percentile=percentile, source="self", settings=settings)
-    for row in rows:
-        _score_into(row, calibration)
-    rows.sort(key=lambda r: (-r["score"], r["id"]))
-    for rank, row in enumerate(rows, start=1):
-        row["rank"] = rank
-    if out is not None:
-        out = Path(out)
-        calibration.save(calibration_path(out))
-        tmp = out.with_name(out.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(row_json(row) + "\n")
-        tmp.replace(out)
-        partial_path(out).unlink(missing_ok=True)
-    return TriageRows(rows, calibration)
+        calibration = calibrate(store, percentile=percentile, source="self", settings=settings)
+    if not isinstance(store, PartialRows):
+        for row in store:
+            _score_into(row, calibration)
+        store.sort(key=lambda r: (-r["score"], r["id"]))
+        for rank, row in enumerate(store, start=1):
+            row["rank"] = rank
+        return TriageRows(store, calibration)
+    scores, ids, offsets = array("d"), array("q"), array("q")
+    for offset, row in store.with_offsets():
+        scores.append(round(triage_row(row, calibration)[0], 4))  # the score a row carries, as the list sort uses
+        ids.append(row["id"])
+        offsets.append(offset)
+    order = np.lexsort((np.asarray(ids), -np.asarray(scores)))
+    out = Path(out)
+    calibration.save(calibration_path(out))
+    tmp = out.with_name(out.name + ".tmp")
+    ranked = array("q")
+    with open(store.path, "rb") as src, open(tmp, "wb") as dst:
+        for rank, k in enumerate(order.tolist(), start=1):
+            row = store.row_at(src, offsets[k])
+            _score_into(row, calibration)
+            row["rank"] = rank
+            ranked.append(dst.tell())
+            dst.write((row_json(row) + "\n").encode("utf-8"))
+    tmp.replace(out)
+    store.path.unlink(missing_ok=True)
+    return RankedFile(out, ranked, calibration)
+
+
+class RankedFile(Sequence):
+    """The ranked rows of a triage run, read from its `out` file on demand (only line offsets are held);
+    `calibration` is the Calibration they were scored with."""
+
+    def __init__(self, path: Path, offsets: array, calibration: Calibration):
+        self.path, self._offsets, self.calibration = path, offsets, calibration
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[k] for k in range(*index.indices(len(self)))]
+        with open(self.path, "rb") as f:
+            return PartialRows.row_at(f, self._offsets[index])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        with open(self.path, "rb") as f:
+            for line in f:
+                yield _parse_row(line)
 
 
 class TriageRows(list):

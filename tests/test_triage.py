@@ -265,6 +265,39 @@ def test_run_triage_writes_ranked_rows_and_calibration(tiny, triaged):
         run_triage(bundle, SOURCES, TARGETS, calibration=cal, layer="mean")
 
 
+def test_ranking_from_the_partial_file_equals_ranking_in_memory(tiny, triaged, tmp_path):
+    """With --out the rows wait on disk and are ranked from there (scores and offsets in memory only):
+    every row, float, flag and rank, and the calibration, are those of an in-memory run."""
+    from aligndebug.triage import RankedFile, TriageRows, row_json
+
+    bundle, _ = tiny
+    on_disk, _ = triaged
+    in_memory = run_triage(bundle, SOURCES, TARGETS, references=TARGETS, batch_size=2, layer=1)
+    assert isinstance(on_disk, RankedFile) and isinstance(in_memory, TriageRows)
+    assert [row_json(r) for r in on_disk] == [row_json(r) for r in in_memory]
+    assert on_disk.calibration == in_memory.calibration
+    assert len(on_disk) == 5 and on_disk[0] == list(on_disk)[0] and on_disk[-1]["rank"] == 5
+    assert [r["id"] for r in on_disk[1:3]] == [r["id"] for r in in_memory[1:3]]
+
+
+def test_partial_file_cuts_a_torn_line_and_refuses_other_input(tmp_path):
+    from aligndebug.triage import PartialRows, row_json
+
+    out = tmp_path / "t.jsonl"
+    partial = Path(str(out) + ".partial")
+    rows = [_row(0, source=SOURCES[0], entropy_mean=float("nan")), _row(1, source=SOURCES[1])]
+    partial.write_text("".join(row_json(r) + "\n" for r in rows) + '{"id": 2, "sou', encoding="utf-8")
+    store = PartialRows(out, SOURCES)
+    assert store.done == {0, 1} and partial.read_text(encoding="utf-8").endswith("}\n")  # the torn line is gone
+    store.append(_row(2, source=SOURCES[2]))
+    store.close()
+    back = list(store)
+    assert [r["id"] for r in back] == [0, 1, 2] and math.isnan(back[0]["entropy_mean"])
+    assert [r["id"] for _, r in store.with_offsets()] == [0, 1, 2]
+    with pytest.raises(ValueError, match="another input"):
+        PartialRows(out, SOURCES[1:])
+
+
 def test_run_triage_translates_and_resumes_from_partial(tiny, tmp_path):
     bundle, _ = tiny
     out = tmp_path / "t.jsonl"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from aligndebug import agreement, attribution, charts, export, rollout, signals, triage
+from aligndebug import agreement, attribution, charts, export, rollout, signals
 from aligndebug.align import align_record, default_layer
 from aligndebug.errors import InputError
 from aligndebug.extract import encode_pair, extract, translate
@@ -406,11 +406,13 @@ def testset_inputs() -> dict[str, Any] | None:
 
 
 def run_testset(cfg: dict[str, Any], inp: dict[str, Any]) -> dict[str, Any]:
-    """Read, translate if needed, score alignments against gold, triage; returns rows and corpus scores."""
-    from aligndebug.batch import ScoreOptions, score_stream
+    """Read, translate if needed, then score alignments against gold and triage in one pass; returns rows
+    and corpus scores."""
+    from aligndebug.batch import ScoreOptions
     from aligndebug.gold import format_pharaoh, read_gold
     from aligndebug.metrics import corpus_translation_scores
     from aligndebug.pairs import SentencePair, iter_lines, iter_pairs, pair_lengths
+    from aligndebug.testset import score_and_triage
     from aligndebug.triage import read_text_lines
 
     if inp["src"] is None:
@@ -454,19 +456,16 @@ def run_testset(cfg: dict[str, Any], inp: dict[str, Any]) -> dict[str, Any]:
     targets = [p.target for p in pairs]
     done = [0]
 
-    def tick(k: int, stage: str, lo: float) -> None:
+    def tick(k: int) -> None:
         done[0] += k
-        bar.progress(min(1.0, lo + done[0] / n / 3), text=f"{stage} {min(done[0], n)}/{n}")
+        bar.progress(min(1.0, 1 / 3 + 2 * done[0] / n / 3), text=f"Aligning and triaging {min(done[0], n)}/{n}")
 
-    ranked = triage.run_triage(bundle, sources, targets, refs, layer=cfg["layer"], head=cfg["head"],
-                               method=cfg["method"], on_progress=lambda k: tick(k, "Triage", 1 / 3))
-    rows, calibration = list(ranked), ranked.calibration
-    done[0] = 0
     opts = ScoreOptions(method=cfg["method"], layer=cfg["layer"], head=cfg["head"], per_head=gold is not None)
-    totals, kept = score_stream(bundle, pairs, golds, opts, on_progress=lambda k: tick(k, "Aligning", 2 / 3))
-    by_index = {r["index"]: r for r in (kept or [])}
+    ranked, aligned, totals = score_and_triage(bundle, pairs, golds, refs, opts, triage_layer=cfg["layer"],
+                                               on_progress=tick)
+    rows, calibration = list(ranked), ranked.calibration
     for r in rows:
-        s = by_index.get(r["id"], {})
+        s = aligned.get(r["id"], {})
         r.update({"links": s.get("links"), "gold": s.get("gold"), "aer": s.get("aer"),
                   "precision": s.get("precision"), "recall": s.get("recall")})
     bar.progress(1.0, text=f"Done: {n} sentences")

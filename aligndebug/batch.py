@@ -86,14 +86,15 @@ def _reducer(opts: ScoreOptions) -> Callable[[str, np.ndarray], np.ndarray] | No
 
 
 def sentence_row(rec, pair: SentencePair, gold: GoldAlignment | None, opts: ScoreOptions,
-                 bundle: ModelBundle | None = None) -> dict[str, Any]:
-    """One output row: words, links, gold, and per-sentence counts and scores."""
+                 bundle: ModelBundle | None = None, reduced: bool = False) -> dict[str, Any]:
+    """One output row: words, links, gold, and per-sentence counts and scores.
+
+    `reduced`: the Record's cross-attention was already cut down to the chosen layer and heads
+    (`[1, 1, T, S]`, see `_reducer`) as it was produced.
+    """
     layer = default_layer(rec.cross.shape[0]) if opts.layer is None else opts.layer
     grid = align_grid(rec, opts.method, opts.threshold) if opts.per_head else None
-    if opts.per_head or opts.compare:
-        mat = select(rec.cross, layer, opts.head)[rec.rows_for(opts.method)]
-    else:  # already reduced to the chosen layer and heads
-        mat = rec.cross[0, 0][rec.rows_for(opts.method)]
+    mat = (rec.cross[0, 0] if reduced else select(rec.cross, layer, opts.head))[rec.rows_for(opts.method)]
     rows, cols = token_links(mat, rec.src_word_ids, opts.threshold)
     links = token_links_to_words(rows, cols, rec.src_word_ids, rec.tgt_word_ids[rec.target_positions])
     row: dict[str, Any] = {
@@ -236,14 +237,15 @@ def score_chunk(bundle: ModelBundle, todo: list[SentencePair], golds: dict[int, 
     free = [p for p in todo if p.tgt_words is None]
     rows: dict[int, dict] = {}
     keep = ("cross", "enc_self", "dec_self") if opts.compare else ("cross",)
+    reduce = _reducer(opts)
     for group, targets in ((forced, [p.tgt_words for p in forced]), (free, None)):
         if not group:
             continue
         try:
             for i, rec in iter_extract(bundle, [p.src_words for p in group], targets, batch_size=opts.batch_size,
-                                       beam=opts.beam, keep=keep, reduce=_reducer(opts)):
+                                       beam=opts.beam, keep=keep, reduce=reduce):
                 pair = group[i]
-                rows[pair.index] = sentence_row(rec, pair, golds.get(pair.index), opts, bundle)
+                rows[pair.index] = sentence_row(rec, pair, golds.get(pair.index), opts, bundle, reduced=reduce is not None)
         except SentenceError as exc:  # name the input line, not the position inside this chunk
             raise InputError(None, group[exc.index].line, exc.reason) from exc
     return [rows[p.index] for p in todo]

@@ -343,14 +343,20 @@ def iter_signal_rows(bundle: Any, sources: Sequence[str], targets: Sequence[str]
     ids = list(range(len(sources))) if ids is None else list(ids)
     reduce, read_layer = _layer_reducer(layer)
     for i, rec in iter_extract(bundle, sources, targets, batch_size=batch_size, beam=beam, keep=("cross",), reduce=reduce):
-        sig = record_signals(rec, layer=read_layer, head=head, method=method,
-                             reference=None if references is None else references[i])
-        row = {"id": ids[i], "source": sources[i], "translation": rec.target}
-        if references is not None:
-            row["reference"] = references[i]
-        row["src_words"] = rec.src_words
-        row.update(sig)
-        yield row
+        yield signal_row(rec, ids[i], sources[i], None if references is None else references[i],
+                         layer=read_layer, head=head, method=method)
+
+
+def signal_row(rec: Any, id_: int, source: str, reference: str | None = None, *, layer: int | str = "mean",
+               head: int | str = "mean", method: str = "shift-att") -> dict[str, Any]:
+    """The triage row of one Record (unscored): id, texts, source words and every signal."""
+    sig = record_signals(rec, layer=layer, head=head, method=method, reference=reference)
+    row = {"id": id_, "source": source, "translation": rec.target}
+    if reference is not None:
+        row["reference"] = reference
+    row["src_words"] = rec.src_words
+    row.update(sig)
+    return row
 
 
 def _jsonable(x: Any) -> Any:

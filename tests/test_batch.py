@@ -156,10 +156,11 @@ def test_reduction_keeps_one_matrix_per_sentence_and_the_same_rows(tmp_path, bun
     shapes: list[tuple[int, ...]] = []
     original = batch.sentence_row
 
-    def spy(rec, pair, gold, opts, model=None):
+    def spy(rec, pair, gold, opts, model=None, reduced=False):
         shapes.append(rec.cross.shape)
         assert rec.enc_self is None and rec.dec_self is None  # only cross-attention is kept
-        return original(rec, pair, gold, opts, model)
+        assert reduced == (not opts.per_head)
+        return original(rec, pair, gold, opts, model, reduced)
 
     monkeypatch.setattr(batch, "sentence_row", spy)
     cfg = bundle.model.config

@@ -73,5 +73,5 @@ def triage_with_ray(model: str | ModelBundle, sources: Sequence[str], targets: S
                 "options": options}
         stream = (pickle.loads(bytes(blob)) for part in map_chunks(ray, SignalChunk, chunks, ctor, pool)
                   for blob in part["row"])
-    collect_rows(stream, store, calibration, on_progress)
+    collect_rows(stream, store, on_progress)
     return finish_triage(store, calibration, settings=settings, percentile=percentile, out=out)

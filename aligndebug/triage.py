@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from array import array
 import math
 import os
 import sys
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -389,7 +389,8 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
     `calibration` the thresholds are calibrated on this set (`percentile`). With `out`, each row is
     appended to ``<out>.partial`` as soon as its batch finishes (a rerun resumes from it); at the end
     the ranked rows go to `out`, the calibration to ``<out stem>.calibration.json``, and the partial
-    file is removed. Returns the rows (a list; its `.calibration` is the Calibration used).
+    file is removed. Returns the ranked rows, with `.calibration` the Calibration used: a list
+    (TriageRows) without `out`, else a RankedFile that reads them from `out` (no row is held).
     """
     settings = triage_settings(getattr(bundle, "name", None), method=method, layer=layer, head=head,
                                calibration=calibration)
@@ -397,7 +398,7 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
     chunks = triage_chunks(sources, targets, references, todo, chunk_size)
     options = dict(batch_size=batch_size, beam=beam, layer=layer, head=head, method=method)
     stream = (row for chunk in chunks for row in chunk.signal_rows(bundle, **options))
-    collect_rows(stream, store, calibration, on_progress)
+    collect_rows(stream, store, on_progress)
     return finish_triage(store, calibration, settings=settings, percentile=percentile, out=out)
 
 
@@ -536,14 +537,12 @@ def read_resume(out: str | os.PathLike[str] | None,
 
 
 def collect_rows(stream: Iterable[dict[str, Any]] | None, store: PartialRows | list[dict[str, Any]],
-                 calibration: Calibration | None, on_progress: Callable[[int], None] | None = None) -> None:
-    """Append each row of `stream` to `store` as it arrives; scored at once when `calibration` is fixed."""
+                 on_progress: Callable[[int], None] | None = None) -> None:
+    """Append each (unscored) row of `stream` to `store` as it arrives."""
     if on_progress and len(store):
         on_progress(len(store))
     try:
         for row in stream or ():
-            if calibration is not None:
-                _score_into(row, calibration)
             store.append(row)
             if on_progress:
                 on_progress(1)

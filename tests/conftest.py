@@ -54,3 +54,22 @@ def bundle(model_dir):
     from aligndebug.models import load_model
 
     return load_model(str(model_dir))
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance with two CPUs for one test module (the Ray tests), shut down after it."""
+    import ray
+
+    last = None
+    for _ in range(2):  # a heavily loaded machine can miss Ray's start-up deadline once
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception on start-up timeouts
+            last = exc
+            ray.shutdown()
+    else:
+        pytest.fail(f"a local Ray instance did not start: {last}")
+    yield ray
+    ray.shutdown()

@@ -118,24 +118,6 @@ def test_missing_ray_is_a_clear_error(capsys, tmp_path, model_dir, monkeypatch):
 
 # ------------------------------------------------------------------------------- on a Ray instance
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    last = None
-    for _ in range(2):  # a heavily loaded machine can miss Ray's start-up deadline once
-        try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-            break
-        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception on start-up timeouts
-            last = exc
-            ray.shutdown()
-    else:
-        pytest.fail(f"a local Ray instance did not start: {last}")
-    yield ray
-    ray.shutdown()
-
-
 @requires_ray
 def test_score_on_ray_resumes_and_matches_a_local_run(tmp_path, model_dir, local_ray):
     m = 40

@@ -34,24 +34,6 @@ def lines(rows) -> list[str]:
     return [row_json(r) for r in rows]
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    last = None
-    for _ in range(2):  # a heavily loaded machine can miss Ray's start-up deadline once
-        try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-            break
-        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception on start-up timeouts
-            last = exc
-            ray.shutdown()
-    else:
-        pytest.fail(f"a local Ray instance did not start: {last}")
-    yield ray
-    ray.shutdown()
-
-
 @requires_ray
 def test_translating_on_two_actors_gives_the_local_rows_and_calibration(tmp_path, model_dir, bundle, local_ray):
     """No targets: 40 sentences are five chunks, each translated and scored by one of two actors."""

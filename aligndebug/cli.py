@@ -59,8 +59,13 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
                    help="link every subword pair with attention >= this instead of the argmax")
 
 
-def add_ray_args(p: argparse.ArgumentParser) -> None:
-    """The Ray options of `score` and `triage`: --ray, --ray-address, --ray-actors, --ray-gpus-per-actor."""
+def add_run_args(p: argparse.ArgumentParser, chunk_help: str) -> None:
+    """The options of `score` and `triage` on how they run: batches, chunks, beam, progress, and Ray
+    (--ray, --ray-address, --ray-actors, --ray-gpus-per-actor)."""
+    p.add_argument("--batch-size", type=positive_int, default=16, help="sentences per forward pass")
+    p.add_argument("--chunk-size", type=positive_int, default=256, help=chunk_help)
+    p.add_argument("--beam", type=int, default=1, help="beam size when the model translates (1 = greedy)")
+    p.add_argument("--no-progress", action="store_true")
     r = p.add_argument_group("Ray (pip install 'aligndebug[ray]')")
     r.add_argument("--ray", action="store_true", help="run on a Ray cluster: actors holding the model, same rows")
     r.add_argument("--ray-address", help="cluster to join (default: $RAY_ADDRESS, else a local Ray instance)")
@@ -93,12 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="keep the rows already in --out and do only the rest")
     s.add_argument("--summary-json", type=Path, help="write the summary (fractions, not percent) as JSON")
     s.add_argument("--alignments-out", type=Path, help="write predicted links as Pharaoh lines (0-based)")
-    s.add_argument("--batch-size", type=positive_int, default=16, help="sentences per forward pass")
-    s.add_argument("--chunk-size", type=positive_int, default=256,
-                   help="sentences read, scored and appended to --out at a time (what a kill can cost)")
-    s.add_argument("--beam", type=int, default=1, help="beam size when the model translates (1 = greedy)")
-    s.add_argument("--no-progress", action="store_true")
-    add_ray_args(s)
+    add_run_args(s, "sentences read, scored and appended to --out at a time (what a kill can cost)")
     s.set_defaults(func=cmd_score)
 
     i = sub.add_parser("inspect", help="show tokens, word alignment and pooled cross-attention for one sentence")

@@ -694,7 +694,7 @@ def read_text_lines(path: str | os.PathLike[str], what: str) -> list[str]:
 
 def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the `triage` subcommand to an argparse subparsers object."""
-    from .cli import _add_model_args, add_ray_args, parse_selector, positive_int
+    from .cli import _add_model_args, add_run_args, parse_selector
 
     p = subparsers.add_parser(
         "triage", help="flag and rank suspect translations of a test set",
@@ -713,12 +713,7 @@ def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("shift-att", "naive"), default="shift-att")
     p.add_argument("--layer", type=parse_selector, default="mean", help="decoder layer (0-based) or 'mean' (default)")
     p.add_argument("--head", type=parse_selector, default="mean", help="head index or 'mean' (default)")
-    p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--chunk-size", type=positive_int, default=256,
-                   help="sentences translated and scored at a time, in input order (what a kill can cost)")
-    p.add_argument("--beam", type=int, default=1, help="beam size when the model translates (1 = greedy)")
-    p.add_argument("--no-progress", action="store_true")
-    add_ray_args(p)
+    add_run_args(p, "sentences translated and scored at a time, in input order (what a kill can cost)")
     p.set_defaults(func=cmd_triage)
     return p
 

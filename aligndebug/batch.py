@@ -276,7 +276,19 @@ def write_json_atomic(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def read_links(path: Path) -> list[tuple[int, str]]:
-    """(index, Pharaoh links) of every row in a rows file, in index order."""
-    with open(path, encoding="utf-8") as f:
-        return sorted((row["index"], row["links"]) for row in map(json.loads, f) if row)
+def read_links(path: Path) -> Iterator[tuple[int, str]]:
+    """(index, Pharaoh links) of every row in a rows file, in index order.
+
+    Rows are appended in input order (resumed runs too), so the file is streamed; one that is not in
+    order (edited or joined by hand) is sorted in memory instead.
+    """
+    def rows() -> Iterator[tuple[int, str]]:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    yield row["index"], row["links"]
+
+    if all(a < b for (a, _), (b, _) in itertools.pairwise(rows())):
+        return rows()
+    return iter(sorted(rows()))

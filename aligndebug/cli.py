@@ -199,7 +199,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.alignments_out:
         links = read_links(args.out) if args.out else sorted((r["index"], r["links"]) for r in kept)
         tmp = args.alignments_out.with_name(args.alignments_out.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for _, line in links), encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(line + "\n" for _, line in links)
         tmp.replace(args.alignments_out)
     return 0
 

@@ -197,3 +197,13 @@ def test_rows_stream_to_disk_chunk_by_chunk(tmp_path, bundle, monkeypatch):
     monkeypatch.setattr(batch, "score_chunk", spy)
     score_stream(bundle, iter_pairs(p["src"], p["tgt"]), None, ScoreOptions(chunk_size=6, batch_size=4), rows_path=rows)
     assert on_disk == [0, 6, 12, 18]
+
+
+def test_read_links_streams_an_ordered_rows_file_and_sorts_another(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"index": i, "links": f"{i}-0"}) + "\n" for i in (0, 1, 2)) + "\n",
+                    encoding="utf-8")
+    it = batch.read_links(rows)
+    assert not isinstance(it, list) and list(it) == [(0, "0-0"), (1, "1-0"), (2, "2-0")]
+    rows.write_text("".join(json.dumps({"index": i, "links": f"{i}-0"}) + "\n" for i in (2, 0, 1)), encoding="utf-8")
+    assert list(batch.read_links(rows)) == [(0, "0-0"), (1, "1-0"), (2, "2-0")]

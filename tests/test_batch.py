@@ -110,6 +110,47 @@ def test_kill_9_midway_then_resume_gives_every_sentence_once(tmp_path, model_dir
     assert all(same_rows(a[k], b[k]) for k in range(m))
 
 
+def test_triage_killed_midway_resumes_every_sentence_once(tmp_path, model_dir):
+    """`aligndebug triage` killed with SIGKILL while it writes <out>.partial, then run again with the same --out:
+    the rows already there are kept as they were, every sentence is ranked exactly once, and the result is
+    a fresh run's up to the last bits of the chunk that was cut."""
+    m = 300
+    p = write_corpus(tmp_path, m)
+    out, fresh = tmp_path / "triage.jsonl", tmp_path / "fresh.jsonl"
+    partial = Path(str(out) + ".partial")
+    args = ["triage", "--model", str(model_dir), "--src", str(p["src"]), "--tgt", str(p["tgt"]), "--layer", "0",
+            "--batch-size", "4", "--chunk-size", "8", "--no-progress"]
+    exe = shutil.which("aligndebug", path=str(Path(sys.executable).parent)) or shutil.which("aligndebug")
+    proc = subprocess.Popen([exe, *args, "--out", str(out)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if partial.exists() and partial.read_bytes().count(b"\n") >= 20:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    before = {r["id"]: r for r in complete_rows(partial)}
+    assert 20 <= len(before) < m and not out.exists()
+    with open(partial, "ab") as f:
+        f.write(b'{"id": 250, "sour')  # a torn line, as a kill mid-write leaves
+
+    assert main([*args, "--out", str(out)]) == 0
+    assert main([*args, "--out", str(fresh)]) == 0
+    resumed, full = complete_rows(out), {r["id"]: r for r in complete_rows(fresh)}
+    assert sorted(r["id"] for r in resumed) == list(range(m)) and not partial.exists()
+    assert [r["rank"] for r in resumed] == list(range(1, m + 1))
+    for r in resumed:
+        e = full[r["id"]]
+        assert (r["translation"], r["src_words"], r["tandem_repeat"]) == (e["translation"], e["src_words"], e["tandem_repeat"])
+        assert r["seq_logprob"] == pytest.approx(e["seq_logprob"], rel=1e-5, abs=1e-6)
+        if r["id"] in before:  # kept as they were: the signals the killed run computed
+            assert r["word_entropy"] == before[r["id"]]["word_entropy"]
+
+
 def test_resume_reports_progress_once_per_sentence(tmp_path, bundle):
     """A resumed run counts the sentences it finds done once, not again when their chunk comes by."""
     m = 40

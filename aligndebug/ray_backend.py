@@ -10,6 +10,9 @@ output chunk by chunk, so `resume` works exactly as in `score_stream`.
 
 On a multi-node cluster the input files (and a model given by path) must be readable at the same path
 on every node, e.g. on a shared file system; the model may also be a Hugging Face id cached on each node.
+
+The Ray plumbing here (a pool of model-holding actors mapped over pickled chunks: `Pool`, `start_ray`,
+`ModelActor`, `map_chunks`) also serves triage on Ray (`ray_triage`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from .errors import PathLike
 from .gold import GoldPosition, GoldStream
 from .models import ModelBundle, load_model
 from .pairs import SentencePair, iter_lines_at, iter_pairs, line_words, split_pair
-
 
 
 def require_ray():

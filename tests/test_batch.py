@@ -64,22 +64,15 @@ def same_rows(a: dict, b: dict) -> bool:
     return strip(a) == strip(b) and a["mean_logprob"] == pytest.approx(b["mean_logprob"], rel=1e-5, abs=1e-5)
 
 
-# ------------------------------------------------------------------------------------------ resume
-
-def test_kill_9_midway_then_resume_gives_every_sentence_once(tmp_path, model_dir):
-    m = 400
-    p = write_corpus(tmp_path, m)
-    rows, full_rows = tmp_path / "rows.jsonl", tmp_path / "full.jsonl"
-    args = ["score", "--model", str(model_dir), "--src", str(p["src"]), "--tgt", str(p["tgt"]), "--gold", str(p["gold"]),
-            "--layer", "0", "--per-head", "--batch-size", "4", "--chunk-size", "8", "--no-progress"]
+def kill_9_after(args: list[str], watched: Path, lines: int) -> None:
+    """Run `aligndebug ARGS` and SIGKILL it once `watched` holds `lines` complete lines (before it ends)."""
     exe = shutil.which("aligndebug", path=str(Path(sys.executable).parent)) or shutil.which("aligndebug")
     assert exe is not None, "the aligndebug console script is not installed (pip install -e .)"
-    proc = subprocess.Popen([exe, *args, "--out", str(rows)], env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen([exe, *args], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
-            if rows.exists() and rows.read_bytes().count(b"\n") >= 24:
+            if watched.exists() and watched.read_bytes().count(b"\n") >= lines:
                 break
             time.sleep(0.01)
         assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
@@ -88,6 +81,17 @@ def test_kill_9_midway_then_resume_gives_every_sentence_once(tmp_path, model_dir
         proc.kill()
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
+
+
+# ------------------------------------------------------------------------------------------ resume
+
+def test_kill_9_midway_then_resume_gives_every_sentence_once(tmp_path, model_dir):
+    m = 400
+    p = write_corpus(tmp_path, m)
+    rows, full_rows = tmp_path / "rows.jsonl", tmp_path / "full.jsonl"
+    args = ["score", "--model", str(model_dir), "--src", str(p["src"]), "--tgt", str(p["tgt"]), "--gold", str(p["gold"]),
+            "--layer", "0", "--per-head", "--batch-size", "4", "--chunk-size", "8", "--no-progress"]
+    kill_9_after([*args, "--out", str(rows)], rows, 24)
     before = complete_rows(rows)
     assert 24 <= len(before) < m, "killed midway"
     # A kill in the middle of a write leaves a torn last line; simulate one on top.
@@ -120,19 +124,7 @@ def test_triage_killed_midway_resumes_every_sentence_once(tmp_path, model_dir):
     partial = Path(str(out) + ".partial")
     args = ["triage", "--model", str(model_dir), "--src", str(p["src"]), "--tgt", str(p["tgt"]), "--layer", "0",
             "--batch-size", "4", "--chunk-size", "8", "--no-progress"]
-    exe = shutil.which("aligndebug", path=str(Path(sys.executable).parent)) or shutil.which("aligndebug")
-    proc = subprocess.Popen([exe, *args, "--out", str(out)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            if partial.exists() and partial.read_bytes().count(b"\n") >= 20:
-                break
-            time.sleep(0.01)
-        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    kill_9_after([*args, "--out", str(out)], partial, 20)
     before = {r["id"]: r for r in complete_rows(partial)}
     assert 20 <= len(before) < m and not out.exists()
     with open(partial, "ab") as f:

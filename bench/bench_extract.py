@@ -38,7 +38,7 @@ from aligndebug.gold import read_gold  # noqa: E402
 from aligndebug.models import DEFAULT_MODEL_DIR, load_model  # noqa: E402
 from aligndebug.pairs import SentencePair, iter_pairs  # noqa: E402
 
-DATA = Path(__import__("os").environ.get("ALIGNDEBUG_DATA", REPO.parent / "shared" / "data"))
+DATA = REPO / "datasets"
 
 
 def pick_model(tmp: Path) -> tuple[str, str]:

@@ -48,7 +48,7 @@ from aligndebug.attribution import integrated_gradients  # noqa: E402
 from aligndebug.extract import extract  # noqa: E402
 from aligndebug.models import load_model  # noqa: E402
 
-DATA = Path(__import__("os").environ.get("ALIGNDEBUG_DATA", REPO.parent / "shared" / "data"))
+DATA = REPO / "datasets"
 CLOCK = time.process_time
 STRATEGIES = ("vmap", "expanded", "per-token")
 

@@ -8,7 +8,7 @@ grow-diag-final-and and scored against the human gold `de-en.wa` with aligndebug
 AER. Gold sentence 63 holds a link past the end of its English sentence; it is skipped and
 said so (a second line scores all 100 sentences with the gold read without length checks).
 
-    nice -n 10 python scripts/eflomal_baseline.py --data ../shared/data [--out DIR]
+    nice -n 10 python scripts/eflomal_baseline.py --data datasets [--out DIR]
 
 Data: Europarl (statmt.org; NLTK comtrans sample) and E. Biçici's German-English gold
 alignments (PhD thesis, Koç University, 2011).
@@ -39,7 +39,7 @@ def _read_links(path: Path) -> list[set[tuple[int, int]]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("ALIGNDEBUG_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")))
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / "datasets")
     ap.add_argument("--out", type=Path, default=None, help="folder for the symmetrized Pharaoh output (default: a temporary folder)")
     ap.add_argument("--samplers", type=int, default=2, help="eflomal independent samplers (threads); 2 suits a 2-core machine")
     ap.add_argument("--length", type=float, default=1.0, help="eflomal relative number of iterations")

@@ -41,7 +41,7 @@ from aligndebug.models import load_model
 from aligndebug.triage import SIGNALS, apply_token_thresholds, calibrate, iter_signal_rows, roc_auc, suspect_values, triage_row
 
 ERRORS = ("detached", "omission", "repetition")
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "datasets"
 
 
 def read_gz_lines(path: Path) -> list[str]:
@@ -149,7 +149,7 @@ def parse_layer(text: str):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default", help="model id or folder ('default': the embedded model)")
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder (holding train/)")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data folder (holding train/; default: the repository's datasets/)")
     ap.add_argument("--test", default="train/multi30k-deen/test_2016_flickr",
                     help="test set path stem under --data; '.de.gz' and '.en.gz' are appended")
     ap.add_argument("--src-ext", default="de.gz")

@@ -1,8 +1,8 @@
-"""Train aligndebug's embedded German->English Marian model from ../shared/data.
+"""Train aligndebug's embedded German->English Marian model from datasets.
 
 One command, fixed seed, resumable::
 
-    python scripts/train_default_model.py --data ../shared/data --run runs/default-model \
+    python scripts/train_default_model.py --data datasets --run runs/default-model \
         --out aligndebug/default_model
 
 Steps: detokenize Europarl (sacremoses) so both corpora are natural text, hold out 500
@@ -172,7 +172,7 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / "datasets")
     ap.add_argument("--run", type=Path, default=Path("runs/default-model"), help="work/checkpoint folder")
     ap.add_argument("--out", type=Path, default=Path("aligndebug/default_model"))
     ap.add_argument("--epochs", type=int, default=8)

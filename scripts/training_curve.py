@@ -1,6 +1,6 @@
 """Run aligndebug's AlignmentMonitor over a training run's snapshots and draw the AER curve.
 
-    python scripts/training_curve.py --run runs/default-model --data ../shared/data \
+    python scripts/training_curve.py --run runs/default-model --data datasets \
         --out aligndebug/default_model/aer_curve.png
 
 The monitor is the same one `train_default_model.py` calls at each evaluation; this replays it
@@ -34,7 +34,7 @@ def curve_chart(log: list[dict]) -> alt.Chart:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, default=Path("runs/default-model"))
-    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / "datasets")
     ap.add_argument("--out", type=Path, default=Path("aligndebug/default_model/aer_curve.png"))
     args = ap.parse_args()
     gold = args.data / "gold" / "bicici-deen-gold"

@@ -1,8 +1,7 @@
-"""Shared fixtures. Shared data is read from $ALIGNDEBUG_DATA or ../shared/data beside the repo."""
+"""Shared fixtures. The project's data is read from its own datasets/ folder."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,10 +10,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    path = Path(os.environ.get("ALIGNDEBUG_DATA", REPO.parent / "shared" / "data"))
+def data_dir() -> Path:
+    """The repository's datasets/ folder (gold/ and train/), as a clone has it."""
+    path = REPO / "datasets"
     if not (path / "gold").is_dir():
-        pytest.fail(f"shared data not found at {path}: set ALIGNDEBUG_DATA to the folder holding gold/ and train/")
+        pytest.fail(f"the project's data is missing from {path}: datasets/gold and datasets/train belong to the clone")
     return path
 
 

@@ -342,7 +342,7 @@ def test_argument_errors(capsys, data, model_dir):
     assert exc.value.code != 0 and "positive integer" in capsys.readouterr().err
 
 
-def test_shared_gold_set_reads_with_bom_and_skips_its_bad_link(capsys, tmp_path, shared_data):
+def test_shared_gold_set_reads_with_bom_and_skips_its_bad_link(capsys, tmp_path, data_dir):
     """Bicici de-en: a BOM in test.de, and sentence 63 links past the end of its English sentence."""
     from transformers import MarianConfig, MarianMTModel
 
@@ -353,7 +353,7 @@ def test_shared_gold_set_reads_with_bom_and_skips_its_bad_link(capsys, tmp_path,
     folder = tmp_path / "marian512"
     MarianMTModel(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
-    d = shared_data / "gold" / "bicici-deen-gold"
+    d = data_dir / "gold" / "bicici-deen-gold"
     argv = ["score", "--model", folder, "--src", d / "test.de", "--tgt", d / "test.en", "--batch-size", "32"]
     _expect_error(capsys, argv + ["--gold", d / "de-en.wa"], f"{d / 'de-en.wa'}:63:", "target index 16 is past the end")
     results = []

@@ -31,9 +31,9 @@ def test_loads_by_name_and_offline(monkeypatch):
     assert bundle.family == "marian" and bundle.name == "default"
 
 
-def test_translates_held_out_multi30k(default_bundle, shared_data):
+def test_translates_held_out_multi30k(default_bundle, data_dir):
     """Multi30k test_2016 was never trained on; the full set scores chrF 58, so 45 on 40 lines is a floor."""
-    m30 = shared_data / "train" / "multi30k-deen"
+    m30 = data_dir / "train" / "multi30k-deen"
     with gzip.open(m30 / "test_2016_flickr.de.gz", "rt", encoding="utf-8") as f:
         src = [next(f).strip() for _ in range(40)]
     with gzip.open(m30 / "test_2016_flickr.en.gz", "rt", encoding="utf-8") as f:

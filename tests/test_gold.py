@@ -31,8 +31,8 @@ def lengths_of(pairs_path):
 # ------------------------------------------------------------------------------ shared gold sets
 
 @pytest.mark.parametrize("folder, stem, n_sure, n_possible, n_sent", PIPE_SETS)
-def test_shared_pipe_sets(shared_data, folder, stem, n_sure, n_possible, n_sent):
-    d = shared_data / "gold" / folder
+def test_shared_pipe_sets(data_dir, folder, stem, n_sure, n_possible, n_sent):
+    d = data_dir / "gold" / folder
     lengths = lengths_of(d / f"{stem}.src-tgt")
     gold = read_gold(d / f"{stem}.gold", sentences=lengths)
     assert (len(gold), gold.n_sure, gold.n_possible_only) == (n_sent, n_sure, n_possible)
@@ -52,15 +52,15 @@ def test_shared_pipe_sets(shared_data, folder, stem, n_sure, n_possible, n_sent)
         read_gold(d / f"{stem}.gold", base=0, sentences=lengths)
 
 
-def test_hansards_first_line_sure_and_possible(shared_data):
+def test_hansards_first_line_sure_and_possible(data_dir):
     # line 1 of enfr.gold is "2-2 1-1" -> 0-based sure {(1,1),(0,0)}; a line with p tokens has possible-only links
-    gold = read_gold(shared_data / "gold" / "hansards-enfr-gold" / "enfr.gold", base=1)
+    gold = read_gold(data_dir / "gold" / "hansards-enfr-gold" / "enfr.gold", base=1)
     assert gold[0] == GoldAlignment.from_links({(1, 1), (0, 0)})
     assert any(a.possible_only for a in gold)
 
 
-def test_jaen_u3000_needs_ascii_space_split(shared_data):
-    d = shared_data / "gold" / "kftt-jaen-gold"
+def test_jaen_u3000_needs_ascii_space_split(data_dir):
+    d = data_dir / "gold" / "kftt-jaen-gold"
     good = lengths_of(d / "jaen.src-tgt")
     gold = read_gold(d / "jaen.gold", sentences=good)
     assert gold.n_sure == 13562 and gold.skipped == 0
@@ -77,8 +77,8 @@ def test_jaen_u3000_needs_ascii_space_split(shared_data):
     assert broken.skipped == 4 and "skipped 4 lines" in broken.warnings[0]
 
 
-def test_bicici_formats_agree_and_base_detected(shared_data):
-    d = shared_data / "gold" / "bicici-deen-gold"
+def test_bicici_formats_agree_and_base_detected(data_dir):
+    d = data_dir / "gold" / "bicici-deen-gold"
     wa = read_gold(d / "de-en.wa")
     ref = read_gold(d / "de-en.ref.wa")
     assert (wa.fmt, wa.base, wa.base_source) == ("pharaoh", 0, "detected")
@@ -89,8 +89,8 @@ def test_bicici_formats_agree_and_base_detected(shared_data):
     assert wa[0].sure >= {(0, 0), (1, 1), (19, 16)}  # "0-0 1-1 ... 19-16" on line 1
 
 
-def test_bicici_out_of_range_link_line_63(shared_data):
-    d = shared_data / "gold" / "bicici-deen-gold"
+def test_bicici_out_of_range_link_line_63(data_dir):
+    d = data_dir / "gold" / "bicici-deen-gold"
     lengths = pair_lengths(iter_pairs(d / "test.de", d / "test.en"))
     with pytest.raises(InputError) as info:
         read_gold(d / "de-en.wa", sentences=lengths)
@@ -317,8 +317,8 @@ def test_format_pharaoh():
         format_pharaoh({(-1, 0)})
 
 
-def test_write_then_read_round_trip(tmp_path, shared_data):
-    gold = read_gold(shared_data / "gold" / "tsinghua-zhen-gold" / "zhen.gold", base=1)
+def test_write_then_read_round_trip(tmp_path, data_dir):
+    gold = read_gold(data_dir / "gold" / "tsinghua-zhen-gold" / "zhen.gold", base=1)
     out = tmp_path / "zhen0.txt"
     assert write_pharaoh(gold, out, base=0) == 450
     back = read_gold(out, base=0)
@@ -352,8 +352,8 @@ GOLD_FILES = [(folder, f"{stem}.gold", f"{stem}.src-tgt") for folder, stem, *_ i
 
 
 @pytest.mark.parametrize("folder, gold_name, pairs_name", GOLD_FILES)
-def test_scan_gold_streams_every_shared_set_as_read_gold_reads_it(shared_data, folder, gold_name, pairs_name):
-    d = shared_data / "gold" / folder
+def test_scan_gold_streams_every_shared_set_as_read_gold_reads_it(data_dir, folder, gold_name, pairs_name):
+    d = data_dir / "gold" / folder
     pairs = (lambda: iter_pairs(pairs_path=d / pairs_name)) if pairs_name else (lambda: iter_pairs(d / "test.de", d / "test.en"))
     whole = read_gold(d / gold_name, sentences=pair_lengths(pairs()), skip_invalid=True)
     stream = scan_gold(d / gold_name, sentences=iter_pair_lengths(pairs()), skip_invalid=True)  # lengths from a generator

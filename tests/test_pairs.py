@@ -147,13 +147,13 @@ def test_count_lines(tmp_path, data, n):
     assert count_lines(write(tmp_path / "c.txt", data)) == n
 
 
-def test_count_lines_matches_reader_on_shared_data(shared_data):
-    d = shared_data / "gold" / "bicici-deen-gold"
+def test_count_lines_matches_reader_on_data_dir(data_dir):
+    d = data_dir / "gold" / "bicici-deen-gold"
     assert count_lines(d / "test.de") == count_lines(d / "test.en") == len(list(iter_pairs(d / "test.de", d / "test.en"))) == 100
 
 
-def test_shared_pairs_files(shared_data):
-    g = shared_data / "gold"
+def test_shared_pairs_files(data_dir):
+    g = data_dir / "gold"
     counts = {name: len(list(iter_pairs(pairs_path=g / folder / f"{name}.src-tgt")))
               for folder, name in [("hansards-enfr-gold", "enfr"), ("wpt-roen-gold", "roen"),
                                    ("kftt-jaen-gold", "jaen"), ("tsinghua-zhen-gold", "zhen")]}

@@ -124,9 +124,7 @@ def sidebar_settings(model: str) -> dict[str, Any] | None:
     except Exception as exc:  # noqa: BLE001 - any load failure is shown, not raised
         fail(exc, f"Model {model!r} cannot be used")
         return None
-    cfg = bundle.model.config
-    n_layers = bundle.num_layers
-    n_heads = int(getattr(cfg, "decoder_attention_heads", None) or getattr(cfg, "num_heads"))
+    n_layers, n_heads = bundle.num_layers, bundle.num_heads
     sb.caption(f"{bundle.family} · {n_layers} decoder layers × {n_heads} heads")
     sb.subheader("Attention")
     view = DEFAULT_MODEL_VIEW if model == "default" else {}
@@ -413,7 +411,7 @@ def run_testset(cfg: dict[str, Any], inp: dict[str, Any]) -> dict[str, Any]:
     from aligndebug.metrics import corpus_translation_scores
     from aligndebug.pairs import SentencePair, iter_lines, iter_pairs, pair_lengths
     from aligndebug.testset import score_and_triage
-    from aligndebug.triage import read_text_lines
+    from aligndebug.pairs import read_text_lines
 
     if inp["src"] is None:
         raise InputError(None, None, "no source file given", "a source file or a `source ||| target` file")

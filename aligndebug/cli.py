@@ -8,15 +8,21 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from tqdm import tqdm
+
 from . import __version__
 from .align import Selector, align_record, default_layer, word_matrix
 from .batch import ScoreOptions, read_links, score_stream, summary, write_json_atomic
 from .errors import InputError
-from .extract import extract
+from .extract import SentenceError, extract
 from .gold import scan_gold
 from .metrics import AlignmentSignature
 from .models import ModelLoadError, load_model
-from .pairs import count_lines, iter_pair_lengths, iter_pairs
+from .pairs import count_lines, iter_pair_lengths, iter_pairs, read_text_lines
+from .ray_backend import require_ray, score_with_ray
+from .ray_triage import triage_with_ray
+from .report import write_report
+from .triage import Calibration, calibration_path, run_triage
 
 
 def parse_selector(text: str) -> Selector:
@@ -111,8 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--record", type=Path, help="also write the full Record (all attention arrays) as JSON")
     i.set_defaults(func=cmd_inspect)
 
-    from .triage import add_triage_parser
-
     add_triage_parser(sub)
     return parser
 
@@ -131,8 +135,6 @@ def driver_setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
     if not args.ray:
         return _bundle(args), None
     try:
-        from .ray_backend import require_ray
-
         require_ray()
     except ImportError as exc:
         raise InputError(None, None, f"--ray needs Ray Data ({exc})", "pip install 'aligndebug[ray]'") from exc
@@ -169,13 +171,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     opts = ScoreOptions(method=args.method, layer=layer, head=args.head, threshold=args.threshold,
                         per_head=args.per_head, compare=args.compare, ig_steps=args.ig_steps, batch_size=args.batch_size, beam=args.beam, chunk_size=args.chunk_size)
     total = count_lines(args.pairs or args.src)
-    from tqdm import tqdm
-
     with tqdm(total=total, unit="sent", disable=args.no_progress, file=sys.stderr) as bar:
         try:
             if ray_kwargs is not None:
-                from .ray_backend import score_with_ray
-
                 totals, kept = score_with_ray(args.model, src=args.src, tgt=args.tgt, pairs=args.pairs, gold=gold,
                                               opts=opts, out_path=args.out, resume=args.resume,
                                               on_progress=bar.update, **ray_kwargs)
@@ -190,7 +188,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     sig_args = dict(model=bundle.name, method=args.method, layer=_fmt_sel(layer), heads=_fmt_sel(args.head),
                     threshold=args.threshold)
     signature = (AlignmentSignature.for_gold(gold, **sig_args) if gold else AlignmentSignature(**sig_args)).format()
-    n_heads = bundle.model.config.decoder_attention_heads if args.per_head else None
+    n_heads = bundle.num_heads if args.per_head else None
     result = summary(totals, signature, n_layers, n_heads,
                      extra={"gold": gold.describe() if gold else None, "gold_skipped": gold.skipped if gold else 0})
     print(format_summary(result))
@@ -272,6 +270,76 @@ def format_matrix(mat, src_words: Sequence[str], tgt_words: Sequence[str], links
                         for i in range(len(src_words)))
         rows.append(f"{tw[:15]:<16}{cells}")
     return "\n".join(rows)
+
+
+# --------------------------------------------------------------------------- triage
+
+def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `triage` subcommand to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "triage", help="flag and rank suspect translations of a test set",
+        description="Score every translation with attention, confidence and repetition signals, flag the "
+                    "ones beyond calibrated percentile thresholds and rank them, most suspect first.")
+    _add_model_args(p)
+    p.add_argument("--src", type=Path, required=True, help="source sentences, one a line")
+    p.add_argument("--tgt", type=Path, help="translations to force through the model (default: the model translates)")
+    p.add_argument("--ref", type=Path, help="references, one a line: adds sentence chrF and BLEU")
+    p.add_argument("--out", type=Path, required=True, help="JSONL rows, most suspect first (calibration saved beside it)")
+    p.add_argument("--html", type=Path, help="self-contained HTML report of the top suspects")
+    p.add_argument("--top", type=int, default=20, help="suspects shown in the HTML report")
+    p.add_argument("--calibration", type=Path, help="calibration JSON from an earlier run on a clean set "
+                                                     "(default: calibrate on this set)")
+    p.add_argument("--percentile", type=float, default=95.0, help="flag threshold percentile when calibrating")
+    p.add_argument("--method", choices=("shift-att", "naive"), default="shift-att")
+    p.add_argument("--layer", type=parse_selector, default="mean", help="decoder layer (0-based) or 'mean' (default)")
+    p.add_argument("--head", type=parse_selector, default="mean", help="head index or 'mean' (default)")
+    add_run_args(p, "sentences translated and scored at a time, in input order (what a kill can cost)")
+    p.set_defaults(func=cmd_triage)
+    return p
+
+
+def cmd_triage(args: argparse.Namespace) -> int:
+    """Handler of `aligndebug triage`."""
+    if isinstance(args.layer, list) or isinstance(args.head, list):
+        raise InputError(None, None, "lists of layers or heads are not supported by triage", "one index or 'mean'")
+    sources = read_text_lines(args.src, "source sentence")
+    targets = read_text_lines(args.tgt, "translation") if args.tgt else None
+    references = read_text_lines(args.ref, "reference") if args.ref else None
+    for path, lines in ((args.tgt, targets), (args.ref, references)):
+        if lines is not None and len(lines) != len(sources):
+            raise InputError(path, None, f"{len(lines)} lines but {args.src} has {len(sources)}",
+                             "one line per source sentence")
+    calibration = Calibration.load(args.calibration) if args.calibration else None
+    bundle, ray_kwargs = driver_setup(args)
+    common = dict(batch_size=args.batch_size, calibration=calibration, beam=args.beam, layer=args.layer,
+                  head=args.head, method=args.method, percentile=args.percentile, out=args.out,
+                  chunk_size=args.chunk_size)
+    with tqdm(total=len(sources), unit="sent", disable=args.no_progress, file=sys.stderr) as bar:
+        try:
+            if ray_kwargs is not None:
+                rows = triage_with_ray(args.model, sources, targets, references, **common, on_progress=bar.update,
+                                       **ray_kwargs)
+            else:
+                rows = run_triage(bundle, sources, targets, references, **common, on_progress=bar.update)
+        except SentenceError as exc:  # name the line of the source file
+            raise InputError(args.src, exc.index + 1, exc.reason) from exc
+    calibration = rows.calibration
+    if args.html:
+        write_report(rows, args.html, bundle=bundle, calibration=calibration, top=args.top,
+                     layer=args.layer, head=args.head, method=args.method)
+    print(format_top(rows, 10))
+    print(f"rows: {args.out}   calibration: {calibration_path(args.out)}"
+          + (f"   report: {args.html}" if args.html else ""))
+    return 0
+
+
+def format_top(rows: Sequence[dict[str, Any]], k: int = 10) -> str:
+    """Plain-text table of the `k` most suspect rows."""
+    lines = [f"{'rank':>4} {'score':>7}  {'flags':<32} translation"]
+    for r in rows[:k]:
+        flags = ",".join(r["flags"]) or "-"
+        lines.append(f"{r['rank']:>4} {r['score']:>7.2f}  {flags[:32]:<32} {r['translation'][:80]}")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

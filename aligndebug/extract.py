@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .models import ModelBundle
+from .models import ModelBundle, decoder_inputs  # noqa: F401  (decoder_inputs re-exported)
 from .record import Record
 from .words import encode_words, split_words
 
@@ -61,37 +61,12 @@ def encode_pair(bundle: ModelBundle, src: str | Words, tgt: str | Words, index: 
     else:  # an empty translation still has its special tokens, so its log-prob can be scored
         label_ids = list(tok(text_target="")["input_ids"])
         tgt_wids = np.full(len(label_ids), -1, dtype=np.int64)
-    limit = _max_positions(bundle)
+    limit = bundle.max_positions
     for side, n in (("source", len(src_ids)), ("target", len(label_ids))):
         if limit and n > limit:
             raise SentenceError(index, f"the {side} has {n} tokens, more than the {limit} positions "
                                        f"model {bundle.name} can attend over; split the sentence or use another model")
     return Encoded(src_words, tgt_words, src_ids, src_wids, label_ids, tgt_wids)
-
-
-def _max_positions(bundle: ModelBundle) -> int | None:
-    cfg = bundle.model.config
-    n = getattr(cfg, "max_position_embeddings", None)
-    if n is None:
-        return None  # relative positions (T5): no hard limit
-    return int(n)
-
-
-def decoder_inputs(model: Any, labels: torch.Tensor) -> torch.Tensor:
-    """Teacher-forcing decoder input for `labels` (padded with -100), by the model's own rule.
-
-    Models that define `prepare_decoder_input_ids_from_labels` (Marian, BART, mBART, T5) use it, so
-    family quirks such as mBART's wrapped language code hold by construction; others shift right
-    behind `decoder_start_token_id` (M2M100/NLLB: `</s>`, then the forced language code).
-    """
-    prepare = getattr(model, "prepare_decoder_input_ids_from_labels", None)
-    if prepare is not None:
-        return prepare(labels=labels)
-    cfg = model.config
-    out = labels.new_full(labels.shape, cfg.pad_token_id)
-    out[:, 1:] = labels[:, :-1]
-    out[:, 0] = cfg.decoder_start_token_id
-    return out.masked_fill(out == -100, cfg.pad_token_id)
 
 
 def _pad(seqs: Sequence[Sequence[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,7 +160,7 @@ def translate(bundle: ModelBundle, sources: Sequence[str | Words], beam: int = 1
     for idx in length_batches([len(t) for t in texts], batch_size):
         enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True).to(bundle.device)
         limit = max_new_tokens or int(enc["input_ids"].shape[1] * 1.5) + 10
-        positions = _max_positions(bundle)
+        positions = bundle.max_positions
         if positions:  # the decoder start takes one position; past the table generation fails with an IndexError
             limit = min(limit, positions - 1)
         with torch.inference_mode():

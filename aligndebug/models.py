@@ -53,8 +53,21 @@ class ModelBundle:
 
     @property
     def num_layers(self) -> int:
+        """Decoder layers (the layers cross-attention has)."""
         cfg = self.model.config
         return int(getattr(cfg, "decoder_layers", None) or getattr(cfg, "num_decoder_layers", None) or cfg.num_layers)
+
+    @property
+    def num_heads(self) -> int:
+        """Cross-attention heads per decoder layer (BART-likes: decoder_attention_heads; T5: num_heads)."""
+        cfg = self.model.config
+        return int(getattr(cfg, "decoder_attention_heads", None) or cfg.num_heads)
+
+    @property
+    def max_positions(self) -> int | None:
+        """Most tokens a side may have (learned/sinusoidal positions), or None for relative positions (T5)."""
+        n = getattr(self.model.config, "max_position_embeddings", None)
+        return None if n is None else int(n)
 
 
 def model_family(config: Any, tokenizer: Any = None) -> str:
@@ -142,8 +155,6 @@ def _generation_prefix(model: Any, tokenizer: Any, name: str) -> dict[str, Any]:
     encoding covers mBART-cc25 (language code wrapped round as the start), mBART-50/M2M100/NLLB (</s>, then the
     code: M2M100 spells it '__en__', so `convert_tokens_to_ids('en')` would be <unk>) and BART (</s>, then <s>).
     """
-    from .extract import decoder_inputs  # extract imports this module
-
     try:
         full = list(tokenizer(text_target="a")["input_ids"])
         body = list(tokenizer(text_target="a", add_special_tokens=False)["input_ids"])
@@ -163,3 +174,20 @@ def _generation_prefix(model: Any, tokenizer: Any, name: str) -> dict[str, Any]:
                              f"{tokenizer.convert_ids_to_tokens(prefix)}; at most a start token and one forced "
                              "token are supported")
     return {"decoder_start_token_id": prefix[0], "forced_bos_token_id": prefix[1] if len(prefix) == 2 else None}
+
+
+def decoder_inputs(model: Any, labels: torch.Tensor) -> torch.Tensor:
+    """Teacher-forcing decoder input for `labels` (padded with -100), by the model's own rule.
+
+    Models that define `prepare_decoder_input_ids_from_labels` (Marian, BART, mBART, T5) use it, so
+    family quirks such as mBART's wrapped language code hold by construction; others shift right
+    behind `decoder_start_token_id` (M2M100/NLLB: `</s>`, then the forced language code).
+    """
+    prepare = getattr(model, "prepare_decoder_input_ids_from_labels", None)
+    if prepare is not None:
+        return prepare(labels=labels)
+    cfg = model.config
+    out = labels.new_full(labels.shape, cfg.pad_token_id)
+    out[:, 1:] = labels[:, :-1]
+    out[:, 0] = cfg.decoder_start_token_id
+    return out.masked_fill(out == -100, cfg.pad_token_id)

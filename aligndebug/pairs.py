@@ -198,3 +198,13 @@ def iter_pair_lengths(pairs) -> Iterator[tuple[int, int]]:
 def pair_lengths(pairs) -> list[tuple[int, int]]:
     """(n_src_words, n_tgt_words) per pair, as a list: the `sentences` argument of gold.read_gold."""
     return list(iter_pair_lengths(pairs))
+
+
+def read_text_lines(path: str | os.PathLike[str], what: str) -> list[str]:
+    """Lines of a text file (one sentence each); empty lines are an error naming file and line."""
+    out = []
+    for lineno, text in iter_lines(path):
+        if not text.strip(" "):
+            raise InputError(path, lineno, f"empty {what}", f"one {what} a line, with at least one word")
+        out.append(text)
+    return out

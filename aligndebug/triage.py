@@ -33,11 +33,9 @@ beyond its own threshold (so a clean sentence can carry a flag without being a s
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -47,6 +45,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from .errors import InputError
 from .extract import SentenceError
 from .signals import record_signals, threshold_signals
 
@@ -116,8 +115,6 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Calibration":
-        from .errors import InputError
-
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
@@ -675,97 +672,3 @@ def suspect_values(name: str, rows: Sequence[dict[str, Any]], calibration: Calib
     if np.isnan(v).all():
         return np.zeros(len(rows))
     return np.where(np.isnan(v), np.nanmin(v), v)
-
-
-# --------------------------------------------------------------------------- command line
-
-def read_text_lines(path: str | os.PathLike[str], what: str) -> list[str]:
-    """Lines of a text file (one sentence each); empty lines are an error naming file and line."""
-    from .errors import InputError
-    from .pairs import iter_lines
-
-    out = []
-    for lineno, text in iter_lines(path):
-        if not text.strip(" "):
-            raise InputError(path, lineno, f"empty {what}", f"one {what} a line, with at least one word")
-        out.append(text)
-    return out
-
-
-def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the `triage` subcommand to an argparse subparsers object."""
-    from .cli import _add_model_args, add_run_args, parse_selector
-
-    p = subparsers.add_parser(
-        "triage", help="flag and rank suspect translations of a test set",
-        description="Score every translation with attention, confidence and repetition signals, flag the "
-                    "ones beyond calibrated percentile thresholds and rank them, most suspect first.")
-    _add_model_args(p)
-    p.add_argument("--src", type=Path, required=True, help="source sentences, one a line")
-    p.add_argument("--tgt", type=Path, help="translations to force through the model (default: the model translates)")
-    p.add_argument("--ref", type=Path, help="references, one a line: adds sentence chrF and BLEU")
-    p.add_argument("--out", type=Path, required=True, help="JSONL rows, most suspect first (calibration saved beside it)")
-    p.add_argument("--html", type=Path, help="self-contained HTML report of the top suspects")
-    p.add_argument("--top", type=int, default=20, help="suspects shown in the HTML report")
-    p.add_argument("--calibration", type=Path, help="calibration JSON from an earlier run on a clean set "
-                                                     "(default: calibrate on this set)")
-    p.add_argument("--percentile", type=float, default=95.0, help="flag threshold percentile when calibrating")
-    p.add_argument("--method", choices=("shift-att", "naive"), default="shift-att")
-    p.add_argument("--layer", type=parse_selector, default="mean", help="decoder layer (0-based) or 'mean' (default)")
-    p.add_argument("--head", type=parse_selector, default="mean", help="head index or 'mean' (default)")
-    add_run_args(p, "sentences translated and scored at a time, in input order (what a kill can cost)")
-    p.set_defaults(func=cmd_triage)
-    return p
-
-
-def cmd_triage(args: argparse.Namespace) -> int:
-    """Handler of `aligndebug triage`."""
-    from .cli import driver_setup
-    from .errors import InputError
-
-    if isinstance(args.layer, list) or isinstance(args.head, list):
-        raise InputError(None, None, "lists of layers or heads are not supported by triage", "one index or 'mean'")
-    sources = read_text_lines(args.src, "source sentence")
-    targets = read_text_lines(args.tgt, "translation") if args.tgt else None
-    references = read_text_lines(args.ref, "reference") if args.ref else None
-    for path, lines in ((args.tgt, targets), (args.ref, references)):
-        if lines is not None and len(lines) != len(sources):
-            raise InputError(path, None, f"{len(lines)} lines but {args.src} has {len(sources)}",
-                             "one line per source sentence")
-    calibration = Calibration.load(args.calibration) if args.calibration else None
-    bundle, ray_kwargs = driver_setup(args)
-    from tqdm import tqdm
-
-    common = dict(batch_size=args.batch_size, calibration=calibration, beam=args.beam, layer=args.layer,
-                  head=args.head, method=args.method, percentile=args.percentile, out=args.out,
-                  chunk_size=args.chunk_size)
-    with tqdm(total=len(sources), unit="sent", disable=args.no_progress, file=sys.stderr) as bar:
-        try:
-            if ray_kwargs is not None:
-                from .ray_triage import triage_with_ray
-
-                rows = triage_with_ray(args.model, sources, targets, references, **common, on_progress=bar.update,
-                                       **ray_kwargs)
-            else:
-                rows = run_triage(bundle, sources, targets, references, **common, on_progress=bar.update)
-        except SentenceError as exc:  # name the line of the source file
-            raise InputError(args.src, exc.index + 1, exc.reason) from exc
-    calibration = rows.calibration
-    if args.html:
-        from .report import write_report
-
-        write_report(rows, args.html, bundle=bundle, calibration=calibration, top=args.top,
-                     layer=args.layer, head=args.head, method=args.method)
-    print(format_top(rows, 10))
-    print(f"rows: {args.out}   calibration: {calibration_path(args.out)}"
-          + (f"   report: {args.html}" if args.html else ""))
-    return 0
-
-
-def format_top(rows: Sequence[dict[str, Any]], k: int = 10) -> str:
-    """Plain-text table of the `k` most suspect rows."""
-    lines = [f"{'rank':>4} {'score':>7}  {'flags':<32} translation"]
-    for r in rows[:k]:
-        flags = ",".join(r["flags"]) or "-"
-        lines.append(f"{r['rank']:>4} {r['score']:>7.2f}  {flags[:32]:<32} {r['translation'][:80]}")
-    return "\n".join(lines)

@@ -406,11 +406,11 @@ def testset_inputs() -> dict[str, Any] | None:
 def run_testset(cfg: dict[str, Any], inp: dict[str, Any]) -> dict[str, Any]:
     """Read, translate if needed, then score alignments against gold and triage in one pass; returns rows
     and corpus scores."""
-    from aligndebug.batch import ScoreOptions
+    from aligndebug.rows import ScoreOptions
     from aligndebug.gold import format_pharaoh, read_gold
     from aligndebug.metrics import corpus_translation_scores
     from aligndebug.pairs import SentencePair, iter_lines, iter_pairs, pair_lengths
-    from aligndebug.testset import score_and_triage
+    from aligndebug.runner import score_and_triage
     from aligndebug.pairs import read_text_lines
 
     if inp["src"] is None:

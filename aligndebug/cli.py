@@ -12,17 +12,18 @@ from tqdm import tqdm
 
 from . import __version__
 from .align import Selector, align_record, default_layer, word_matrix
-from .batch import ScoreOptions, read_links, score_stream, summary, write_json_atomic
 from .errors import InputError
-from .extract import SentenceError, extract
+from .extract import extract
 from .gold import scan_gold
 from .metrics import AlignmentSignature
 from .models import ModelLoadError, load_model
 from .pairs import count_lines, iter_pair_lengths, iter_pairs, read_text_lines
-from .ray_backend import require_ray, score_with_ray
-from .ray_triage import triage_with_ray
+from . import ray_backend
 from .report import write_report
-from .triage import Calibration, calibration_path, run_triage
+from .rows import ScoreOptions, read_links, summary
+from .runner import calibration_path, run_triage, score_stream
+from .store import write_json_atomic, write_lines_atomic
+from .triage import Calibration
 
 
 def parse_selector(text: str) -> Selector:
@@ -135,7 +136,7 @@ def driver_setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
     if not args.ray:
         return _bundle(args), None
     try:
-        require_ray()
+        ray_backend.require_ray()
     except ImportError as exc:
         raise InputError(None, None, f"--ray needs Ray Data ({exc})", "pip install 'aligndebug[ray]'") from exc
     bundle = load_model(args.model, device="cpu", src_lang=args.src_lang, tgt_lang=args.tgt_lang,
@@ -174,7 +175,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     with tqdm(total=total, unit="sent", disable=args.no_progress, file=sys.stderr) as bar:
         try:
             if ray_kwargs is not None:
-                totals, kept = score_with_ray(args.model, src=args.src, tgt=args.tgt, pairs=args.pairs, gold=gold,
+                totals, kept = ray_backend.score_with_ray(args.model, src=args.src, tgt=args.tgt, pairs=args.pairs, gold=gold,
                                               opts=opts, out_path=args.out, resume=args.resume,
                                               on_progress=bar.update, **ray_kwargs)
             else:
@@ -196,10 +197,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         write_json_atomic(args.summary_json, result)
     if args.alignments_out:
         links = read_links(args.out) if args.out else sorted((r["index"], r["links"]) for r in kept)
-        tmp = args.alignments_out.with_name(args.alignments_out.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(line + "\n" for _, line in links)
-        tmp.replace(args.alignments_out)
+        write_lines_atomic(args.alignments_out, (line for _, line in links))
     return 0
 
 
@@ -317,12 +315,14 @@ def cmd_triage(args: argparse.Namespace) -> int:
     with tqdm(total=len(sources), unit="sent", disable=args.no_progress, file=sys.stderr) as bar:
         try:
             if ray_kwargs is not None:
-                rows = triage_with_ray(args.model, sources, targets, references, **common, on_progress=bar.update,
+                rows = ray_backend.triage_with_ray(args.model, sources, targets, references, **common, on_progress=bar.update,
                                        **ray_kwargs)
             else:
                 rows = run_triage(bundle, sources, targets, references, **common, on_progress=bar.update)
-        except SentenceError as exc:  # name the line of the source file
-            raise InputError(args.src, exc.index + 1, exc.reason) from exc
+        except InputError as exc:  # a sentence the model cannot take: name the source file
+            if exc.path is not None:
+                raise
+            raise InputError(args.src, exc.line, exc.message, exc.expected) from exc
     calibration = rows.calibration
     if args.html:
         write_report(rows, args.html, bundle=bundle, calibration=calibration, top=args.top,

@@ -1,39 +1,41 @@
-"""The same streaming scoring as `batch.score_stream`, spread over a Ray cluster (`pip install aligndebug[ray]`).
+"""The one runner (`runner`) on a Ray cluster (`pip install aligndebug[ray]`): the same rows, files and resume.
 
-The driver checks the input (one streaming pass with the same reader and the same file:line errors as
-a local run), notes the byte offset where each chunk of `opts.chunk_size` sentences starts, and hands
-Ray Data one small item per chunk. A pool of actors, each holding the model (on a GPU when
-`num_gpus_per_actor` > 0), reads its chunk straight from the input files and scores it with the very
-function a local run uses (`batch.score_chunk`), so a chunk is batched, padded and reduced the same
-way and every row is the same as a local run's. Rows come back in input order and are appended to the
-output chunk by chunk, so `resume` works exactly as in `score_stream`.
+Work is cut as a local run cuts it (`runner.iter_chunks`: input order, `chunk_size` sentences, done ones
+left out), and each chunk goes to a pool of actors holding the model (on a GPU when `num_gpus_per_actor`
+> 0), which run the very call a local run makes on it (`runner.run_chunk`), so a chunk is translated,
+batched, padded and reduced the same way and every row is the same as a local run's. Results come back
+in input order and go to the same stores as a local run's.
+
+What an actor is handed for a chunk: for `score` read from files, where the chunk starts in each input
+file (a `ChunkSpec`: the driver checks the input in one streaming pass and notes byte offsets, and the
+actor reads the chunk, and its gold, straight from the files); for sentences already in memory (triage),
+the chunk's Items themselves.
 
 On a multi-node cluster the input files (and a model given by path) must be readable at the same path
 on every node, e.g. on a shared file system; the model may also be a Hugging Face id cached on each node.
-
-The Ray plumbing here (a pool of model-holding actors mapped over pickled chunks: `Pool`, `start_ray`,
-`ModelActor`, `map_chunks`) also serves triage on Ray (`ray_triage`).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import pickle
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from . import batch
-from .batch import RowSink, ScoreOptions, ScoreTotals
 from .errors import PathLike
 from .gold import GoldPosition, GoldStream
-from .models import ModelBundle, load_model
+from .models import DEFAULT_NAMES, ModelBundle, ModelLoadError, load_model
 from .pairs import SentencePair, iter_lines_at, iter_pairs, line_words, split_pair
+from .rows import ScoreOptions, ScoreTotals
+from .runner import (ChunkResult, Item, RankedFile, RowBuilder, ScoreRows, ScoreSink, TriageRows, items_from_pairs,
+                     run_chunk, run_chunks, run_triage)
+from .triage import Calibration
 
 
 def require_ray():
@@ -61,6 +63,12 @@ class ChunkSpec:
     offsets: tuple[int, ...]  # byte offset of the chunk's first line in each file (src, tgt) or (pairs,)
     skip: frozenset[int] = field(default_factory=frozenset)
     gold_start: GoldPosition | None = None  # where the chunk's first sentence starts in the gold file
+
+    def read(self, gold: GoldStream | None = None) -> list[Item]:
+        """The chunk's sentences still to do, with their gold read from `gold` (the stream `plan_chunks` was given)."""
+        pairs = read_chunk(self)
+        golds = None if gold is None else gold.iter_from(self.gold_start, self.n)  # one per pair, in order
+        return [x for x in items_from_pairs(pairs, golds) if x.index not in self.skip]
 
 
 def _line_offsets(path: str, every: int) -> list[int]:
@@ -174,25 +182,24 @@ class ModelActor:
         self.bundle: ModelBundle = model if isinstance(model, ModelBundle) else load_model(model, **load_kwargs)
 
 
-class ChunkScorer(ModelActor):
-    """Scores one chunk per input item."""
+class ChunkRunner(ModelActor):
+    """Runs `runner.run_chunk` on one chunk per input item (a pickled ChunkSpec or list of Items); returns
+    the pickled ChunkResult."""
 
-    def __init__(self, model: Any, load_kwargs: dict[str, Any], gold: GoldStream | None, opts: ScoreOptions):
+    def __init__(self, model: Any, load_kwargs: dict[str, Any], builders: list[RowBuilder], batch_size: int = 16,
+                 beam: int = 1, gold: GoldStream | None = None):
         super().__init__(model, load_kwargs)
+        self.builders, self.batch_size, self.beam = builders, batch_size, beam
         self.gold = gold  # read from the file, chunk by chunk: no actor holds the whole gold set
-        self.opts = opts
 
     def __call__(self, items: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        chunks, rows = [], []
+        out = []
         for blob in items["chunk"]:
-            spec: ChunkSpec = pickle.loads(blob)
-            todo = [p for p in read_chunk(spec) if p.index not in spec.skip]
-            golds = {} if self.gold is None else dict(
-                zip(range(spec.first_index, spec.first_index + spec.n), self.gold.iter_from(spec.gold_start, spec.n)))
-            for row in batch.score_chunk(self.bundle, todo, golds, self.opts):
-                chunks.append(spec.chunk)
-                rows.append(json.dumps(row, ensure_ascii=False))
-        return {"chunk": np.asarray(chunks, dtype=np.int64), "row": np.asarray(rows, dtype=object)}
+            payload = pickle.loads(blob)
+            todo = payload.read(self.gold) if isinstance(payload, ChunkSpec) else payload
+            out.append(pickle.dumps((len(todo), run_chunk(self.bundle, todo, self.builders, self.batch_size,
+                                                          self.beam))))
+        return {"result": np.asarray(out, dtype=object)}
 
 
 # ------------------------------------------------------------------------------------------- driver
@@ -253,8 +260,6 @@ def map_chunks(ray: Any, actor: type, items: list[bytes], ctor: dict[str, Any], 
 
 def _actor_error(exc: BaseException) -> BaseException:
     """The user's error (a ValueError such as InputError, or a ModelLoadError) out of Ray's wrappers."""
-    from .models import ModelLoadError
-
     seen: BaseException | None = exc
     for _ in range(8):  # wrappers nest a few levels at most
         if seen is None:
@@ -265,13 +270,40 @@ def _actor_error(exc: BaseException) -> BaseException:
     return exc
 
 
+@dataclass
+class RayExecute:
+    """A `runner.Execute` that runs chunks on a pool of actors (started, or joined, on first use)."""
+
+    model: str | ModelBundle
+    pool: Pool
+    device: str | None = None
+    load_kwargs: dict[str, Any] = field(default_factory=dict)
+    address: str | None = None
+    batch_size: int = 16
+    beam: int = 1
+    gold: GoldStream | None = None
+
+    def __call__(self, chunks, builders) -> Iterator[ChunkResult]:
+        payloads = [pickle.dumps(c) for c in chunks]
+        if not payloads:
+            return
+        ray = require_ray()
+        start_ray(ray, self.address, self.pool)
+        device = self.device or ("cuda" if self.pool.gpus > 0 else "cpu")
+        ctor = {"model": model_arg(ray, self.model), "load_kwargs": {"device": device, **self.load_kwargs},
+                "builders": list(builders), "batch_size": self.batch_size, "beam": self.beam, "gold": self.gold}
+        for part in map_chunks(ray, ChunkRunner, payloads, ctor, self.pool):
+            for blob in part["result"]:
+                yield pickle.loads(bytes(blob))
+
+
 def score_with_ray(model: str | ModelBundle, *, src: PathLike | None = None, tgt: PathLike | None = None,
                    pairs: PathLike | None = None, gold: GoldStream | None = None,
                    opts: ScoreOptions | None = None, out_path: Path | None = None, resume: bool = False,
                    num_actors: int = 2, num_gpus_per_actor: float = 0.0, num_cpus_per_actor: float = 1.0,
                    device: str | None = None, load_kwargs: dict[str, Any] | None = None, address: str | None = None,
                    on_progress: Callable[[int], None] | None = None) -> tuple[ScoreTotals, Iterator[dict] | None]:
-    """Score a test set on Ray; same rows, totals and return value as `batch.score_stream`.
+    """Score a test set on Ray; same rows, totals and return value as `runner.score_stream`.
 
     `model` is a name or path each actor loads (with `load_kwargs`: src_lang, tgt_lang, source_prefix),
     or an in-memory ModelBundle shipped through the object store. Actors run on `device`, by default
@@ -279,24 +311,43 @@ def score_with_ray(model: str | ModelBundle, *, src: PathLike | None = None, tgt
     $RAY_ADDRESS) unless it is already initialised. `gold` (from `gold.scan_gold`, or a GoldSet) is read by
     the actors from its file, chunk by chunk, like the pairs.
     """
-    ray = require_ray()
+    require_ray()
     opts = opts or ScoreOptions()
     if out_path is not None:
         out_path = Path(out_path)
-    with RowSink(out_path, resume) as sink:
+    with ScoreSink(out_path, resume) as sink:
         specs = plan_chunks(src, tgt, pairs, opts.chunk_size, sink.done, gold)
         if on_progress and sink.done:
             on_progress(len(sink.done))
-        if specs:
-            pool = Pool(num_actors, num_cpus_per_actor, num_gpus_per_actor)
-            start_ray(ray, address, pool)
-            device = device or ("cuda" if num_gpus_per_actor > 0 else "cpu")
-            ctor = {"model": model_arg(ray, model), "load_kwargs": {"device": device, **(load_kwargs or {})},
-                    "gold": gold, "opts": opts}
-            for part in map_chunks(ray, ChunkScorer, [pickle.dumps(s) for s in specs], ctor, pool):
-                for line in part["row"]:
-                    sink.add(json.loads(line), line)
-                sink.end_chunk()
-                if on_progress:
-                    on_progress(len(part["row"]))
+        execute = RayExecute(model, Pool(num_actors, num_cpus_per_actor, num_gpus_per_actor), device,
+                             dict(load_kwargs or {}), address, opts.batch_size, opts.beam, gold)
+        run_chunks(specs, [ScoreRows(opts)], [sink], execute, on_progress)
     return sink.totals, sink.rows()
+
+
+def _model_name(model: str | ModelBundle) -> str:
+    """The name `load_model` gives the bundle (what the calibration's settings record)."""
+    if isinstance(model, ModelBundle):
+        return model.name
+    return "default" if model in DEFAULT_NAMES else str(model)
+
+
+def triage_with_ray(model: str | ModelBundle, sources: Sequence[str], targets: Sequence[str] | None = None,
+                    references: Sequence[str] | None = None, *, batch_size: int = 16,
+                    calibration: Calibration | None = None, beam: int = 1, layer: int | str = "mean",
+                    head: int | str = "mean", method: str = "shift-att", percentile: float = 95.0,
+                    out: str | os.PathLike[str] | None = None, chunk_size: int = 256, num_actors: int = 2,
+                    num_gpus_per_actor: float = 0.0, num_cpus_per_actor: float = 1.0, device: str | None = None,
+                    load_kwargs: dict[str, Any] | None = None, address: str | None = None,
+                    on_progress: Callable[[int], None] | None = None) -> TriageRows | RankedFile:
+    """`runner.run_triage` on Ray: the same ranked rows, calibration, files and resume.
+
+    `model` is a name or path each actor loads (with `load_kwargs`), or an in-memory ModelBundle shipped
+    through the object store; see `score_with_ray`. Ray is started only when some sentence is still to do.
+    """
+    require_ray()
+    execute = RayExecute(model, Pool(num_actors, num_cpus_per_actor, num_gpus_per_actor), device,
+                         dict(load_kwargs or {}), address, batch_size, beam)
+    return run_triage(None, sources, targets, references, batch_size, calibration, beam=beam, layer=layer, head=head,
+                      method=method, percentile=percentile, out=out, chunk_size=chunk_size, on_progress=on_progress,
+                      execute=execute, model_name=_model_name(model))

@@ -37,7 +37,7 @@ import json
 import math
 import os
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,8 +46,8 @@ import numpy as np
 from scipy import stats
 
 from .errors import InputError
-from .extract import SentenceError
-from .signals import record_signals, threshold_signals
+from .store import write_text_atomic
+from .signals import threshold_signals
 
 # name -> (suspect direction, family, flag when beyond threshold, label for reasons)
 # direction: "high" (large is suspect), "low", or "both" (flag names for low / high side)
@@ -108,10 +108,7 @@ class Calibration:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically (a kill never leaves half a calibration)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Calibration":
@@ -311,131 +308,7 @@ def triage_row(signals: dict[str, Any], calibration: Calibration) -> tuple[float
     return score, flags, reasons
 
 
-# --------------------------------------------------------------------------- running
-
-def _layer_reducer(layer: int | str) -> tuple[Callable[[str, np.ndarray], np.ndarray], int | str]:
-    """Shrink each sentence's [L, H, T, S] to the one layer (or layer mean) the signals read."""
-    def reduce(kind: str, m: np.ndarray) -> np.ndarray:
-        if layer == "mean":
-            return m.mean(axis=0, keepdims=True)
-        n = m.shape[0]
-        if not isinstance(layer, (int, np.integer)) or not -n <= layer < n:
-            raise ValueError(f"layer {layer!r} does not exist: the model has {n} decoder layers (0-based) or use 'mean'")
-        return m[[layer]]
-    return reduce, 0
-
-
-def iter_signal_rows(bundle: Any, sources: Sequence[str], targets: Sequence[str] | None = None,
-                     references: Sequence[str] | None = None, batch_size: int = 16, beam: int = 1,
-                     layer: int | str = "mean", head: int | str = "mean", method: str = "shift-att",
-                     ids: Sequence[int] | None = None) -> Iterator[dict[str, Any]]:
-    """One signal row per sentence, as batches finish (length-sorted order, `id` says which).
-
-    Only the chosen layer's cross-attention is kept per sentence, so memory stays flat.
-    """
-    from .extract import iter_extract
-
-    if references is not None and len(references) != len(sources):
-        raise ValueError(f"{len(sources)} sources but {len(references)} references: expected one reference per source")
-    ids = list(range(len(sources))) if ids is None else list(ids)
-    reduce, read_layer = _layer_reducer(layer)
-    for i, rec in iter_extract(bundle, sources, targets, batch_size=batch_size, beam=beam, keep=("cross",), reduce=reduce):
-        yield signal_row(rec, ids[i], sources[i], None if references is None else references[i],
-                         layer=read_layer, head=head, method=method)
-
-
-def signal_row(rec: Any, id_: int, source: str, reference: str | None = None, *, layer: int | str = "mean",
-               head: int | str = "mean", method: str = "shift-att") -> dict[str, Any]:
-    """The triage row of one Record (unscored): id, texts, source words and every signal."""
-    sig = record_signals(rec, layer=layer, head=head, method=method, reference=reference)
-    row = {"id": id_, "source": source, "translation": rec.target}
-    if reference is not None:
-        row["reference"] = reference
-    row["src_words"] = rec.src_words
-    row.update(sig)
-    return row
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        return _jsonable(x.item())
-    return x
-
-
-def row_json(row: dict[str, Any]) -> str:
-    """One JSONL line; undefined values (NaN) become null."""
-    return json.dumps(_jsonable(row), ensure_ascii=False)
-
-
-def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | None = None,
-               references: Sequence[str] | None = None, batch_size: int = 16,
-               calibration: Calibration | None = None, *, beam: int = 1, layer: int | str = "mean",
-               head: int | str = "mean", method: str = "shift-att", percentile: float = 95.0,
-               out: str | os.PathLike[str] | None = None, chunk_size: int = 256,
-               on_progress: Callable[[int], None] | None = None) -> "TriageRows | RankedFile":
-    """Signals, score, flags and reasons for every sentence, most suspect first.
-
-    Sentences are taken `chunk_size` at a time in input order (translated, then length-bucketed into
-    batches, within their chunk), as a Ray run (`ray_triage.triage_with_ray`) takes them. Without
-    `calibration` the thresholds are calibrated on this set (`percentile`). With `out`, each row is
-    appended to ``<out>.partial`` as soon as its batch finishes (a rerun resumes from it); at the end
-    the ranked rows go to `out`, the calibration to ``<out stem>.calibration.json``, and the partial
-    file is removed. Returns the ranked rows, with `.calibration` the Calibration used: a list
-    (TriageRows) without `out`, else a RankedFile that reads them from `out` (no row is held).
-    """
-    settings = triage_settings(getattr(bundle, "name", None), method=method, layer=layer, head=head,
-                               calibration=calibration)
-    store, todo = read_resume(out, sources)
-    chunks = triage_chunks(sources, targets, references, todo, chunk_size)
-    options = dict(batch_size=batch_size, beam=beam, layer=layer, head=head, method=method)
-    stream = (row for chunk in chunks for row in chunk.signal_rows(bundle, **options))
-    collect_rows(stream, store, on_progress)
-    return finish_triage(store, calibration, settings=settings, percentile=percentile, out=out)
-
-
-@dataclass(frozen=True)
-class TriageChunk:
-    """Sentences whose signals are computed together: in turn by a local run, one per Ray actor call.
-    Translation and length-bucketed batching happen inside a chunk, so both ways give the same rows."""
-
-    ids: list[int]
-    sources: list[str]
-    targets: list[str] | None
-    references: list[str] | None
-
-    def signal_rows(self, bundle: Any, **options: Any) -> Iterator[dict[str, Any]]:
-        """`iter_signal_rows` on this chunk (options: batch_size, beam, layer, head, method); a sentence that
-        cannot be used raises SentenceError naming it by its id."""
-        try:
-            yield from iter_signal_rows(bundle, self.sources, self.targets, self.references, ids=self.ids, **options)
-        except SentenceError as exc:
-            raise SentenceError(self.ids[exc.index], exc.reason) from None
-
-
-def triage_chunks(sources: Sequence[str], targets: Sequence[str] | None, references: Sequence[str] | None,
-                  todo: Sequence[int], chunk_size: int) -> Iterator[TriageChunk]:
-    """The sentences `todo` (ids, in input order), `chunk_size` at a time; the inputs are checked at once."""
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
-    for what, lines in (("targets", targets), ("references", references)):
-        if lines is not None and len(lines) != len(sources):
-            raise ValueError(f"{len(sources)} sources but {len(lines)} {what}: expected one {what[:-1]} per source")
-
-    def pick(lines: Sequence[str] | None, ids: list[int]) -> list[str] | None:
-        return None if lines is None else [lines[i] for i in ids]
-
-    return (TriageChunk(ids, pick(sources, ids), pick(targets, ids), pick(references, ids))
-            for ids in (list(todo[k: k + chunk_size]) for k in range(0, len(todo), chunk_size)))
-
-
-# The steps of `run_triage`, shared with the Ray driver (`ray_triage.triage_with_ray`), so both resume,
-# append, calibrate, score, rank and write the same way.
+# --------------------------------------------------------------------------- scoring a row
 
 def triage_settings(model_name: str | None, *, method: str, layer: int | str, head: int | str,
                     calibration: Calibration | None = None) -> dict[str, Any]:
@@ -450,184 +323,12 @@ def triage_settings(model_name: str | None, *, method: str, layer: int | str, he
     return settings
 
 
-class PartialRows:
-    """The rows of a run writing `out`, kept in ``<out>.partial`` until they are ranked.
-
-    Rows are appended as they come (flushed, so a kill loses at most the row being written) and read
-    back as often as ranking needs; only the ids already done are held in memory. Opening checks the
-    rows against `sources` and cuts off a line torn by a kill.
-    """
-
-    def __init__(self, out: str | os.PathLike[str], sources: Sequence[str]):
-        self.path = partial_path(out)
-        self.done: set[int] = set()
-        self._sink = None
-        if not self.path.exists():
-            return
-        with open(self.path, "rb+") as f:
-            end = 0
-            for line in f:
-                if not line.endswith(b"\n"):
-                    break  # killed mid-write
-                row = json.loads(line)
-                i = row.get("id")
-                if not isinstance(i, int) or not 0 <= i < len(sources) or row.get("source") != sources[i]:
-                    raise ValueError(f"{self.path}: holds rows of another input (row {i} does not match the sources); "
-                                     "delete it or use another --out")
-                self.done.add(i)
-                end += len(line)
-            f.truncate(end)
-
-    def __len__(self) -> int:
-        return len(self.done)
-
-    def append(self, row: dict[str, Any]) -> None:
-        if self._sink is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._sink = open(self.path, "a", encoding="utf-8")
-        self._sink.write(row_json(row) + "\n")
-        self._sink.flush()
-        self.done.add(row["id"])
-
-    def close(self) -> None:
-        if self._sink is not None:
-            self._sink.close()
-            self._sink = None
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return (row for _, row in self.with_offsets())
-
-    def with_offsets(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(byte offset, row) of every row, in file order."""
-        if not self.path.exists():
-            return
-        with open(self.path, "rb") as f:
-            offset = 0
-            for line in f:
-                yield offset, _parse_row(line)
-                offset += len(line)
-
-    @staticmethod
-    def row_at(handle: Any, offset: int) -> dict[str, Any]:
-        """The row at byte `offset` of an open binary handle on the file."""
-        handle.seek(offset)
-        return _parse_row(handle.readline())
-
-
-def _parse_row(line: bytes | str) -> dict[str, Any]:
-    """A row as written by `row_json`: null signals are NaN again."""
-    return {k: (float("nan") if v is None and k in SIGNALS else v) for k, v in json.loads(line).items()}
-
-
-def partial_path(out: str | os.PathLike[str]) -> Path:
-    """Where the rows of an unfinished run writing `out` are kept: ``<out>.partial``."""
-    return Path(str(out) + ".partial")
-
-
-def read_resume(out: str | os.PathLike[str] | None,
-                sources: Sequence[str]) -> tuple[PartialRows | list[dict[str, Any]], list[int]]:
-    """(where rows go: ``<out>.partial``, holding the rows of an interrupted run, or a list without `out`;
-    the ids still to do, in input order)."""
-    store: PartialRows | list[dict[str, Any]] = PartialRows(out, sources) if out is not None else []
-    done = store.done if isinstance(store, PartialRows) else set()
-    return store, [i for i in range(len(sources)) if i not in done]
-
-
-def collect_rows(stream: Iterable[dict[str, Any]] | None, store: PartialRows | list[dict[str, Any]],
-                 on_progress: Callable[[int], None] | None = None) -> None:
-    """Append each (unscored) row of `stream` to `store` as it arrives."""
-    if on_progress and len(store):
-        on_progress(len(store))
-    try:
-        for row in stream or ():
-            store.append(row)
-            if on_progress:
-                on_progress(1)
-    finally:
-        if isinstance(store, PartialRows):
-            store.close()
-
-
-def finish_triage(store: PartialRows | list[dict[str, Any]], calibration: Calibration | None, *,
-                  settings: dict[str, Any], percentile: float = 95.0,
-                  out: str | os.PathLike[str] | None = None) -> "TriageRows | RankedFile":
-    """Calibrate on the rows (unless `calibration` is given), score, rank (most suspect first, then by id).
-
-    Rows in a list are ranked in place and returned as TriageRows. Rows in ``<out>.partial`` are
-    streamed: only their scores and offsets are held, `out` and the calibration are written atomically,
-    the partial file is removed, and the ranked rows are returned as a RankedFile reading `out`.
-    """
-    if calibration is None:
-        calibration = calibrate(store, percentile=percentile, source="self", settings=settings)
-    if not isinstance(store, PartialRows):
-        for row in store:
-            _score_into(row, calibration)
-        store.sort(key=lambda r: (-r["score"], r["id"]))
-        for rank, row in enumerate(store, start=1):
-            row["rank"] = rank
-        return TriageRows(store, calibration)
-    scores, ids, offsets = array("d"), array("q"), array("q")
-    for offset, row in store.with_offsets():
-        scores.append(round(triage_row(row, calibration)[0], 4))  # the score a row carries, as the list sort uses
-        ids.append(row["id"])
-        offsets.append(offset)
-    order = np.lexsort((np.asarray(ids), -np.asarray(scores)))
-    out = Path(out)
-    calibration.save(calibration_path(out))
-    tmp = out.with_name(out.name + ".tmp")
-    ranked = array("q")
-    with open(store.path, "rb") as src, open(tmp, "wb") as dst:
-        for rank, k in enumerate(order.tolist(), start=1):
-            row = store.row_at(src, offsets[k])
-            _score_into(row, calibration)
-            row["rank"] = rank
-            ranked.append(dst.tell())
-            dst.write((row_json(row) + "\n").encode("utf-8"))
-    tmp.replace(out)
-    store.path.unlink(missing_ok=True)
-    return RankedFile(out, ranked, calibration)
-
-
-class RankedFile(Sequence):
-    """The ranked rows of a triage run, read from its `out` file on demand (only line offsets are held);
-    `calibration` is the Calibration they were scored with."""
-
-    def __init__(self, path: Path, offsets: array, calibration: Calibration):
-        self.path, self._offsets, self.calibration = path, offsets, calibration
-
-    def __len__(self) -> int:
-        return len(self._offsets)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self[k] for k in range(*index.indices(len(self)))]
-        with open(self.path, "rb") as f:
-            return PartialRows.row_at(f, self._offsets[index])
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        with open(self.path, "rb") as f:
-            for line in f:
-                yield _parse_row(line)
-
-
-class TriageRows(list):
-    """The ranked rows of `run_triage` (a plain list) carrying the `calibration` they were scored with."""
-
-    def __init__(self, rows: Iterable[dict[str, Any]], calibration: Calibration):
-        super().__init__(rows)
-        self.calibration = calibration
-
-
-def calibration_path(out: str | os.PathLike[str]) -> Path:
-    """Where the calibration of results file `out` is saved: beside it, ``<stem>.calibration.json``."""
-    out = Path(out)
-    return out.with_name(out.stem + ".calibration.json")
-
-
 ROW_ORDER = ("id", "rank", "score", "flags", "reasons", "source", "translation", "reference")
 
 
-def _score_into(row: dict[str, Any], calibration: Calibration) -> None:
+def scored_row(row: dict[str, Any], calibration: Calibration) -> None:
+    """Put score, suspect, flags and reasons (and the threshold-dependent signals) into a signal row, in place;
+    id, score, suspect, flags and reasons lead the row."""
     row.update(apply_token_thresholds(row, calibration))
     score, flags, reasons = triage_row(row, calibration)
     suspect = calibration.score_threshold is not None and score > calibration.score_threshold
@@ -636,6 +337,7 @@ def _score_into(row: dict[str, Any], calibration: Calibration) -> None:
     row.clear()
     row.update(head)
     row.update(rest)
+
 
 
 # --------------------------------------------------------------------------- statistics

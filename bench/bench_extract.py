@@ -32,7 +32,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from aligndebug.batch import ScoreOptions, score_stream  # noqa: E402
+from aligndebug.rows import ScoreOptions  # noqa: E402
+from aligndebug.runner import score_stream  # noqa: E402
 from aligndebug.extract import decoder_inputs, length_batches  # noqa: E402
 from aligndebug.gold import read_gold  # noqa: E402
 from aligndebug.models import DEFAULT_MODEL_DIR, load_model  # noqa: E402

@@ -23,10 +23,9 @@ sys.path.insert(0, str(REPO))
 
 from bench_extract import load_sentences  # noqa: E402
 
-from aligndebug.batch import ScoreOptions, score_stream  # noqa: E402
+from aligndebug.rows import ScoreOptions  # noqa: E402
 from aligndebug.models import load_model  # noqa: E402
-from aligndebug.testset import score_and_triage  # noqa: E402
-from aligndebug.triage import run_triage  # noqa: E402
+from aligndebug.runner import run_triage, score_and_triage, score_stream  # noqa: E402
 
 
 def main(argv=None) -> int:

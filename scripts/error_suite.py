@@ -38,7 +38,8 @@ import numpy as np
 
 from aligndebug.extract import translate
 from aligndebug.models import load_model
-from aligndebug.triage import SIGNALS, apply_token_thresholds, calibrate, iter_signal_rows, roc_auc, suspect_values, triage_row
+from aligndebug.runner import signal_rows as run_signal_rows
+from aligndebug.triage import SIGNALS, apply_token_thresholds, calibrate, roc_auc, suspect_values, triage_row
 
 ERRORS = ("detached", "omission", "repetition")
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "datasets"
@@ -110,11 +111,8 @@ def build_suite(controls: list[str], rng: np.random.Generator) -> dict[str, list
 
 
 def signal_rows(bundle, sources, targets, args) -> list[dict]:
-    rows = [None] * len(sources)
-    for row in iter_signal_rows(bundle, sources, targets, batch_size=args.batch_size, layer=args.layer,
-                                head="mean", method=args.method):
-        rows[row["id"]] = row
-    return rows
+    return run_signal_rows(bundle, sources, targets, batch_size=args.batch_size, layer=args.layer, head="mean",
+                           method=args.method)
 
 
 def auc_table(rows: dict[str, list[dict]], cal) -> tuple[dict[str, dict[str, float]], list[str]]:

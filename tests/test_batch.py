@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 import tiny_models as tm
-from aligndebug import batch
-from aligndebug.batch import ScoreOptions, score_stream
+from aligndebug import rows as rows_mod, runner
+from aligndebug.rows import ScoreOptions
+from aligndebug.runner import score_stream
 from aligndebug.cli import main
 from aligndebug.gold import read_gold
 from aligndebug.pairs import iter_pairs
@@ -187,7 +188,7 @@ def test_reduction_keeps_one_matrix_per_sentence_and_the_same_rows(tmp_path, bun
     p = write_corpus(tmp_path, m)
     golds = _golds(p["gold"], m)
     shapes: list[tuple[int, ...]] = []
-    original = batch.sentence_row
+    original = runner.score_row
 
     def spy(rec, pair, gold, opts, model=None, reduced=False):
         shapes.append(rec.cross.shape)
@@ -195,7 +196,7 @@ def test_reduction_keeps_one_matrix_per_sentence_and_the_same_rows(tmp_path, bun
         assert reduced == (not opts.per_head)
         return original(rec, pair, gold, opts, model, reduced)
 
-    monkeypatch.setattr(batch, "sentence_row", spy)
+    monkeypatch.setattr(runner, "score_row", spy)
     cfg = bundle.model.config
     out = {}
     for per_head in (False, True):
@@ -221,13 +222,13 @@ def test_rows_stream_to_disk_chunk_by_chunk(tmp_path, bundle, monkeypatch):
     p = write_corpus(tmp_path, m)
     rows = tmp_path / "rows.jsonl"
     on_disk: list[int] = []
-    original = batch.score_chunk
+    original = runner.run_chunk
 
-    def spy(bundle_, todo, golds, opts):
+    def spy(*args, **kwargs):
         on_disk.append(len(rows.read_text(encoding="utf-8").splitlines()) if rows.exists() else 0)
-        return original(bundle_, todo, golds, opts)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(batch, "score_chunk", spy)
+    monkeypatch.setattr(runner, "run_chunk", spy)
     score_stream(bundle, iter_pairs(p["src"], p["tgt"]), None, ScoreOptions(chunk_size=6, batch_size=4), rows_path=rows)
     assert on_disk == [0, 6, 12, 18]
 
@@ -236,7 +237,7 @@ def test_read_links_streams_an_ordered_rows_file_and_sorts_another(tmp_path):
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(json.dumps({"index": i, "links": f"{i}-0"}) + "\n" for i in (0, 1, 2)) + "\n",
                     encoding="utf-8")
-    it = batch.read_links(rows)
+    it = rows_mod.read_links(rows)
     assert not isinstance(it, list) and list(it) == [(0, "0-0"), (1, "1-0"), (2, "2-0")]
     rows.write_text("".join(json.dumps({"index": i, "links": f"{i}-0"}) + "\n" for i in (2, 0, 1)), encoding="utf-8")
-    assert list(batch.read_links(rows)) == [(0, "0-0"), (1, "1-0"), (2, "2-0")]
+    assert list(rows_mod.read_links(rows)) == [(0, "0-0"), (1, "1-0"), (2, "2-0")]

@@ -17,12 +17,13 @@ import pytest
 
 import tiny_models as tm
 from aligndebug import cli
-from aligndebug.batch import ScoreOptions, score_stream
+from aligndebug.rows import ScoreOptions
+from aligndebug.runner import ScoreRows, score_stream
 from aligndebug.errors import InputError
 from aligndebug.gold import read_gold, scan_gold
 from aligndebug.models import load_model
 from aligndebug.pairs import iter_pair_lengths, iter_pairs
-from aligndebug.ray_backend import ChunkScorer, plan_chunks, read_chunk
+from aligndebug.ray_backend import ChunkRunner, plan_chunks, read_chunk
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 requires_ray = pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed: pip install 'aligndebug[ray]'")
@@ -87,13 +88,14 @@ def test_actor_scores_a_chunk_as_score_stream_does(tmp_path, model_dir):
     gold = scan_gold(p["gold"], base=0, sentences=iter_pair_lengths(iter_pairs(p["src"], p["tgt"])))
     opts = ScoreOptions(layer=0, per_head=True, batch_size=4, chunk_size=6)
     _, local = score_stream(bundle, iter_pairs(p["src"], p["tgt"]), read_gold(p["gold"], base=0).alignments, opts)
-    actor = ChunkScorer(model=bundle, load_kwargs={}, gold=gold, opts=opts)
+    actor = ChunkRunner(model=bundle, load_kwargs={}, builders=[ScoreRows(opts)], batch_size=4, gold=gold)
     specs = plan_chunks(src=p["src"], tgt=p["tgt"], chunk_size=6, done={7}, gold=gold)
     assert [s.gold_start.index for s in specs] == [0, 6, 12]  # each chunk reads its own part of the gold file
     out = actor({"chunk": np.asarray([pickle.dumps(s) for s in specs], dtype=object)})
-    rows = [json.loads(r) for r in out["row"]]
+    results = [pickle.loads(r) for r in out["result"]]  # (sentences run, rows of each builder) per chunk
+    assert [n for n, _ in results] == [6, 5, 2]
+    rows = [json.loads(json.dumps(r)) for _, (score_rows,) in results for r in score_rows]
     assert [r["index"] for r in rows] == [k for k in range(14) if k != 7]
-    assert list(out["chunk"]) == [0] * 6 + [1] * 5 + [2] * 2
     expected = {r["index"]: r for r in local}
     for r in rows:
         e = expected[r["index"]]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 import tiny_models as tm
-from aligndebug.batch import ScoreOptions, score_stream
+from aligndebug.rows import ScoreOptions
 from aligndebug.gold import GoldAlignment
 from aligndebug.pairs import SentencePair, split_words
-from aligndebug.testset import score_and_triage
-from aligndebug.triage import row_json, run_triage
+from aligndebug.runner import run_triage, score_and_triage, score_stream
+from aligndebug.store import row_json
 
 
 def _pairs(m: int) -> list[SentencePair]:

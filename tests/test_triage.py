@@ -17,14 +17,13 @@ from aligndebug.triage import (
     SIGNALS,
     Calibration,
     calibrate,
-    calibration_path,
     combine_pvalues,
     fisher_logsf,
     roc_auc,
-    run_triage,
     suspect_values,
     triage_row,
 )
+from aligndebug.runner import calibration_path, run_triage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -268,7 +267,8 @@ def test_run_triage_writes_ranked_rows_and_calibration(tiny, triaged):
 def test_ranking_from_the_partial_file_equals_ranking_in_memory(tiny, triaged, tmp_path):
     """With --out the rows wait on disk and are ranked from there (scores and offsets in memory only):
     every row, float, flag and rank, and the calibration, are those of an in-memory run."""
-    from aligndebug.triage import RankedFile, TriageRows, row_json
+    from aligndebug.runner import RankedFile, TriageRows
+    from aligndebug.store import row_json
 
     bundle, _ = tiny
     on_disk, _ = triaged
@@ -281,7 +281,8 @@ def test_ranking_from_the_partial_file_equals_ranking_in_memory(tiny, triaged, t
 
 
 def test_partial_file_cuts_a_torn_line_and_refuses_other_input(tmp_path):
-    from aligndebug.triage import PartialRows, row_json
+    from aligndebug.runner import PartialRows
+    from aligndebug.store import row_json
 
     out = tmp_path / "t.jsonl"
     partial = Path(str(out) + ".partial")

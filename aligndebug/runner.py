@@ -1,0 +1,423 @@
+"""The one runner: sentences -> Records -> the requested rows -> stores, chunk by chunk, resumable.
+
+Work is cut one way everywhere: the input, in input order, `chunk_size` sentences at a time; sentences
+already in the store are left out of their chunk. A chunk is run by `run_chunk` (locally, or by the same
+call on a Ray actor, see `ray_backend`): sentences with a given target are teacher-forced, the others are
+translated first; inside the chunk, sentences are length-bucketed into batches, each batch one forward
+pass. Each Record feeds every requested row builder (`ScoreRows`: `aligndebug score`'s alignment rows;
+`SignalRows`: triage's signal rows) before it is dropped, so score and triage together are one pass.
+Each chunk's rows are appended to their stores (flushed and synced) before the next chunk runs.
+
+`score_stream`, `run_triage` and `score_and_triage` are the three runs built from these parts; the Ray
+versions (`ray_backend.score_with_ray`, `ray_backend.triage_with_ray`) pass another `execute`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .align import Selector
+from .errors import InputError
+from .extract import SentenceError, iter_extract
+from .gold import GoldAlignment
+from .models import ModelBundle
+from .pairs import SentencePair
+from .record import Record
+from .rows import ScoreOptions, ScoreTotals, score_reducer, score_row, signal_reducer, signal_row
+from .store import JsonlStore, parse_row, row_at, row_json, write_text_atomic
+from .triage import SIGNALS, Calibration, calibrate, scored_row, triage_row, triage_settings
+
+# (rows per builder, in input order) of one chunk, and how many sentences it ran
+ChunkResult = tuple[int, list[list[dict[str, Any]]]]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One sentence to run: its 0-based `index` (the row key), the 1-based `line` errors name, the source
+    (text or words), the target to force (None: the model translates), and what rows compare against."""
+
+    index: int
+    line: int
+    source: str | list[str]
+    target: str | list[str] | None = None
+    gold: GoldAlignment | None = None
+    reference: str | None = None
+
+    @property
+    def source_text(self) -> str:
+        return self.source if isinstance(self.source, str) else " ".join(self.source)
+
+
+# ------------------------------------------------------------------------------------------- row builders
+
+class RowBuilder(Protocol):
+    keep: tuple[str, ...]  # the attention kinds the rows read
+
+    def reducer(self) -> Callable[[str, np.ndarray], np.ndarray] | None: ...
+
+    def build(self, rec: Record, item: Item, bundle: ModelBundle, reduced: bool) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class ScoreRows:
+    """Alignment rows (`rows.score_row`) read with `opts`."""
+
+    opts: ScoreOptions
+
+    @property
+    def keep(self) -> tuple[str, ...]:
+        return ("cross", "enc_self", "dec_self") if self.opts.compare else ("cross",)
+
+    def reducer(self):
+        return score_reducer(self.opts)
+
+    def build(self, rec: Record, item: Item, bundle: ModelBundle, reduced: bool) -> dict[str, Any]:
+        return score_row(rec, item, item.gold, self.opts, bundle, reduced=reduced)
+
+
+@dataclass(frozen=True)
+class SignalRows:
+    """Triage signal rows (`rows.signal_row`, unscored) read at `layer`, `head` with `method`."""
+
+    layer: int | str = "mean"
+    head: int | str = "mean"
+    method: str = "shift-att"
+    keep: tuple[str, ...] = ("cross",)
+
+    def reducer(self):
+        return signal_reducer(self.layer)
+
+    def build(self, rec: Record, item: Item, bundle: ModelBundle, reduced: bool) -> dict[str, Any]:
+        return signal_row(rec, item.index, item.source_text, item.reference, layer=0 if reduced else self.layer,
+                          head=self.head, method=self.method)
+
+
+# ------------------------------------------------------------------------------------------ cutting, running
+
+def items_from_pairs(pairs: Iterable[SentencePair], golds: Sequence[GoldAlignment | None] | Iterable | None = None,
+                     references: Sequence[str] | None = None) -> Iterator[Item]:
+    """Items of sentence pairs (source and target as words). `golds` is a sequence indexed by pair index, or a
+    stream (a `gold.GoldStream`, any iterable) read along with the pairs, one entry per pair, so a gold file
+    need not be held whole; `references` a sequence indexed by pair index."""
+    if golds is None:
+        gold_of = lambda p: None  # noqa: E731
+    elif isinstance(golds, Sequence):
+        gold_of = lambda p: golds[p.index] if p.index < len(golds) else None  # noqa: E731
+    else:
+        stream = iter(golds)
+        gold_of = lambda p: next(stream, None)  # noqa: E731
+    for p in pairs:
+        yield Item(p.index, p.line, p.src_words, p.tgt_words, gold_of(p),
+                   None if references is None else references[p.index])
+
+
+def items_from_lines(sources: Sequence[str], targets: Sequence[str] | None = None,
+                     references: Sequence[str] | None = None) -> list[Item]:
+    """Items of parallel lists of sentences (texts); sentence k is line k + 1."""
+    for what, lines in (("targets", targets), ("references", references)):
+        if lines is not None and len(lines) != len(sources):
+            raise ValueError(f"{len(sources)} sources but {len(lines)} {what}: expected one {what[:-1]} per source")
+    return [Item(k, k + 1, s, None if targets is None else targets[k], None,
+                 None if references is None else references[k]) for k, s in enumerate(sources)]
+
+
+def iter_chunks(items: Iterable[Item], chunk_size: int, done: Iterable[int] = ()) -> Iterator[list[Item]]:
+    """The items in input order, `chunk_size` input positions at a time, without those whose index is `done`
+    (a chunk may come out empty: its sentences were all done)."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
+    done = done if isinstance(done, (set, frozenset)) else set(done)
+    it = iter(items)
+    while chunk := list(itertools.islice(it, chunk_size)):
+        yield [x for x in chunk if x.index not in done]
+
+
+def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuilder], batch_size: int = 16,
+              beam: int = 1) -> list[list[dict[str, Any]]]:
+    """Every builder's rows for `items`, in input order, from one forward pass per batch.
+
+    One builder keeps only what its rows read of each sentence's attention (its reducer); several keep all
+    of it. A sentence that cannot be used raises InputError naming its line (the caller adds the file).
+    """
+    out: list[dict[int, dict[str, Any]]] = [{} for _ in builders]
+    keep = tuple(dict.fromkeys(k for b in builders for k in b.keep))
+    reduce = builders[0].reducer() if len(builders) == 1 else None
+    forced = [x for x in items if x.target is not None]
+    free = [x for x in items if x.target is None]
+    for group, targets in ((forced, [x.target for x in forced]), (free, None)):
+        if not group:
+            continue
+        try:
+            for i, rec in iter_extract(bundle, [x.source for x in group], targets, batch_size=batch_size, beam=beam,
+                                       keep=keep, reduce=reduce):
+                for rows, b in zip(out, builders):
+                    rows[group[i].index] = b.build(rec, group[i], bundle, reduce is not None)
+        except SentenceError as exc:  # name the input line, not the position inside this chunk
+            raise InputError(None, group[exc.index].line, exc.reason) from exc
+    return [[rows[x.index] for x in items] for rows in out]
+
+
+Execute = Callable[[Iterable[Any], Sequence[RowBuilder]], Iterator[ChunkResult]]
+
+
+def local_execute(bundle: ModelBundle, batch_size: int = 16, beam: int = 1) -> Execute:
+    """Run chunks (lists of Items) one after another in this process."""
+    def execute(chunks: Iterable[list[Item]], builders: Sequence[RowBuilder]) -> Iterator[ChunkResult]:
+        for chunk in chunks:
+            yield len(chunk), run_chunk(bundle, chunk, builders, batch_size, beam)
+    return execute
+
+
+def run_chunks(chunks: Iterable[Any], builders: Sequence[RowBuilder], sinks: Sequence[Any], execute: Execute,
+               on_progress: Callable[[int], None] | None = None) -> None:
+    """Run `chunks` with `execute`; append each chunk's rows of builder k to `sinks[k]` (then sync it)."""
+    for n, per_builder in execute(chunks, builders):
+        for sink, rows in zip(sinks, per_builder):
+            for row in rows:
+                sink.append(row)
+            sync = getattr(sink, "sync", None)
+            if sync is not None:
+                sync()
+        if on_progress:
+            on_progress(n)
+
+
+# ------------------------------------------------------------------------------------------------ score
+
+class ScoreSink:
+    """Where alignment rows go: appended to a rows file (resumable: kept rows count towards the totals) or
+    kept in memory. Corpus totals follow every row."""
+
+    def __init__(self, path: Path | None, resume: bool = False):
+        self.path = path
+        self.totals = ScoreTotals()
+        self.kept: list[dict[str, Any]] = []
+        self.store = JsonlStore(path, "index", resume=resume, on_row=self.totals.add_row) if path else None
+        self.done: set[int] = self.store.done if self.store is not None else set()
+
+    def append(self, row: dict[str, Any], line: str | None = None) -> None:
+        self.totals.add_row(row)
+        if self.store is not None:
+            self.store.append(row, line)
+        else:
+            self.kept.append(row)
+
+    def sync(self) -> None:
+        if self.store is not None:
+            self.store.sync()
+
+    def rows(self) -> Iterator[dict[str, Any]] | None:
+        """The rows kept in memory (None when they went to a file)."""
+        return None if self.path else iter(self.kept)
+
+    def __enter__(self) -> "ScoreSink":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+def score_stream(bundle: ModelBundle, pairs: Iterable[SentencePair],
+                 golds: Sequence[GoldAlignment | None] | Iterable[GoldAlignment | None] | None,
+                 opts: ScoreOptions, rows_path: Path | None = None, resume: bool = False,
+                 on_progress: Callable[[int], None] | None = None) -> tuple[ScoreTotals, Iterator[dict] | None]:
+    """Score every pair; append rows to `rows_path` (if given). Returns the corpus totals and, without
+    `rows_path`, the rows.
+
+    `golds`: see `items_from_pairs`. With `resume`, sentences whose index is already in `rows_path` are
+    skipped and their rows count towards the totals.
+    """
+    with ScoreSink(rows_path, resume) as sink:
+        if on_progress and sink.done:
+            on_progress(len(sink.done))
+        chunks = iter_chunks(items_from_pairs(pairs, golds), opts.chunk_size, sink.done)
+        run_chunks(chunks, [ScoreRows(opts)], [sink], local_execute(bundle, opts.batch_size, opts.beam), on_progress)
+    return sink.totals, sink.rows()
+
+
+# ----------------------------------------------------------------------------------------------- triage
+
+def partial_path(out: str | os.PathLike[str]) -> Path:
+    """Where the rows of an unfinished triage run writing `out` are kept: ``<out>.partial``."""
+    return Path(str(out) + ".partial")
+
+
+def calibration_path(out: str | os.PathLike[str]) -> Path:
+    """Where the calibration of results file `out` is saved: beside it, ``<stem>.calibration.json``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".calibration.json")
+
+
+class PartialRows(JsonlStore):
+    """The signal rows of a triage run writing `out`, kept in ``<out>.partial`` until they are ranked.
+
+    Opening checks the rows against `sources` (a rerun on other input is refused) and cuts off a line torn
+    by a kill; rows are read back (null signals as NaN) as often as ranking needs.
+    """
+
+    def __init__(self, out: str | os.PathLike[str], sources: Sequence[str]):
+        def check(row: dict[str, Any]) -> None:
+            i = row.get("id")
+            if not isinstance(i, int) or not 0 <= i < len(sources) or row.get("source") != sources[i]:
+                raise ValueError(f"{partial_path(out)}: holds rows of another input (row {i} does not match the "
+                                 "sources); delete it or use another --out")
+        super().__init__(partial_path(out), "id", check=check, nan_fields=SIGNALS)
+
+
+class RankedFile(Sequence):
+    """The ranked rows of a triage run, read from its `out` file on demand (only line offsets are held);
+    `calibration` is the Calibration they were scored with."""
+
+    def __init__(self, path: Path, offsets: array, calibration: Calibration):
+        self.path, self._offsets, self.calibration = path, offsets, calibration
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[k] for k in range(*index.indices(len(self)))]
+        with open(self.path, "rb") as f:
+            return row_at(f, self._offsets[index], SIGNALS)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        with open(self.path, "rb") as f:
+            for line in f:
+                yield parse_row(line, SIGNALS)
+
+
+class TriageRows(list):
+    """The ranked rows of a triage run kept in memory (a plain list) carrying the `calibration` they were scored with."""
+
+    def __init__(self, rows: Iterable[dict[str, Any]], calibration: Calibration):
+        super().__init__(rows)
+        self.calibration = calibration
+
+
+def finish_triage(store: PartialRows | list[dict[str, Any]], calibration: Calibration | None, *,
+                  settings: dict[str, Any], percentile: float = 95.0,
+                  out: str | os.PathLike[str] | None = None) -> TriageRows | RankedFile:
+    """Calibrate on the rows (unless `calibration` is given), score, rank (most suspect first, then by id).
+
+    Rows in a list are ranked in place and returned as TriageRows. Rows in ``<out>.partial`` are
+    streamed: only their scores and offsets are held, `out` and the calibration are written atomically,
+    the partial file is removed, and the ranked rows are returned as a RankedFile reading `out`.
+    """
+    if calibration is None:
+        calibration = calibrate(store, percentile=percentile, source="self", settings=settings)
+    if not isinstance(store, PartialRows):
+        for row in store:
+            scored_row(row, calibration)
+        store.sort(key=lambda r: (-r["score"], r["id"]))
+        for rank, row in enumerate(store, start=1):
+            row["rank"] = rank
+        return TriageRows(store, calibration)
+    scores, ids, offsets = array("d"), array("q"), array("q")
+    for offset, row in store.with_offsets():
+        scores.append(round(triage_row(row, calibration)[0], 4))  # the score a row carries, as the list sort uses
+        ids.append(row["id"])
+        offsets.append(offset)
+    order = np.lexsort((np.asarray(ids), -np.asarray(scores)))
+    out = Path(out)
+    write_text_atomic(calibration_path(out), calibration.to_json() + "\n")
+    tmp = out.with_name(out.name + ".tmp")
+    ranked = array("q")
+    with open(store.path, "rb") as src, open(tmp, "wb") as dst:
+        for rank, k in enumerate(order.tolist(), start=1):
+            row = store.row_at(src, offsets[k])
+            scored_row(row, calibration)
+            row["rank"] = rank
+            ranked.append(dst.tell())
+            dst.write((row_json(row) + "\n").encode("utf-8"))
+    tmp.replace(out)
+    store.path.unlink(missing_ok=True)
+    return RankedFile(out, ranked, calibration)
+
+
+def signal_rows(bundle: ModelBundle, sources: Sequence[str], targets: Sequence[str] | None = None,
+                references: Sequence[str] | None = None, *, batch_size: int = 16, beam: int = 1,
+                layer: int | str = "mean", head: int | str = "mean", method: str = "shift-att",
+                chunk_size: int = 256) -> list[dict[str, Any]]:
+    """The unscored signal rows of every sentence, in input order (what triage ranks; for studies of the signals)."""
+    rows: list[dict[str, Any]] = []
+    run_chunks(iter_chunks(items_from_lines(sources, targets, references), chunk_size),
+               [SignalRows(layer, head, method)], [rows], local_execute(bundle, batch_size, beam))
+    return rows
+
+
+def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | None = None,
+               references: Sequence[str] | None = None, batch_size: int = 16,
+               calibration: Calibration | None = None, *, beam: int = 1, layer: int | str = "mean",
+               head: int | str = "mean", method: str = "shift-att", percentile: float = 95.0,
+               out: str | os.PathLike[str] | None = None, chunk_size: int = 256,
+               on_progress: Callable[[int], None] | None = None, execute: Execute | None = None,
+               model_name: str | None = None) -> TriageRows | RankedFile:
+    """Signals, score, flags and reasons for every sentence, most suspect first.
+
+    Without `calibration` the thresholds are calibrated on this set (`percentile`). With `out`, each chunk's
+    rows are appended to ``<out>.partial`` as they come (a rerun resumes from it); at the end the ranked rows
+    go to `out`, the calibration to ``<out stem>.calibration.json``, and the partial file is removed.
+    Returns the ranked rows, with `.calibration` the Calibration used: a list (TriageRows) without `out`,
+    else a RankedFile that reads them from `out` (no row is held). `execute` runs the chunks elsewhere
+    (`ray_backend`); `model_name` is then the name the calibration records.
+    """
+    items = items_from_lines(sources, targets, references)
+    settings = triage_settings(model_name or getattr(bundle, "name", None), method=method, layer=layer, head=head,
+                               calibration=calibration)
+    store: PartialRows | list[dict[str, Any]] = PartialRows(out, sources) if out is not None else []
+    done = store.done if isinstance(store, PartialRows) else set()
+    if on_progress and done:
+        on_progress(len(done))
+    chunks = [c for c in iter_chunks(items, chunk_size, done) if c]
+    try:
+        if chunks:
+            run_chunks(chunks, [SignalRows(layer, head, method)], [store],
+                       execute or local_execute(bundle, batch_size, beam), on_progress)
+    finally:
+        if isinstance(store, PartialRows):
+            store.close()
+    return finish_triage(store, calibration, settings=settings, percentile=percentile, out=out)
+
+
+# ------------------------------------------------------------------------------------------ both at once
+
+def score_and_triage(bundle: ModelBundle, pairs: Sequence[SentencePair], golds: Sequence[GoldAlignment | None] | None,
+                     references: Sequence[str] | None, opts: ScoreOptions, *, triage_layer: Selector = "mean",
+                     percentile: float = 95.0, on_progress: Callable[[int], None] | None = None
+                     ) -> tuple[TriageRows, dict[int, dict[str, Any]], ScoreTotals]:
+    """(ranked triage rows, alignment rows by pair index, corpus totals) from one forward pass per batch.
+
+    Every pair needs its target (translate first). Alignment rows are `score_stream`'s and triage rows
+    `run_triage`'s, read with `opts`' method and head and `triage_layer`, self-calibrated.
+    """
+    if any(p.tgt_words is None for p in pairs):
+        raise ValueError("every pair needs a target: translate the sources first")
+    if references is not None and len(references) != len(pairs):
+        raise ValueError(f"{len(pairs)} pairs but {len(references)} references: expected one reference per pair")
+    refs = None if references is None else {p.index: r for p, r in zip(pairs, references)}
+    items = [Item(x.index, x.line, x.source, x.target, x.gold, None if refs is None else refs[x.index])
+             for x in items_from_pairs(pairs, _by_index(pairs, golds))]
+    sink, signals = ScoreSink(None), []
+    builders = [ScoreRows(opts), SignalRows(triage_layer, opts.head, opts.method)]
+    run_chunks(iter_chunks(items, opts.chunk_size), builders, [sink, signals],
+               local_execute(bundle, opts.batch_size, opts.beam), on_progress)
+    settings = triage_settings(bundle.name, method=opts.method, layer=triage_layer, head=opts.head)
+    ranked = finish_triage(signals, None, settings=settings, percentile=percentile)
+    return ranked, {r["index"]: r for r in sink.kept}, sink.totals
+
+
+def _by_index(pairs: Sequence[SentencePair], golds: Sequence[GoldAlignment | None] | None):
+    """`golds` given by position in `pairs`, as a mapping by pair index."""
+    if golds is None:
+        return None
+    by = {p.index: g for p, g in zip(pairs, golds)}
+    return [by.get(i) for i in range(max(by, default=-1) + 1)]

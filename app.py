@@ -21,14 +21,11 @@ from aligndebug import agreement, attribution, charts, export, rollout, signals
 from aligndebug.align import align_record, default_layer
 from aligndebug.errors import InputError
 from aligndebug.extract import encode_pair, extract, translate
+from aligndebug.methods import DEFAULT_ROW_RULE, ROW_RULES
 from aligndebug.models import ModelLoadError, load_model
 from aligndebug.words import split_words
 
 EXAMPLE = "Ein Mann fährt mit dem Fahrrad durch die Stadt ."
-# The embedded model aligns best with the naive rows of decoder layer 1 (AER 0.595 against 0.787 for
-# Shift-Att on Bicici's gold set: aligndebug/default_model/README.md); other models start from the
-# package defaults (Shift-Att, a middle-upper layer).
-DEFAULT_MODEL_VIEW = {"method": "naive", "layer": 1}
 PAGES = ("One sentence", "Test set")
 
 st.set_page_config(page_title="aligndebug", layout="wide")
@@ -127,15 +124,15 @@ def sidebar_settings(model: str) -> dict[str, Any] | None:
     n_layers, n_heads = bundle.num_layers, bundle.num_heads
     sb.caption(f"{bundle.family} · {n_layers} decoder layers × {n_heads} heads")
     sb.subheader("Attention")
-    view = DEFAULT_MODEL_VIEW if model == "default" else {}
+    view = bundle.view  # the model's own best view (the embedded model's aligndebug.json), else package defaults
     layer = sb.selectbox("Layer", ["mean", *range(n_layers)], index=1 + view.get("layer", default_layer(n_layers)),
                          format_func=selector_label, key=f"layer-{model}",
                          help="Decoder layer whose cross-attention is read (0 = lowest). Default: a middle-upper "
                               "layer, where attention aligns best (Chen et al., 2020).")
     head = sb.selectbox("Head", ["mean", *range(n_heads)], format_func=selector_label, key=f"head-{model}",
                         help="One attention head, or the mean over the layer's heads.")
-    methods = ["shift-att", "naive"]
-    method = sb.radio("Method", methods, index=methods.index(view.get("method", "shift-att")), horizontal=True,
+    methods = list(ROW_RULES)
+    method = sb.radio("Method", methods, index=methods.index(view.get("method", DEFAULT_ROW_RULE)), horizontal=True,
                       key=f"method-{model}",
                       help="Shift-Att reads a target word from the row where it is the decoder *input* "
                            "(Chen et al. 2020); naive from the row that predicts it. Which aligns better "
@@ -558,8 +555,8 @@ def testset_page(cfg: dict[str, Any], inp: dict[str, Any]) -> None:
                        on_click="ignore", icon=":material/download:")
 
 
-TABLE_COLUMNS = ("rank", "id", "score", "flags", "source", "translation", "reference", "aer", "chrf", "bleu",
-                 "seq_logprob", "wass_to_unif", "entropy_mean", "coverage_min", "length_ratio")
+TABLE_COLUMNS = ("rank", "id", "score", "flags", "source", "translation", "reference", "aer",
+                 *(s.name for s in signals.SIGNALS.values() if s.table))
 
 
 # ----------------------------------------------------------------------------- main

@@ -15,6 +15,7 @@ from .align import Selector, align_record, default_layer, word_matrix
 from .errors import InputError
 from .extract import extract
 from .gold import scan_gold
+from .methods import DEFAULT_ROW_RULE, ROW_RULES, compared_aligners
 from .metrics import AlignmentSignature
 from .models import ModelLoadError, load_model
 from .pairs import count_lines, iter_pair_lengths, iter_pairs, read_text_lines
@@ -57,8 +58,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_method_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", choices=("shift-att", "naive"), default="shift-att",
-                   help="shift-att: row where the target token is the decoder input; naive: where it is the output")
+    p.add_argument("--method", choices=tuple(ROW_RULES), default=DEFAULT_ROW_RULE,
+                   help="; ".join(f"{k}: {v}" for k, v in ROW_RULES.items()))
     p.add_argument("--layer", type=parse_selector, default=None,
                    help="decoder layer, 0-based (negative from the end), a list, or 'mean' (default: middle-upper)")
     p.add_argument("--head", type=parse_selector, default="mean", help="head index, a list, or 'mean' (default)")
@@ -98,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--skip-invalid", action="store_true", help="skip bad gold lines with a warning instead of stopping")
     s.add_argument("--per-head", action="store_true", help="also AER for every layer x head and each layer's head mean")
     s.add_argument("--compare", action="store_true",
-                   help="also score rollout- and Integrated-Gradients-based alignments and report attention-vs-IG "
-                        "agreement (Spearman rho); IG costs about --ig-steps forward passes a sentence")
+                   help="also score the alignments of " + ", ".join(a.label for a in compared_aligners())
+                        + " and report attention-vs-IG agreement (Spearman rho); IG costs about --ig-steps forward "
+                          "passes a sentence")
     s.add_argument("--ig-steps", type=positive_int, default=16, help="Integrated Gradients steps for --compare")
     s.add_argument("--out", type=Path, help="JSONL, one row per sentence (appended as it goes)")
     s.add_argument("--resume", action="store_true", help="keep the rows already in --out and do only the rest")
@@ -220,7 +222,7 @@ def format_summary(result: dict[str, Any]) -> str:
         if "aer" in result:
             lines.append(f"{'alignment':>12} {'AER':>7} {'P':>7} {'R':>7}")
             lines.append(f"{'attention':>12} " + " ".join(f"{100 * result[k]:7.2f}" for k in ("aer", "precision", "recall")))
-            for name in ("rollout", "ig"):
+            for name in (a.name for a in compared_aligners()):
                 if name in cmp:
                     lines.append(f"{name:>12} " + " ".join(f"{100 * cmp[name][k]:7.2f}" for k in ("aer", "precision", "recall")))
         if cmp.get("agreement_rho_mean") is not None:
@@ -288,7 +290,8 @@ def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--calibration", type=Path, help="calibration JSON from an earlier run on a clean set "
                                                      "(default: calibrate on this set)")
     p.add_argument("--percentile", type=float, default=95.0, help="flag threshold percentile when calibrating")
-    p.add_argument("--method", choices=("shift-att", "naive"), default="shift-att")
+    p.add_argument("--method", choices=tuple(ROW_RULES), default=DEFAULT_ROW_RULE,
+                   help="; ".join(f"{k}: {v}" for k, v in ROW_RULES.items()))
     p.add_argument("--layer", type=parse_selector, default="mean", help="decoder layer (0-based) or 'mean' (default)")
     p.add_argument("--head", type=parse_selector, default="mean", help="head index or 'mean' (default)")
     add_run_args(p, "sentences translated and scored at a time, in input order (what a kill can cost)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import torch
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 DEFAULT_NAMES = ("default", "", None)
+SETTINGS_FILE = "aligndebug.json"  # beside a model's weights: what aligndebug knows about the model
 
 
 class ModelLoadError(RuntimeError):
@@ -29,6 +31,7 @@ class ModelBundle:
     tgt_lang: str | None = None
     source_prefix: str = ""  # e.g. T5's "translate German to English: "; never counted as source words
     generate_kwargs: dict[str, Any] = field(default_factory=dict)
+    view: dict[str, Any] = field(default_factory=dict)  # the model's best alignment view: method, layer (if known)
 
     @classmethod
     def from_objects(cls, model: Any, tokenizer: Any, name: str = "in-memory", device: str = "cpu",
@@ -119,8 +122,23 @@ def load_model(name_or_path: str | None = "default", device: str = "cpu", src_la
         raise ModelLoadError(f"model {name!r} could not be loaded ({type(exc).__name__}: {exc})") from exc
     if device.startswith("cuda"):
         model = model.half()  # attention weights in half precision are plenty for alignment and halve memory
-    return ModelBundle.from_objects(model, tokenizer, name=name, device=device, src_lang=src_lang,
-                                    tgt_lang=tgt_lang, source_prefix=source_prefix)
+    bundle = ModelBundle.from_objects(model, tokenizer, name=name, device=device, src_lang=src_lang,
+                                      tgt_lang=tgt_lang, source_prefix=source_prefix)
+    bundle.view = model_view(path)
+    return bundle
+
+
+def model_view(path: str | Path) -> dict[str, Any]:
+    """The best alignment view (row rule `method`, decoder `layer`) a model folder records in its
+    ``aligndebug.json`` (the embedded model does: it was measured against gold), else {}."""
+    settings = Path(path) / SETTINGS_FILE
+    if not settings.is_file():
+        return {}
+    try:
+        view = json.loads(settings.read_text(encoding="utf-8")).get("view", {})
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ModelLoadError(f"{settings}: not a readable aligndebug settings file ({exc})") from exc
+    return {k: view[k] for k in ("method", "layer") if k in view}
 
 
 def _use_eager_attention(model: Any) -> None:

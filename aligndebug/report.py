@@ -12,8 +12,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-SHOWN_SIGNALS = ("seq_logprob", "min_logprob", "entropy_mean", "wass_to_unif", "sink_special", "coverage_min",
-                 "coverage_max", "repeat_share", "tandem_repeat", "length_ratio", "chrf", "bleu")
+from .signals import SIGNALS
+from .store import write_text_atomic
+
+SHOWN_SIGNALS = tuple(s.name for s in SIGNALS.values() if s.report)
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
@@ -132,9 +134,4 @@ def render_report(rows: Iterable[dict[str, Any]], *, bundle: Any = None, calibra
 
 def write_report(rows: Iterable[dict[str, Any]], path: str | os.PathLike[str], **kwargs: Any) -> Path:
     """Render (see `render_report`) and write atomically; returns the path."""
-    path = Path(path)
-    text = render_report(rows, **kwargs)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, render_report(rows, **kwargs))

@@ -16,10 +16,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .agreement import ig_links, record_agreement, rollout_links, sentence_agreement
+from .agreement import record_agreement, sentence_agreement
 from .align import Selector, align_grid, default_layer, select, token_links
 from .attribution import ig_for_record
 from .gold import GoldAlignment, format_pharaoh
+from .methods import DEFAULT_ROW_RULE, compared_aligners
 from .metrics import AlignmentCounts, count_links
 from .models import ModelBundle
 from .record import Record
@@ -34,7 +35,7 @@ HeadKey = tuple[int, "int | str"]  # (layer, head index or "mean")
 class ScoreOptions:
     """How links are read off the attention."""
 
-    method: str = "shift-att"
+    method: str = DEFAULT_ROW_RULE  # a name in methods.ROW_RULES
     layer: Selector | None = None
     head: Selector = "mean"
     threshold: float | None = None
@@ -74,7 +75,7 @@ class SentenceScore:
     links: str
     counts: AlignmentCounts | None = None
     per_head: dict[HeadKey, AlignmentCounts] = field(default_factory=dict)
-    compared: dict[str, AlignmentCounts] = field(default_factory=dict)  # "rollout" / "ig" -> counts
+    compared: dict[str, AlignmentCounts] = field(default_factory=dict)  # compared aligner -> counts
     agreement_rho: float | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the row itself
 
@@ -83,8 +84,8 @@ class SentenceScore:
         return cls(index=row["index"], links=row["links"], counts=counts_from_json(row.get("counts")),
                    per_head={head_key_from_json(k): AlignmentCounts(*v)
                              for k, v in (row.get("per_head_counts") or {}).items()},
-                   compared={name: AlignmentCounts(*row[f"{name}_counts"]) for name in ("rollout", "ig")
-                             if row.get(f"{name}_counts") is not None},
+                   compared={a.name: AlignmentCounts(*row[f"{a.name}_counts"]) for a in compared_aligners()
+                             if row.get(f"{a.name}_counts") is not None},
                    agreement_rho=row.get("agreement_rho"), raw=row)
 
     def to_json(self) -> dict[str, Any]:
@@ -140,16 +141,18 @@ def score_reducer(opts: ScoreOptions):
 
 def _compare(rec: Record, gold: GoldAlignment | None, opts: ScoreOptions, layer: Selector,
              bundle: ModelBundle | None) -> dict[str, Any]:
-    """Rollout and IG alignments (with counts against gold) and attention-vs-IG agreement for one sentence."""
+    """The compared aligners' links (with counts against gold) and attention-vs-IG agreement for one sentence."""
     if bundle is None:
         raise ValueError("comparing with Integrated Gradients needs the model")
     ig = ig_for_record(bundle, rec, steps=opts.ig_steps, rows=rec.target_positions)
     out: dict[str, Any] = {"agreement_rho": sentence_agreement(record_agreement(rec, ig, "cross", layer, opts.head)),
                            "ig_max_gap": float(ig.delta.max()) if len(ig.delta) else 0.0}
-    for name, links in (("rollout", rollout_links(rec)), ("ig", ig_links(rec, ig))):
-        out[f"{name}_links"] = format_pharaoh(links)
+    settings = {"method": opts.method, "layer": layer, "head": opts.head, "threshold": opts.threshold}
+    for aligner in compared_aligners():
+        links = aligner.links(rec, ig, settings)
+        out[f"{aligner.name}_links"] = format_pharaoh(links)
         if gold is not None:
-            out[f"{name}_counts"] = counts_to_json(count_links(links, gold))
+            out[f"{aligner.name}_counts"] = counts_to_json(count_links(links, gold))
     if np.isnan(out["agreement_rho"]):
         out["agreement_rho"] = None
     return out

@@ -28,11 +28,12 @@ from .align import Selector
 from .errors import InputError
 from .extract import SentenceError, iter_extract
 from .gold import GoldAlignment
+from .methods import compared_aligners
 from .models import ModelBundle
 from .pairs import SentencePair
 from .record import Record
 from .rows import ScoreOptions, ScoreTotals, score_reducer, score_row, signal_reducer, signal_row
-from .store import JsonlStore, parse_row, row_at, row_json, write_text_atomic
+from .store import JsonlStore, parse_row, row_at, row_json, write_lines_atomic, write_text_atomic
 from .triage import SIGNALS, Calibration, calibrate, scored_row, triage_row, triage_settings
 
 # (rows per builder, in input order) of one chunk, and how many sentences it ran
@@ -74,7 +75,9 @@ class ScoreRows:
 
     @property
     def keep(self) -> tuple[str, ...]:
-        return ("cross", "enc_self", "dec_self") if self.opts.compare else ("cross",)
+        if not self.opts.compare:
+            return ("cross",)
+        return tuple(dict.fromkeys(("cross",) + tuple(k for a in compared_aligners() for k in a.keep)))
 
     def reducer(self):
         return score_reducer(self.opts)
@@ -329,16 +332,21 @@ def finish_triage(store: PartialRows | list[dict[str, Any]], calibration: Calibr
     order = np.lexsort((np.asarray(ids), -np.asarray(scores)))
     out = Path(out)
     write_text_atomic(calibration_path(out), calibration.to_json() + "\n")
-    tmp = out.with_name(out.name + ".tmp")
-    ranked = array("q")
-    with open(store.path, "rb") as src, open(tmp, "wb") as dst:
-        for rank, k in enumerate(order.tolist(), start=1):
-            row = store.row_at(src, offsets[k])
-            scored_row(row, calibration)
-            row["rank"] = rank
-            ranked.append(dst.tell())
-            dst.write((row_json(row) + "\n").encode("utf-8"))
-    tmp.replace(out)
+    ranked = array("q")  # byte offset of each ranked row in `out`
+
+    def ranked_lines() -> Iterator[str]:
+        pos = 0
+        with open(store.path, "rb") as src:
+            for rank, k in enumerate(order.tolist(), start=1):
+                row = store.row_at(src, offsets[k])
+                scored_row(row, calibration)
+                row["rank"] = rank
+                line = row_json(row)
+                ranked.append(pos)
+                pos += len(line.encode("utf-8")) + 1
+                yield line
+
+    write_lines_atomic(out, ranked_lines())
     store.path.unlink(missing_ok=True)
     return RankedFile(out, ranked, calibration)
 

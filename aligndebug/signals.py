@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 import unicodedata
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,55 @@ FUNCTION_WORDS: frozenset[str] = frozenset(
     where when while there here some any all each another other than then off out one
     """.split()
 )
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One triage signal: which values are suspect (`direction` "high", "low", or "both"), the `family` of
+    signals measuring the same thing (combined as one in the score), the `flag` a row gets beyond the
+    threshold (for "both": the low-side and high-side flags), the `label` reasons use, and whether the HTML
+    `report` and the app's test-set `table` show it."""
+
+    name: str
+    direction: str
+    family: str
+    flag: str | tuple[str, str]
+    label: str
+    report: bool = False
+    table: bool = False
+
+
+SIGNALS: dict[str, Signal] = {s.name: s for s in (
+    Signal("entropy_mean", "high", "dispersion", "scattered", "mean normalised attention entropy", report=True, table=True),
+    Signal("scattered_share", "high", "dispersion", "scattered", "share of target words with scattered attention"),
+    Signal("wass_to_unif", "high", "detachment", "detached", "Wass-to-Unif distance", report=True, table=True),
+    Signal("sink_special", "high", "detachment", "detached", "share of attention on special tokens (</s>)", report=True),
+    Signal("sink_punct", "high", "detachment", "detached", "share of attention on punctuation"),
+    Signal("coverage_min", "low", "omission", "omission", "lowest relative coverage of a source content word",
+           report=True, table=True),
+    Signal("omission_share", "high", "omission", "omission", "share of source content words left unattended"),
+    Signal("coverage_max", "high", "overattention", "repetition", "highest relative coverage of a source content word",
+           report=True),
+    Signal("overattended_share", "high", "overattention", "repetition", "share of source content words over-attended"),
+    Signal("seq_logprob", "low", "confidence", "low_confidence", "Seq-Logprob (mean target log-probability)",
+           report=True, table=True),
+    Signal("min_logprob", "low", "confidence", "low_confidence", "lowest target token log-probability", report=True),
+    Signal("repeat_share", "high", "repetition", "repetition", "share of target words inside a repeated n-gram",
+           report=True),
+    Signal("longest_repeat", "high", "repetition", "repetition", "longest repeated target span (words)"),
+    Signal("tandem_repeat", "high", "repetition", "repetition", "longest immediately repeated target span (words)",
+           report=True),
+    Signal("length_ratio", "both", "length", ("too_short", "too_long"), "target/source length ratio (words)",
+           report=True, table=True),
+    Signal("chrf", "low", "reference", "low_reference_score", "sentence chrF against the reference", report=True, table=True),
+    Signal("bleu", "low", "reference", "low_reference_score", "sentence BLEU against the reference", report=True, table=True),
+)}
+"""Every sentence-level signal triage scores, by name (registry order is the order rows, calibrations and
+the score's combination read them). Adding a signal is one entry here and its value in `record_signals`."""
+
+FAMILIES: dict[str, list[str]] = {}
+for _s in SIGNALS.values():
+    FAMILIES.setdefault(_s.family, []).append(_s.name)
 
 
 def _as_float(a: Any) -> np.ndarray:

@@ -54,7 +54,7 @@ def write_lines_atomic(path: str | os.PathLike[str], lines: Iterable[str]) -> Pa
     """Write `lines` (each without its newline), streamed, through a temporary file beside `path`."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
         f.writelines(line + "\n" for line in lines)
     tmp.replace(path)
     return path

@@ -15,6 +15,7 @@ import numpy as np
 from .align import align_grid, word_matrix
 from .extract import extract
 from .gold import read_gold
+from .methods import ROW_RULES
 from .metrics import AlignmentCounts, count_links
 from .models import ModelBundle
 from .pairs import iter_pairs, pair_lengths
@@ -49,7 +50,7 @@ class AlignmentMonitor:
             bundle = ModelBundle.from_objects(model, tokenizer, name=f"step{step}", device=str(model.device))
             recs = extract(bundle, self.sources, self.targets, batch_size=self.batch_size, keep=("cross",))
             result: dict[str, Any] = {"step": step, "sentences": len(recs)}
-            for method in ("naive", "shift-att"):
+            for method in sorted(ROW_RULES):  # naive, shift-att (the order the monitor file has always had)
                 totals: dict[int, AlignmentCounts] = {}
                 for rec, gold in zip(recs, self.golds):
                     if gold is None:

@@ -47,32 +47,7 @@ from scipy import stats
 
 from .errors import InputError
 from .store import write_text_atomic
-from .signals import threshold_signals
-
-# name -> (suspect direction, family, flag when beyond threshold, label for reasons)
-# direction: "high" (large is suspect), "low", or "both" (flag names for low / high side)
-SIGNALS: dict[str, tuple[str, str, Any, str]] = {
-    "entropy_mean": ("high", "dispersion", "scattered", "mean normalised attention entropy"),
-    "scattered_share": ("high", "dispersion", "scattered", "share of target words with scattered attention"),
-    "wass_to_unif": ("high", "detachment", "detached", "Wass-to-Unif distance"),
-    "sink_special": ("high", "detachment", "detached", "share of attention on special tokens (</s>)"),
-    "sink_punct": ("high", "detachment", "detached", "share of attention on punctuation"),
-    "coverage_min": ("low", "omission", "omission", "lowest relative coverage of a source content word"),
-    "omission_share": ("high", "omission", "omission", "share of source content words left unattended"),
-    "coverage_max": ("high", "overattention", "repetition", "highest relative coverage of a source content word"),
-    "overattended_share": ("high", "overattention", "repetition", "share of source content words over-attended"),
-    "seq_logprob": ("low", "confidence", "low_confidence", "Seq-Logprob (mean target log-probability)"),
-    "min_logprob": ("low", "confidence", "low_confidence", "lowest target token log-probability"),
-    "repeat_share": ("high", "repetition", "repetition", "share of target words inside a repeated n-gram"),
-    "longest_repeat": ("high", "repetition", "repetition", "longest repeated target span (words)"),
-    "tandem_repeat": ("high", "repetition", "repetition", "longest immediately repeated target span (words)"),
-    "length_ratio": ("both", "length", ("too_short", "too_long"), "target/source length ratio (words)"),
-    "chrf": ("low", "reference", "low_reference_score", "sentence chrF against the reference"),
-    "bleu": ("low", "reference", "low_reference_score", "sentence BLEU against the reference"),
-}
-FAMILIES: dict[str, list[str]] = {}
-for _name, (_d, _fam, _f, _l) in SIGNALS.items():
-    FAMILIES.setdefault(_fam, []).append(_name)
+from .signals import FAMILIES, SIGNALS, threshold_signals  # noqa: F401  (FAMILIES re-exported)
 
 MAX_SAMPLES = 1001
 CAL_VERSION = 1
@@ -150,7 +125,7 @@ class Calibration:
             log_hi += math.log(2) + float(stats.norm.logsf((value - ref[-1]) / scale))
         if value < ref[0]:
             log_lo += math.log(2) + float(stats.norm.logsf((ref[0] - value) / scale))
-        direction = SIGNALS[name][0]
+        direction = SIGNALS[name].direction
         if direction == "high":
             return log_hi
         if direction == "low":
@@ -228,7 +203,7 @@ def calibrate(rows: Iterable[dict[str, Any]], percentile: float = 95.0, source: 
         if not vals:
             continue
         arr = np.sort(np.asarray(vals))
-        direction = SIGNALS[name][0]
+        direction = SIGNALS[name].direction
         thr: dict[str, float] = {}
         if direction in ("high", "both"):
             thr["high"] = float(np.percentile(arr, q_hi))
@@ -284,7 +259,8 @@ def triage_row(signals: dict[str, Any], calibration: Calibration) -> tuple[float
     flags: list[str] = []
     reasons: list[str] = []
     q = calibration.percentile
-    for name, (direction, _fam, flag, label) in SIGNALS.items():
+    for name, spec in SIGNALS.items():
+        flag, label = spec.flag, spec.label
         v = sig.get(name)
         thr = calibration.thresholds.get(name)
         if not _finite(v) or not thr:
@@ -362,7 +338,7 @@ def suspect_values(name: str, rows: Sequence[dict[str, Any]], calibration: Calib
     """A signal turned so that larger = more suspect (for AUC): the value for high-suspect
     signals, its negative for low-suspect ones, and -log p (from `calibration`) for two-sided
     ones. Undefined values get the least suspect value."""
-    direction = SIGNALS[name][0]
+    direction = SIGNALS[name].direction
     if direction == "both":
         if calibration is None:
             raise ValueError(f"{name} is two-sided: pass the calibration to orient it")

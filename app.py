@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from aligndebug import agreement, attribution, charts, export, rollout, signals
+from aligndebug import agreement, attribution, charts, export, rollout, signals, testset, views
 from aligndebug.align import align_record, default_layer
 from aligndebug.errors import InputError
-from aligndebug.extract import encode_pair, extract, translate
+from aligndebug.extract import extract
 from aligndebug.methods import DEFAULT_ROW_RULE, ROW_RULES
 from aligndebug.models import ModelLoadError, load_model
 from aligndebug.words import split_words
@@ -237,7 +237,7 @@ def alignment_tab(cfg, rec, gold, links) -> None:
                "One panel per decoder layer (rows) and head (columns); the last column is the layer's mean. "
                "Look for heads whose dots form a clean diagonal-like path before trusting one.")
     if gold is not None:
-        scores = charts.layer_head_aer(rec, gold, method=method)
+        scores = views.layer_head_aer(rec, gold, method=method)
         show_chart(charts.layer_head_scores(scores), "layer-head-aer",
                    "Sentence AER of the alignment read from each layer/head (best outlined). One sentence is "
                    "noisy: score a test set to choose a layer.")
@@ -348,12 +348,12 @@ def tokens_tab(cfg, rec) -> None:
                             float(round(t.get("entropy_high") or 0.8, 2)), 0.01, key="ent_thr")
         cov_low = st.slider("Unattended below (relative coverage)", 0.0, 1.0,
                             float(round(min(t.get("coverage_low") or 0.2, 1.0), 2)), 0.01, key="cov_low")
-    ts = charts.token_signals(rec, layer=layer, head=head, method=method, level=level)
+    ts = views.token_signals(rec, layer=layer, head=head, method=method, level=level)
     show_chart(charts.token_chart(ts["labels"], ts["logprob"], ts["entropy"], entropy_threshold=ent_thr,
                                   title="per target " + ("word" if level == "word" else "token")), "tokens",
                "Top: log-probability of each target word under the model (low = unsure). Bottom: entropy of its "
                "attention over the source words (1 = spread evenly); **scattered** ones are red.")
-    cov, content = charts.coverage_values(rec, layer=layer, head=head, method=method)
+    cov, content = views.coverage_values(rec, layer=layer, head=head, method=method)
     show_chart(charts.coverage_chart(rec.src_words, cov, content, low=cov_low), "coverage",
                "Attention each source word receives from the whole translation (1 = its fair share). Content words "
                "that get almost none are marked **omitted?**: the translation may have dropped them.")
@@ -401,84 +401,13 @@ def testset_inputs() -> dict[str, Any] | None:
 
 
 def run_testset(cfg: dict[str, Any], inp: dict[str, Any]) -> dict[str, Any]:
-    """Read, translate if needed, then score alignments against gold and triage in one pass; returns rows
-    and corpus scores."""
-    from aligndebug.rows import ScoreOptions
-    from aligndebug.gold import format_pharaoh, read_gold
-    from aligndebug.metrics import corpus_translation_scores
-    from aligndebug.pairs import SentencePair, iter_lines, iter_pairs, pair_lengths
-    from aligndebug.runner import score_and_triage
-    from aligndebug.pairs import read_text_lines
-
-    if inp["src"] is None:
-        raise InputError(None, None, "no source file given", "a source file or a `source ||| target` file")
-    src = inp["src"]
-    is_pairs = "|||" in next(iter_lines(src), (0, ""))[1]  # a `source ||| target` file, or sources alone
-    if is_pairs and inp["tgt"] is not None:
-        raise InputError(inp["tgt"], None, "a translations file was given with a `source ||| target` file",
-                         "either one pairs file or a source file with an optional translations file")
-    all_pairs = list(iter_pairs(pairs_path=src) if is_pairs else iter_pairs(src_path=src, tgt_path=inp["tgt"]))
-    if not all_pairs:
-        raise InputError(src, None, "the file holds no sentences", "one sentence a line")
-    gold = None
-    if inp["gold"] is not None:
-        if all_pairs[0].tgt_words is None:
-            raise InputError(inp["gold"], None, "gold alignments index the words of given translations, "
-                             "but no translations were given", "a translations file (or a `source ||| target` file)")
-        gold = read_gold(inp["gold"], base=inp["base"], sentences=pair_lengths(all_pairs), skip_invalid=True)
-    refs = read_text_lines(inp["ref"], "references") if inp["ref"] is not None else None
-    if refs is not None and len(refs) != len(all_pairs):
-        raise InputError(inp["ref"], None, f"{len(refs)} references for {len(all_pairs)} sentences",
-                         "one reference a line, as many as sources")
-    pairs = all_pairs[: inp["limit"]]
-    refs = refs[: inp["limit"]] if refs is not None else None
-    golds = gold.alignments[: inp["limit"]] if gold is not None else None
-    bundle = cfg["bundle"]
-    sources = [p.source for p in pairs]
+    """The test-set page's work (`aligndebug.testset.run_testset`), with a progress bar."""
     bar = st.progress(0.0, text="Starting…")
-    n = len(pairs)
-    if pairs[0].tgt_words is None:
-        for p in pairs:  # a source beyond the model's positions is named (file, line) before any decoding
-            try:
-                encode_pair(bundle, p.src_words, [], p.index)
-            except ValueError as exc:
-                raise InputError(src, p.line, str(exc)) from None
-        hyps: list[str] = []
-        for i in range(0, n, 16):  # in chunks, so the bar moves
-            hyps += translate(bundle, sources[i:i + 16], beam=cfg["beam"])
-            bar.progress(len(hyps) / n / 3, text=f"Translating {len(hyps)}/{n}")
-        pairs = [SentencePair(p.index, p.line, p.src_words, split_words(h)) for p, h in zip(pairs, hyps)]
-    targets = [p.target for p in pairs]
-    done = [0]
-
-    def tick(k: int) -> None:
-        done[0] += k
-        bar.progress(min(1.0, 1 / 3 + 2 * done[0] / n / 3), text=f"Aligning and triaging {min(done[0], n)}/{n}")
-
-    opts = ScoreOptions(method=cfg["method"], layer=cfg["layer"], head=cfg["head"], per_head=gold is not None)
-    ranked, aligned, totals = score_and_triage(bundle, pairs, golds, refs, opts, triage_layer=cfg["layer"],
-                                               on_progress=tick)
-    rows, calibration = list(ranked), ranked.calibration
-    for r in rows:
-        s = aligned.get(r["id"], {})
-        r.update({"links": s.get("links"), "gold": s.get("gold"), "aer": s.get("aer"),
-                  "precision": s.get("precision"), "recall": s.get("recall")})
-    bar.progress(1.0, text=f"Done: {n} sentences")
-    corpus: dict[str, Any] = {"sentences": n, "settings": f"model {cfg['model']} · layer {cfg['layer']} · "
-                                                          f"head {cfg['head']} · {cfg['method']}"}
-    if gold is not None and totals.scored:
-        c = totals.counts
-        corpus.update({"aer": c.aer, "precision": c.precision, "recall": c.recall})
-        corpus["gold"] = gold.describe()
-        corpus["gold_warnings"] = gold.warnings
-    if refs is not None:
-        corpus.update({k: v for k, v in corpus_translation_scores(targets, refs).items() if k in ("bleu", "chrf")})
-    grid = None
-    if totals.grid:
-        grid = {(int(k.split(":")[0]), "mean" if k.split(":")[1] == "mean" else int(k.split(":")[1])): v.aer
-                for k, v in totals.grid.items()}
-    return {"rows": rows, "corpus": corpus, "grid": grid, "calibration": calibration,
-            "gold_lines": {p.index: (format_pharaoh(g) if g is not None else "") for p, g in zip(pairs, golds or [])}}
+    result = testset.run_testset(cfg["bundle"], inp["src"], inp["tgt"], inp["gold"], inp["ref"], base=inp["base"],
+                                 limit=inp["limit"], method=cfg["method"], layer=cfg["layer"], head=cfg["head"],
+                                 beam=cfg["beam"], model_name=cfg["model"],
+                                 on_progress=lambda fraction, text: bar.progress(fraction, text=text))
+    return result.as_dict()
 
 
 def open_sentence() -> None:

@@ -17,6 +17,11 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 from scipy.stats import rankdata
 
+from .align import select
+from .attribution import ig_word_matrix
+from .rollout import rollout_word_matrix
+from .words import pool_record
+
 if TYPE_CHECKING:  # pragma: no cover
     from .attribution import IGResult
     from .record import Record
@@ -124,23 +129,15 @@ def attention_words(rec: "Record", attention: str = "cross", layer: int | str | 
     ``method`` picks the decoder rows ('naive': the row that predicts the token, the same row IG
     explains; 'shift-att': one row later).
     """
-    from .words import pool_to_words
-
     if attention == "cross":
-        from .align import select
-
         if rec.cross is None:
             raise ValueError("this Record holds no cross-attention (extracted without 'cross')")
         full = select(rec.cross, layer, head)
     elif attention == "rollout":
-        from .rollout import rollout_word_matrix
-
         return rollout_word_matrix(rec, method=method, fusion=fusion, residual=residual)
     else:
         raise ValueError(f"unknown attention {attention!r}: expected 'cross' or 'rollout'")
-    mat = full[rec.rows_for(method)]
-    pos = rec.target_positions
-    return pool_to_words(mat, rec.src_word_ids, rec.tgt_word_ids[pos], len(rec.src_words), len(rec.tgt_words))
+    return pool_record(rec, full[rec.rows_for(method)])
 
 
 def record_agreement(rec: "Record", ig: "IGResult", attention: str = "cross",
@@ -148,22 +145,16 @@ def record_agreement(rec: "Record", ig: "IGResult", attention: str = "cross",
                      method: str = "naive", fusion: str = "mean", residual: float = 0.5,
                      absolute: bool = True) -> np.ndarray:
     """ρ per target word between attention (cross or rollout) and IG, both pooled to words: ``[n_tgt_words]``."""
-    from .attribution import ig_word_matrix
-
     att = attention_words(rec, attention, layer, head, method, fusion, residual)
     return token_agreement(att, ig_word_matrix(rec, ig), absolute=absolute)
 
 
 def ig_links(rec: "Record", ig: "IGResult", absolute: bool = False) -> set[tuple[int, int]]:
     """IG alignment: per target word, the source word with the largest (pooled) attribution."""
-    from .attribution import ig_word_matrix
-
     return argmax_links(ig_word_matrix(rec, ig), absolute=absolute)
 
 
 def rollout_links(rec: "Record", method: str = "naive", fusion: str = "mean",
                   residual: float = 0.5) -> set[tuple[int, int]]:
     """Rollout alignment: per target word, the source word receiving the most rollout flow."""
-    from .rollout import rollout_word_matrix
-
     return argmax_links(rollout_word_matrix(rec, method=method, fusion=fusion, residual=residual))

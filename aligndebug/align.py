@@ -7,7 +7,7 @@ from typing import Sequence, Union
 import numpy as np
 
 from .record import Record
-from .words import pool_to_words, token_links_to_words
+from .words import pool_record, token_links_to_words
 
 Selector = Union[int, str, Sequence[int]]
 METHODS = ("naive", "shift-att")
@@ -56,7 +56,7 @@ def word_matrix(rec: Record, method: str = "shift-att", layer: Selector | None =
                 head: Selector = "mean") -> np.ndarray:
     """[target words, source words]: sum over a source word's subwords, mean over a target word's."""
     mat = attention_matrix(rec, layer, head, method)
-    return pool_to_words(mat, rec.src_word_ids, target_token_word_ids(rec), len(rec.src_words), len(rec.tgt_words))
+    return pool_record(rec, mat)
 
 
 def token_links(mat: np.ndarray, src_word_ids: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:

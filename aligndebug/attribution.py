@@ -52,6 +52,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from .words import pool_record, pool_to_words
+
 if TYPE_CHECKING:  # pragma: no cover
     from .record import Record
 
@@ -405,11 +407,7 @@ def ig_word_matrix(rec: "Record", result: IGResult) -> np.ndarray:
 
     Summing keeps completeness: a word's attribution is the sum of its subwords'.
     """
-    from .words import pool_to_words
-
-    pos = rec.target_positions
-    return pool_to_words(ig_token_matrix(rec, result), rec.src_word_ids, rec.tgt_word_ids[pos],
-                         len(rec.src_words), len(rec.tgt_words))
+    return pool_record(rec, ig_token_matrix(rec, result))
 
 
 def ig_prefix_word_matrix(rec: "Record", result: IGResult) -> np.ndarray:
@@ -418,8 +416,6 @@ def ig_prefix_word_matrix(rec: "Record", result: IGResult) -> np.ndarray:
     Decoder input position p holds the label of row p−1 (teacher forcing shifts right), so its word is
     ``tgt_word_ids[p−1]``; the start token (p = 0) and specials drop out.
     """
-    from .words import pool_to_words
-
     pos = rec.target_positions
     mat = _rows_matrix(result, pos, "target_prefix")
     dec_word_ids = np.concatenate([[-1], np.asarray(rec.tgt_word_ids)[:-1]])

@@ -20,11 +20,10 @@ from typing import Any, Iterable, Sequence
 import altair as alt
 import numpy as np
 
-from .align import attention_matrix, select, target_token_word_ids, token_links
+from .align import attention_matrix, default_layer, target_token_word_ids
 from .record import Record
-from .words import pool_to_words, token_links_to_words
+from .views import check_gold_range, check_level, layer_head_values, self_attention_matrix, source_target
 
-LEVELS = ("word", "subword")
 # Legend placement: beside the chart, or under it (narrow columns), where vertical legends sit side by side.
 _LEGENDS = {"right": {"orient": "right"}, "bottom": {"orient": "bottom", "direction": "vertical", "gradientLength": 80}}
 
@@ -68,11 +67,6 @@ def _cell_size(n: int, cell: int | None, span: int = 520, lo: int = 12, hi: int 
 
 def _round(values: np.ndarray, digits: int = 5) -> list[float]:
     return [None if not np.isfinite(v) else round(float(v), digits) for v in np.asarray(values, dtype=np.float64).ravel()]
-
-
-def _check_level(level: str) -> None:
-    if level not in LEVELS:
-        raise ValueError(f"unknown level {level!r}: expected one of {LEVELS}")
 
 
 def link_status(pred: Iterable[tuple[int, int]], gold: Any | None) -> dict[tuple[int, int], str]:
@@ -193,38 +187,6 @@ def _attach(chart: Any, values: list[dict[str, Any]]) -> Any:
 
 # ----------------------------------------------------------------------------- source x target views
 
-def _source_target(rec: Record, token_mat: np.ndarray, level: str, threshold: float | None = None
-                   ) -> tuple[np.ndarray, list[str], list[str], set[tuple[int, int]], Any]:
-    """(matrix, x labels, y labels, links, to_cells) for a [target word tokens, S] matrix.
-
-    ``to_cells`` maps word-level gold pairs into the matrix's cell space.
-    """
-    _check_level(level)
-    rows, cols = token_links(token_mat, rec.src_word_ids, threshold)
-    tgt_ids = target_token_word_ids(rec)
-    if level == "word":
-        mat = pool_to_words(token_mat, rec.src_word_ids, tgt_ids, len(rec.src_words), len(rec.tgt_words))
-        links = token_links_to_words(rows, cols, rec.src_word_ids, tgt_ids)
-        return mat, list(rec.src_words), list(rec.tgt_words), links, lambda pairs: set(pairs)
-    y_labels = [rec.label_tokens[p] for p in rec.target_positions]
-    links = {(int(c), int(r)) for r, c in zip(np.asarray(rows).tolist(), np.asarray(cols).tolist())}
-
-    def to_cells(pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
-        # a token cell belongs to a gold pair when its source and target words do
-        pairs = set(pairs)
-        if not pairs:
-            return set()
-        s_idx, t_idx = np.asarray(rec.src_word_ids), np.asarray(tgt_ids)
-        cells = set()
-        for s, t in pairs:
-            for x in np.flatnonzero(s_idx == s).tolist():
-                for y in np.flatnonzero(t_idx == t).tolist():
-                    cells.add((x, y))
-        return cells
-
-    return token_mat, list(rec.src_tokens), y_labels, links, to_cells
-
-
 class _CellGold:
     """Gold pairs moved into subword cell space, keeping the word-level verdict of each cell."""
 
@@ -278,22 +240,15 @@ def source_target_heatmap(
     elif m.shape[0] != n_targets:
         raise ValueError(f"matrix has {m.shape[0]} rows: expected {len(rec.dec_tokens)} decoder rows "
                          f"or {n_targets} target word tokens")
-    mat, xl, yl, links, to_cells = _source_target(rec, m, level, threshold)
+    mat, xl, yl, links, to_cells = source_target(rec, m, level, threshold)
     if gold is not None:
-        _check_gold_range(gold, len(rec.src_words), len(rec.tgt_words))
+        check_gold_range(gold, len(rec.src_words), len(rec.tgt_words))
         if level == "subword":
             gold = _subword_status_gold(rec, m, gold, links, to_cells)
     return matrix_heatmap(mat, xl, yl, title=title, value_title=value_title,
                           x_title="source", y_title="target",
                           links=links if show_links else (set() if gold is not None else None),
                           gold=gold, cell=cell, legend=legend)
-
-
-def _check_gold_range(gold: Any, n_src: int, n_tgt: int) -> None:
-    for s, t in set(gold.possible) | set(gold.sure):
-        if not (0 <= s < n_src and 0 <= t < n_tgt):
-            raise ValueError(f"gold link {s}-{t} is out of range: the sentence has {n_src} source and "
-                             f"{n_tgt} target words (0-based indices expected below those)")
 
 
 def alignment_heatmap(
@@ -321,7 +276,6 @@ def alignment_heatmap(
 
 
 def _sel(layer: int | str | None, n_layers: int) -> str:
-    from .align import default_layer
     if layer is None:
         return str(default_layer(n_layers))
     return str(layer)
@@ -329,27 +283,14 @@ def _sel(layer: int | str | None, n_layers: int) -> str:
 
 # ----------------------------------------------------------------------------- layer x head grid
 
-def _grid_values(rec: Record, method: str, level: str) -> tuple[np.ndarray, list[str], list[str]]:
-    """[L, H+1, rows, cols] cross-attention (last head slot = mean over heads), and axis labels."""
-    if rec.cross is None:
-        raise ValueError("this Record holds no cross-attention (extracted without 'cross')")
-    att = rec.cross[:, :, rec.rows_for(method), :]
-    att = np.concatenate([att, att.mean(axis=1, keepdims=True)], axis=1)
-    if level == "word":
-        att = pool_to_words(att, rec.src_word_ids, target_token_word_ids(rec), len(rec.src_words),
-                            len(rec.tgt_words))
-        return att, list(rec.src_words), list(rec.tgt_words)
-    return att, list(rec.src_tokens), [rec.label_tokens[p] for p in rec.target_positions]
-
-
 def layer_head_grid(rec: Record, *, method: str = "shift-att", level: str = "word", panel: int = 90
                     ) -> alt.FacetChart:
     """Small multiples of cross-attention: one panel per layer (rows) x head (columns), plus the
     per-layer mean over heads in the last column. Dots mark each target's argmax source.
     (Scores per panel, e.g. AER against gold, are drawn by :func:`layer_head_scores`.)
     """
-    _check_level(level)
-    att, xl, yl = _grid_values(rec, method, level)
+    check_level(level)
+    att, xl, yl = layer_head_values(rec, method, level)
     n_l, n_h1, n_y, n_x = att.shape
     heads = [f"head {h}" for h in range(n_h1 - 1)] + ["mean"]
     special = np.zeros(n_x, bool) if level == "word" else np.asarray(rec.src_word_ids) < 0
@@ -424,42 +365,7 @@ def layer_head_scores(scores: dict[tuple[int, Any], float], *, value_title: str 
         title=title or f"{value_title} per layer x head ({'lower' if lower_is_better else 'higher'} is better)")
 
 
-def layer_head_aer(rec: Record, gold: Any, *, method: str = "shift-att", threshold: float | None = None
-                   ) -> dict[tuple[int, Any], float]:
-    """Sentence AER of the alignment from every (layer, head) and (layer, 'mean')."""
-    from .align import align_grid
-    from .metrics import count_links
-
-    _check_gold_range(gold, len(rec.src_words), len(rec.tgt_words))
-    return {key: float(count_links(links, gold).aer) for key, links in align_grid(rec, method, threshold).items()}
-
-
 # ----------------------------------------------------------------------------- self-attention
-
-def self_attention_matrix(rec: Record, side: str, *, layer: int | str | None = None, head: int | str = "mean",
-                          level: str = "subword") -> tuple[np.ndarray, list[str]]:
-    """Encoder or decoder self-attention [query, key] of one layer/head (or mean), and its labels.
-
-    Word level pools keys by sum and queries by mean over each word's subwords; specials drop out.
-    Decoder rows are decoder *inputs*: the input at row t is the label of row t-1.
-    """
-    _check_level(level)
-    if side == "encoder":
-        att, tokens, words = rec.enc_self, rec.src_tokens, rec.src_words
-        word_ids = np.asarray(rec.src_word_ids)
-    elif side == "decoder":
-        att, tokens, words = rec.dec_self, rec.dec_tokens, rec.tgt_words
-        word_ids = np.concatenate([[-1], np.asarray(rec.tgt_word_ids)[:-1]]).astype(np.int64)
-    else:
-        raise ValueError(f"side must be 'encoder' or 'decoder', not {side!r}")
-    if att is None:
-        raise ValueError(f"this Record holds no {side} self-attention (extracted without "
-                         f"'{'enc_self' if side == 'encoder' else 'dec_self'}')")
-    mat = select(att, layer, head)
-    if level == "word":
-        return pool_to_words(mat, word_ids, word_ids, len(words), len(words)), list(words)
-    return mat, list(tokens)
-
 
 def self_attention_heatmap(rec: Record, side: str = "encoder", *, layer: int | str | None = None,
                            head: int | str = "mean", level: str = "subword", cell: int | None = None,
@@ -472,40 +378,6 @@ def self_attention_heatmap(rec: Record, side: str = "encoder", *, layer: int | s
 
 
 # ----------------------------------------------------------------------------- per-token signals
-
-def token_signals(rec: Record, *, layer: int | str | None = None, head: int | str = "mean",
-                  method: str = "shift-att", level: str = "word") -> dict[str, Any]:
-    """Per target unit (word or subword token): label, log-probability, normalised attention entropy.
-
-    Word level: a word's log-prob is the sum over its subwords (the log-prob of the whole word);
-    its entropy is that of its pooled row over source words. Subword level: each target word
-    token's row pooled over source words. The final ``</s>`` gets its log-prob and no entropy.
-    """
-    from .signals import normalised_entropy
-
-    _check_level(level)
-    tok = attention_matrix(rec, layer, head, method)
-    tgt_ids = target_token_word_ids(rec)
-    n_src = len(rec.src_words)
-    lp = np.asarray(rec.token_logprobs, dtype=np.float64)
-    pos = rec.target_positions
-    eos = [i for i in range(len(rec.label_tokens)) if rec.tgt_word_ids[i] < 0 and i > (pos[-1] if len(pos) else -1)]
-    if level == "word":
-        pooled = pool_to_words(tok, rec.src_word_ids, tgt_ids, n_src, len(rec.tgt_words))
-        ent = normalised_entropy(pooled)
-        word_lp = np.zeros(len(rec.tgt_words))
-        np.add.at(word_lp, tgt_ids, lp[pos])
-        labels, logprobs, entropy = list(rec.tgt_words), word_lp.tolist(), ent.tolist()
-    else:
-        pooled = pool_to_words(tok, rec.src_word_ids, np.arange(len(pos)), n_src, len(pos))
-        ent = normalised_entropy(pooled)
-        labels, logprobs, entropy = [rec.label_tokens[p] for p in pos], lp[pos].tolist(), ent.tolist()
-    if eos:  # the end-of-sentence decision is scored too
-        labels.append(rec.label_tokens[eos[0]])
-        logprobs.append(float(lp[eos[0]]))
-        entropy.append(float("nan"))
-    return {"labels": labels, "logprob": logprobs, "entropy": entropy}
-
 
 def token_chart(labels: Sequence[str], logprob: Sequence[float], entropy: Sequence[float], *,
                 entropy_threshold: float | None = 0.8, logprob_threshold: float | None = None,
@@ -556,16 +428,6 @@ def token_chart(labels: Sequence[str], logprob: Sequence[float], entropy: Sequen
     upper = alt.layer(*layers_top).properties(width=alt.Step(step), height=110)
     lower = alt.layer(*layers_bottom).properties(width=alt.Step(step), height=110)
     return alt.vconcat(upper, lower, spacing=4).resolve_scale(color="independent").properties(title=title)
-
-
-def coverage_values(rec: Record, *, layer: int | str | None = None, head: int | str = "mean",
-                    method: str = "shift-att") -> tuple[np.ndarray, np.ndarray]:
-    """(relative coverage, content-word mask) per source word; 1 = the share uniform attention gives."""
-    from .align import word_matrix
-    from .signals import content_mask, relative_coverage
-
-    w = word_matrix(rec, method, layer, head)
-    return relative_coverage(w), content_mask(rec.src_words)
 
 
 def coverage_chart(src_words: Sequence[str], coverage: Sequence[float], content: Sequence[bool] | None = None, *,

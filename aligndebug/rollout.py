@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .words import pool_record
+
 if TYPE_CHECKING:  # pragma: no cover
     from .record import Record
 
@@ -192,8 +194,4 @@ def rollout_word_matrix(rec: "Record", method: str = "naive", fusion: str = "mea
     ``method`` picks the decoder row of each target token: 'naive' (default; the row whose state
     predicts the token, the row Integrated Gradients explains too) or 'shift-att' (one row later).
     """
-    from .words import pool_to_words
-
-    mat = rollout_for_record(rec, fusion, residual)[rec.rows_for(method)]
-    pos = rec.target_positions
-    return pool_to_words(mat, rec.src_word_ids, rec.tgt_word_ids[pos], len(rec.src_words), len(rec.tgt_words))
+    return pool_record(rec, rollout_for_record(rec, fusion, residual)[rec.rows_for(method)])

@@ -118,6 +118,14 @@ def pool_to_words(mat: np.ndarray, src_word_ids: np.ndarray, tgt_word_ids: np.nd
     return p_tgt @ mat @ p_src.T
 
 
+def pool_record(rec: Any, mat: np.ndarray) -> np.ndarray:
+    """Pool a Record's [..., target tokens, source tokens] matrix (rows already chosen for the target tokens,
+    `rec.target_positions` order, e.g. by `rec.rows_for(method)`) to [..., target words, source words]:
+    the one way every view (attention, rollout, IG, charts) goes from tokens to words."""
+    return pool_to_words(mat, rec.src_word_ids, rec.tgt_word_ids[rec.target_positions], len(rec.src_words),
+                         len(rec.tgt_words))
+
+
 def token_links_to_words(tgt_tokens: np.ndarray, src_tokens: np.ndarray, src_word_ids: np.ndarray,
                          tgt_word_ids: np.ndarray) -> set[tuple[int, int]]:
     """Map token-level links (parallel index arrays) to (source word, target word) links."""

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from aligndebug import charts, export
+from aligndebug import charts, export, views
 from aligndebug.align import align_record, word_matrix
 from aligndebug.gold import GoldAlignment
 from aligndebug.metrics import count_links
@@ -195,7 +195,7 @@ def test_layer_head_grid_has_every_panel(rec):
 
 
 def test_layer_head_aer_matches_single_head_alignments(rec):
-    scores = charts.layer_head_aer(rec, GOLD)
+    scores = views.layer_head_aer(rec, GOLD)
     assert set(scores) == {(l, h) for l in range(2) for h in (0, 1, "mean")}
     for (l, h), aer in scores.items():
         assert aer == pytest.approx(count_links(align_record(rec, layer=l, head=h), GOLD).aer)
@@ -208,18 +208,18 @@ def test_layer_head_aer_matches_single_head_alignments(rec):
 def test_self_attention_views(rec):
     spec, data = datasets(charts.self_attention_heatmap(rec, "encoder", layer=0))
     assert len(data[spec["data"]["name"]]) == 25 and axis_labels(spec, "x") == SRC_TOKENS
-    mat, labels = charts.self_attention_matrix(rec, "decoder", layer=0, level="word")
+    mat, labels = views.self_attention_matrix(rec, "decoder", layer=0, level="word")
     assert labels == ["the", "house", "the"]
     # decoder input rows: <pad> ▁the ▁house ▁the -> words the, house, the are inputs at rows 1, 2, 3
     assert mat.shape == (3, 3)
     assert mat[0] == pytest.approx([1 / 2, 0, 0])  # row 1 attends to <pad> and ▁the equally; <pad> drops
     assert mat[2] == pytest.approx([1 / 4, 1 / 4, 1 / 4])
     with pytest.raises(ValueError, match="side"):
-        charts.self_attention_matrix(rec, "cross")
+        views.self_attention_matrix(rec, "cross")
 
 
 def test_token_signals_and_chart(rec):
-    ts = charts.token_signals(rec, layer=1, level="word")
+    ts = views.token_signals(rec, layer=1, level="word")
     assert ts["labels"] == ["the", "house", "the", "</s>"]
     assert ts["logprob"][:3] == pytest.approx(np.log([0.5, 0.25, 0.8]), abs=1e-5)
     assert ts["logprob"][3] == pytest.approx(math.log(0.9), abs=1e-5)
@@ -227,7 +227,7 @@ def test_token_signals_and_chart(rec):
     # row over words: the#0 = [0.6, 0.2, 0.1] of 0.9 total -> renormalised entropy / log 3
     p = np.array([0.6, 0.2, 0.1]) / 0.9
     assert ts["entropy"][0] == pytest.approx(-(p * np.log(p)).sum() / math.log(3), abs=1e-4)
-    sub = charts.token_signals(rec, layer=1, level="subword")
+    sub = views.token_signals(rec, layer=1, level="subword")
     assert sub["labels"] == ["▁the", "▁house", "▁the", "</s>"]
     chart = charts.token_chart(ts["labels"], ts["logprob"], [0.9, 0.1, 0.85, float("nan")],
                                entropy_threshold=0.8, logprob_threshold=-1.0)
@@ -246,7 +246,7 @@ def test_token_signals_and_chart(rec):
 
 
 def test_coverage_values_and_flags(rec):
-    cov, content = charts.coverage_values(rec, layer=1)
+    cov, content = views.coverage_values(rec, layer=1)
     assert cov.shape == (3,) and content.tolist() == [False, True, False]  # 'das' is a function word
     chart = charts.coverage_chart(["Hund", "der", "Ball", "rot"], [0.05, 0.0, 1.2, 3.0], [True, False, True, True],
                                   low=0.2, high=2.5)
@@ -274,7 +274,7 @@ def test_png_and_svg_export(rec):
 
 def test_every_chart_renders(rec):
     built = [charts.layer_head_grid(rec), charts.self_attention_heatmap(rec, "decoder"),
-             charts.token_chart(**charts.token_signals(rec)), charts.coverage_chart(rec.src_words, [1, 0.1, 2])]
+             charts.token_chart(**views.token_signals(rec)), charts.coverage_chart(rec.src_words, [1, 0.1, 2])]
     for chart in built:
         assert export.chart_to_png(chart, scale=1)[:8] == export.PNG_MAGIC
 

@@ -42,3 +42,53 @@ def test_one_pass_gives_the_rows_of_score_and_of_triage(bundle, per_head):
 def test_every_pair_needs_a_target(bundle):
     with pytest.raises(ValueError, match="translate the sources first"):
         score_and_triage(bundle, [SentencePair(0, 1, ["Hund"], None)], None, None, ScoreOptions())
+
+
+def _files(tmp_path, m: int, gold: bool = True) -> dict:
+    pairs = _pairs(m)
+    files = {"src": tmp_path / "src.txt", "tgt": tmp_path / "tgt.txt", "ref": tmp_path / "ref.txt"}
+    files["src"].write_text("".join(p.source + "\n" for p in pairs), encoding="utf-8")
+    files["tgt"].write_text("".join(p.target + "\n" for p in pairs), encoding="utf-8")
+    files["ref"].write_text("".join(p.target + "\n" for p in pairs), encoding="utf-8")
+    if gold:
+        files["gold"] = tmp_path / "gold.txt"
+        files["gold"].write_text("".join(" ".join(f"{i}-{min(i, len(p.tgt_words) - 1)}" for i in range(len(p.src_words)))
+                                         + "\n" for p in pairs), encoding="utf-8")
+    return files
+
+
+def test_the_test_set_page_runs_without_streamlit(bundle, tmp_path):
+    """`testset.run_testset` (what the app's page calls): rows merged with their alignment scores, corpus AER
+    equal to `aligndebug score`'s, a layer x head grid, and progress that ends at 1."""
+    from aligndebug.gold import read_gold
+    from aligndebug.pairs import iter_pairs
+    from aligndebug.testset import run_testset
+
+    f = _files(tmp_path, 6)
+    seen = []
+    res = run_testset(bundle, f["src"], f["tgt"], f["gold"], f["ref"], base=0, limit=5, method="naive", layer=0,
+                      on_progress=lambda frac, text: seen.append(frac))
+    assert sorted(r["id"] for r in res.rows) == list(range(5)) and [r["rank"] for r in res.rows] == [1, 2, 3, 4, 5]
+    totals, rows = score_stream(bundle, list(iter_pairs(f["src"], f["tgt"]))[:5],
+                                read_gold(f["gold"], base=0).alignments, ScoreOptions(method="naive", layer=0))
+    by_index = {r["index"]: r for r in rows}
+    assert all(r["links"] == by_index[r["id"]]["links"] and r["aer"] == by_index[r["id"]]["aer"] for r in res.rows)
+    assert res.corpus["aer"] == pytest.approx(totals.counts.aer, rel=1e-12) and res.corpus["sentences"] == 5
+    assert "bleu" in res.corpus and "chrf" in res.corpus
+    assert set(res.grid) >= {(0, 0), (0, "mean"), (1, 1)} and res.gold_lines[0].startswith("0-0")
+    assert seen[-1] == 1.0 and seen == sorted(seen)
+
+
+def test_the_test_set_page_translates_and_names_bad_files(bundle, tmp_path):
+    from aligndebug.errors import InputError
+    from aligndebug.testset import run_testset
+
+    f = _files(tmp_path, 3, gold=False)
+    res = run_testset(bundle, f["src"], limit=3)
+    assert len(res.rows) == 3 and all(isinstance(r["translation"], str) for r in res.rows)
+    assert res.grid is None and "aer" not in res.corpus
+    with pytest.raises(InputError, match="no translations were given"):
+        run_testset(bundle, f["src"], gold=f["ref"])
+    f["ref"].write_text("one\n", encoding="utf-8")
+    with pytest.raises(InputError, match="1 references for 3 sentences"):
+        run_testset(bundle, f["src"], f["tgt"], ref=f["ref"])

@@ -1,0 +1,123 @@
+"""The app's test-set page as one call: read a test set (sources, optional translations, gold and references),
+translate what has no translation, then score alignments against gold and triage in one pass (`runner`).
+
+Everything the page shows comes back in a `TestsetResult`; nothing here knows about Streamlit, so the page
+is tested without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .extract import encode_pair, translate
+from .gold import format_pharaoh, read_gold
+from .metrics import corpus_translation_scores
+from .models import ModelBundle
+from .pairs import SentencePair, iter_lines, iter_pairs, pair_lengths, read_text_lines, split_words
+from .rows import ScoreOptions, head_key_from_json
+from .runner import score_and_triage
+from .triage import Calibration
+
+Progress = Callable[[float, str], None]  # (fraction done, what is happening)
+
+
+@dataclass
+class TestsetResult:
+    """Ranked triage rows (with each sentence's links, gold and AER merged in), corpus scores, the sentence
+    AER of every (layer, head) when gold was given, the calibration, and each row's gold as a Pharaoh line."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    rows: list[dict[str, Any]]
+    corpus: dict[str, Any]
+    grid: dict[tuple[int, Any], float] | None
+    calibration: Calibration
+    gold_lines: dict[int, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "corpus": self.corpus, "grid": self.grid, "calibration": self.calibration,
+                "gold_lines": self.gold_lines}
+
+
+def read_testset(src: Path | None, tgt: Path | None = None, gold: Path | None = None, ref: Path | None = None,
+                 *, base: int | None = None, limit: int | None = None):
+    """(pairs, gold set or None, references or None), the first `limit` sentences of each. `src` is a source
+    file or a ``source ||| target`` file (then `tgt` must be None); errors name file and line."""
+    if src is None:
+        raise InputError(None, None, "no source file given", "a source file or a `source ||| target` file")
+    is_pairs = "|||" in next(iter_lines(src), (0, ""))[1]  # a `source ||| target` file, or sources alone
+    if is_pairs and tgt is not None:
+        raise InputError(tgt, None, "a translations file was given with a `source ||| target` file",
+                         "either one pairs file or a source file with an optional translations file")
+    all_pairs = list(iter_pairs(pairs_path=src) if is_pairs else iter_pairs(src_path=src, tgt_path=tgt))
+    if not all_pairs:
+        raise InputError(src, None, "the file holds no sentences", "one sentence a line")
+    gold_set = None
+    if gold is not None:
+        if all_pairs[0].tgt_words is None:
+            raise InputError(gold, None, "gold alignments index the words of given translations, "
+                             "but no translations were given", "a translations file (or a `source ||| target` file)")
+        gold_set = read_gold(gold, base=base, sentences=pair_lengths(all_pairs), skip_invalid=True)
+    refs = read_text_lines(ref, "references") if ref is not None else None
+    if refs is not None and len(refs) != len(all_pairs):
+        raise InputError(ref, None, f"{len(refs)} references for {len(all_pairs)} sentences",
+                         "one reference a line, as many as sources")
+    return all_pairs[:limit], gold_set, (refs[:limit] if refs is not None else None)
+
+
+def run_testset(bundle: ModelBundle, src: Path | None, tgt: Path | None = None, gold: Path | None = None,
+                ref: Path | None = None, *, base: int | None = None, limit: int | None = None,
+                method: str = "shift-att", layer: Any = None, head: Any = "mean", beam: int = 1,
+                model_name: str | None = None, on_progress: Progress | None = None) -> TestsetResult:
+    """Read, translate if needed, then score alignments against gold and triage in one pass.
+
+    Translation takes the first third of the progress, aligning and triaging the rest.
+    """
+    progress = on_progress or (lambda fraction, text: None)
+    pairs, gold_set, refs = read_testset(src, tgt, gold, ref, base=base, limit=limit)
+    golds = gold_set.alignments[:len(pairs)] if gold_set is not None else None
+    n = len(pairs)
+    progress(0.0, "Starting…")
+    if pairs[0].tgt_words is None:
+        for p in pairs:  # a source beyond the model's positions is named (file, line) before any decoding
+            try:
+                encode_pair(bundle, p.src_words, [], p.index)
+            except ValueError as exc:
+                raise InputError(src, p.line, str(exc)) from None
+        sources = [p.source for p in pairs]
+        hyps: list[str] = []
+        for i in range(0, n, 16):  # in chunks, so progress moves
+            hyps += translate(bundle, sources[i:i + 16], beam=beam)
+            progress(len(hyps) / n / 3, f"Translating {len(hyps)}/{n}")
+        pairs = [SentencePair(p.index, p.line, p.src_words, split_words(h)) for p, h in zip(pairs, hyps)]
+    done = [0]
+
+    def tick(k: int) -> None:
+        done[0] += k
+        progress(min(1.0, 1 / 3 + 2 * done[0] / n / 3), f"Aligning and triaging {min(done[0], n)}/{n}")
+
+    opts = ScoreOptions(method=method, layer=layer, head=head, per_head=gold_set is not None)
+    ranked, aligned, totals = score_and_triage(bundle, pairs, golds, refs, opts, triage_layer=layer, on_progress=tick)
+    rows = list(ranked)
+    for r in rows:
+        s = aligned.get(r["id"], {})
+        r.update({"links": s.get("links"), "gold": s.get("gold"), "aer": s.get("aer"),
+                  "precision": s.get("precision"), "recall": s.get("recall")})
+    progress(1.0, f"Done: {n} sentences")
+    corpus: dict[str, Any] = {"sentences": n, "settings": f"model {model_name or bundle.name} · layer {layer} · "
+                                                          f"head {head} · {method}"}
+    if gold_set is not None and totals.scored:
+        c = totals.counts
+        corpus.update({"aer": c.aer, "precision": c.precision, "recall": c.recall})
+        corpus["gold"] = gold_set.describe()
+        corpus["gold_warnings"] = gold_set.warnings
+    if refs is not None:
+        hyps_all = [p.target for p in pairs]
+        corpus.update({k: v for k, v in corpus_translation_scores(hyps_all, refs).items() if k in ("bleu", "chrf")})
+    grid = {head_key_from_json(k): v.aer for k, v in totals.grid.items()} if totals.grid else None
+    gold_lines = {p.index: (format_pharaoh(g) if g is not None else "") for p, g in zip(pairs, golds or [])}
+    return TestsetResult(rows, corpus, grid, ranked.calibration, gold_lines)

@@ -1,0 +1,146 @@
+"""What the app and the charts show of a Record, as arrays and labels: source x target matrices at word or
+subword level, the layer x head grid, self-attention, per-token log-probabilities and entropies, source
+coverage, and the AER of every layer and head. No drawing here (charts.py draws); pooling to words goes
+through `words.pool_record`, the one path every view shares.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+
+from .align import align_grid, attention_matrix, select, target_token_word_ids, token_links, word_matrix
+from .metrics import count_links
+from .record import Record
+from .signals import content_mask, normalised_entropy, relative_coverage
+from .words import pool_record, pool_to_words, token_links_to_words
+
+LEVELS = ("word", "subword")
+
+
+def check_level(level: str) -> None:
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}: expected one of {LEVELS}")
+
+
+def check_gold_range(gold: Any, n_src: int, n_tgt: int) -> None:
+    for s, t in set(gold.possible) | set(gold.sure):
+        if not (0 <= s < n_src and 0 <= t < n_tgt):
+            raise ValueError(f"gold link {s}-{t} is out of range: the sentence has {n_src} source and "
+                             f"{n_tgt} target words (0-based indices expected below those)")
+
+
+def source_target(rec: Record, token_mat: np.ndarray, level: str, threshold: float | None = None
+                   ) -> tuple[np.ndarray, list[str], list[str], set[tuple[int, int]], Any]:
+    """(matrix, x labels, y labels, links, to_cells) for a [target word tokens, S] matrix.
+
+    ``to_cells`` maps word-level gold pairs into the matrix's cell space.
+    """
+    check_level(level)
+    rows, cols = token_links(token_mat, rec.src_word_ids, threshold)
+    tgt_ids = target_token_word_ids(rec)
+    if level == "word":
+        mat = pool_record(rec, token_mat)
+        links = token_links_to_words(rows, cols, rec.src_word_ids, tgt_ids)
+        return mat, list(rec.src_words), list(rec.tgt_words), links, lambda pairs: set(pairs)
+    y_labels = [rec.label_tokens[p] for p in rec.target_positions]
+    links = {(int(c), int(r)) for r, c in zip(np.asarray(rows).tolist(), np.asarray(cols).tolist())}
+
+    def to_cells(pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
+        # a token cell belongs to a gold pair when its source and target words do
+        pairs = set(pairs)
+        if not pairs:
+            return set()
+        s_idx, t_idx = np.asarray(rec.src_word_ids), np.asarray(tgt_ids)
+        cells = set()
+        for s, t in pairs:
+            for x in np.flatnonzero(s_idx == s).tolist():
+                for y in np.flatnonzero(t_idx == t).tolist():
+                    cells.add((x, y))
+        return cells
+
+    return token_mat, list(rec.src_tokens), y_labels, links, to_cells
+
+
+def layer_head_values(rec: Record, method: str, level: str) -> tuple[np.ndarray, list[str], list[str]]:
+    """[L, H+1, rows, cols] cross-attention (last head slot = mean over heads), and axis labels."""
+    if rec.cross is None:
+        raise ValueError("this Record holds no cross-attention (extracted without 'cross')")
+    att = rec.cross[:, :, rec.rows_for(method), :]
+    att = np.concatenate([att, att.mean(axis=1, keepdims=True)], axis=1)
+    if level == "word":
+        att = pool_record(rec, att)
+        return att, list(rec.src_words), list(rec.tgt_words)
+    return att, list(rec.src_tokens), [rec.label_tokens[p] for p in rec.target_positions]
+
+
+def layer_head_aer(rec: Record, gold: Any, *, method: str = "shift-att", threshold: float | None = None
+                   ) -> dict[tuple[int, Any], float]:
+    """Sentence AER of the alignment from every (layer, head) and (layer, 'mean')."""
+    check_gold_range(gold, len(rec.src_words), len(rec.tgt_words))
+    return {key: float(count_links(links, gold).aer) for key, links in align_grid(rec, method, threshold).items()}
+
+
+def self_attention_matrix(rec: Record, side: str, *, layer: int | str | None = None, head: int | str = "mean",
+                          level: str = "subword") -> tuple[np.ndarray, list[str]]:
+    """Encoder or decoder self-attention [query, key] of one layer/head (or mean), and its labels.
+
+    Word level pools keys by sum and queries by mean over each word's subwords; specials drop out.
+    Decoder rows are decoder *inputs*: the input at row t is the label of row t-1.
+    """
+    check_level(level)
+    if side == "encoder":
+        att, tokens, words = rec.enc_self, rec.src_tokens, rec.src_words
+        word_ids = np.asarray(rec.src_word_ids)
+    elif side == "decoder":
+        att, tokens, words = rec.dec_self, rec.dec_tokens, rec.tgt_words
+        word_ids = np.concatenate([[-1], np.asarray(rec.tgt_word_ids)[:-1]]).astype(np.int64)
+    else:
+        raise ValueError(f"side must be 'encoder' or 'decoder', not {side!r}")
+    if att is None:
+        raise ValueError(f"this Record holds no {side} self-attention (extracted without "
+                         f"'{'enc_self' if side == 'encoder' else 'dec_self'}')")
+    mat = select(att, layer, head)
+    if level == "word":
+        return pool_to_words(mat, word_ids, word_ids, len(words), len(words)), list(words)
+    return mat, list(tokens)
+
+
+def token_signals(rec: Record, *, layer: int | str | None = None, head: int | str = "mean",
+                  method: str = "shift-att", level: str = "word") -> dict[str, Any]:
+    """Per target unit (word or subword token): label, log-probability, normalised attention entropy.
+
+    Word level: a word's log-prob is the sum over its subwords (the log-prob of the whole word);
+    its entropy is that of its pooled row over source words. Subword level: each target word
+    token's row pooled over source words. The final ``</s>`` gets its log-prob and no entropy.
+    """
+    check_level(level)
+    tok = attention_matrix(rec, layer, head, method)
+    tgt_ids = target_token_word_ids(rec)
+    n_src = len(rec.src_words)
+    lp = np.asarray(rec.token_logprobs, dtype=np.float64)
+    pos = rec.target_positions
+    eos = [i for i in range(len(rec.label_tokens)) if rec.tgt_word_ids[i] < 0 and i > (pos[-1] if len(pos) else -1)]
+    if level == "word":
+        pooled = pool_record(rec, tok)
+        ent = normalised_entropy(pooled)
+        word_lp = np.zeros(len(rec.tgt_words))
+        np.add.at(word_lp, tgt_ids, lp[pos])
+        labels, logprobs, entropy = list(rec.tgt_words), word_lp.tolist(), ent.tolist()
+    else:
+        pooled = pool_to_words(tok, rec.src_word_ids, np.arange(len(pos)), n_src, len(pos))
+        ent = normalised_entropy(pooled)
+        labels, logprobs, entropy = [rec.label_tokens[p] for p in pos], lp[pos].tolist(), ent.tolist()
+    if eos:  # the end-of-sentence decision is scored too
+        labels.append(rec.label_tokens[eos[0]])
+        logprobs.append(float(lp[eos[0]]))
+        entropy.append(float("nan"))
+    return {"labels": labels, "logprob": logprobs, "entropy": entropy}
+
+
+def coverage_values(rec: Record, *, layer: int | str | None = None, head: int | str = "mean",
+                    method: str = "shift-att") -> tuple[np.ndarray, np.ndarray]:
+    """(relative coverage, content-word mask) per source word; 1 = the share uniform attention gives."""
+    w = word_matrix(rec, method, layer, head)
+    return relative_coverage(w), content_mask(rec.src_words)

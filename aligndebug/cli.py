@@ -11,6 +11,7 @@ from typing import Any, Sequence
 from . import __version__
 from .align import Selector, align_record, default_layer, word_matrix
 from .batch import ScoreOptions, read_links, score_stream, summary, write_json_atomic
+from .datasets import add_testset, echo, load_testset, table
 from .errors import InputError
 from .extract import extract
 from .gold import scan_gold
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("score", help="extract alignments for a test set and score them against gold (AER)")
     _add_model_args(s)
     _add_method_args(s)
+    add_testset_arg(s, "its source, target and gold with the gold's own format, base and skip rule")
     s.add_argument("--src", type=Path, help="source sentences, one a line (pre-tokenized words)")
     s.add_argument("--tgt", type=Path, help="target sentences to force; without them the model translates")
     s.add_argument("--pairs", type=Path, help="one 'source ||| target' pair a line, instead of --src/--tgt")
@@ -114,7 +116,79 @@ def build_parser() -> argparse.ArgumentParser:
     from .triage import add_triage_parser
 
     add_triage_parser(sub)
+
+    d = sub.add_parser("datasets", help="list the named test sets, print their files, or register a local copy",
+                       description="Named test sets (sacrebleu-style): shipped in the repository's datasets/ "
+                                   "folder, or registered from local files under $ALIGNDEBUG_CACHE "
+                                   "(default ~/.cache/aligndebug).")
+    d.add_argument("--echo", nargs=2, metavar=("WHAT", "NAME"),
+                   help="print a set's src, tgt or gold lines, e.g. --echo src bicici-deen")
+    d.add_argument("--json", action="store_true", help="list as JSON")
+    dsub = d.add_subparsers(dest="datasets_command")
+    a = dsub.add_parser("add", help="copy local files into the cache and register them under NAME")
+    a.add_argument("name", help="the set's name (a not-shipped one such as rwth-deen is checked against its registry entry)")
+    a.add_argument("--src", type=Path, help="source sentences, one a line")
+    a.add_argument("--tgt", type=Path, help="target sentences, one a line")
+    a.add_argument("--pairs", type=Path, help="one 'source ||| target' pair a line, instead of --src/--tgt")
+    a.add_argument("--gold", type=Path, help="gold alignments (checked against the sentences before anything is kept)")
+    a.add_argument("--gold-base", type=int, choices=(0, 1), help="gold index base (default: detect)")
+    a.add_argument("--gold-format", choices=("pharaoh", "sp", "naacl"), help="gold format (default: detect)")
+    a.add_argument("--direction", help="language direction, e.g. de-en")
+    d.set_defaults(func=cmd_datasets)
     return parser
+
+
+def add_testset_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--testset", metavar="NAME",
+                   help=f"a named test set (see `aligndebug datasets`) instead of file options: {what}")
+
+
+def apply_testset(args: argparse.Namespace, roles: dict[str, str]) -> None:
+    """Fill file options from `--testset NAME`: `roles` maps an option (e.g. 'ref') to the set's file role
+    (e.g. 'tgt'). Gold format, base and skip rule come with a gold file. Giving both a set and files is an error."""
+    if not getattr(args, "testset", None):
+        return
+    ts = load_testset(args.testset)
+    clash = [f"--{opt}" for opt in ("src", "tgt", "pairs", "gold", "ref") if getattr(args, opt, None) is not None]
+    if clash:
+        raise InputError(None, None, f"--testset {args.testset} was given together with {', '.join(clash)}",
+                         "either a named test set or files")
+    for opt, role in roles.items():
+        setattr(args, opt, ts.path(role))
+    if ts.pairs is not None and "src" in roles:
+        args.src, args.tgt = None, None
+        if hasattr(args, "pairs"):
+            args.pairs = ts.path("pairs")
+        else:
+            raise InputError(None, None, f"test set {ts.name} is a pairs file, which this command cannot read",
+                             "a set with separate source and target files")
+    if getattr(args, "gold", None) is not None:
+        args.gold_base = ts.gold_base if args.gold_base is None else args.gold_base
+        args.gold_format = ts.gold_format if args.gold_format is None else args.gold_format
+        args.skip_invalid = args.skip_invalid or ts.skip_invalid
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    if args.datasets_command == "add":
+        ts = add_testset(args.name, src=args.src, tgt=args.tgt, pairs=args.pairs, gold=args.gold,
+                         gold_base=args.gold_base, gold_format=args.gold_format, direction=args.direction)
+        print(f"registered {ts.name}: {ts.sentences} sentences in {ts.root}")
+        return 0
+    if args.echo:
+        what, name = args.echo
+        for line in echo(name, what):
+            sys.stdout.write(line + "\n")
+        return 0
+    rows = table()
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=1))
+        return 0
+    cols = ("name", "direction", "sentences", "gold", "licence", "status")
+    widths = {c: max(len(c), *(len(str(r[c] or "-")) for r in rows)) for c in cols}
+    print("  ".join(f"{c:<{widths[c]}}" for c in cols))
+    for r in rows:
+        print("  ".join(f"{str(r[c] if r[c] is not None else '-'):<{widths[c]}}" for c in cols))
+    return 0
 
 
 def _bundle(args: argparse.Namespace):
@@ -150,6 +224,7 @@ def _pairs(args: argparse.Namespace):
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    apply_testset(args, {"src": "src", "tgt": "tgt", "gold": "gold"})
     if args.pairs is None and args.src is None:
         raise InputError(None, None, "no input given", "--src FILE (with optional --tgt FILE) or --pairs FILE")
     if args.resume and args.out is None:

@@ -694,14 +694,15 @@ def read_text_lines(path: str | os.PathLike[str], what: str) -> list[str]:
 
 def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the `triage` subcommand to an argparse subparsers object."""
-    from .cli import _add_model_args, add_run_args, parse_selector
+    from .cli import _add_model_args, add_run_args, add_testset_arg, parse_selector
 
     p = subparsers.add_parser(
         "triage", help="flag and rank suspect translations of a test set",
         description="Score every translation with attention, confidence and repetition signals, flag the "
                     "ones beyond calibrated percentile thresholds and rank them, most suspect first.")
     _add_model_args(p)
-    p.add_argument("--src", type=Path, required=True, help="source sentences, one a line")
+    add_testset_arg(p, "its source sentences, with its target side as references")
+    p.add_argument("--src", type=Path, help="source sentences, one a line (or --testset)")
     p.add_argument("--tgt", type=Path, help="translations to force through the model (default: the model translates)")
     p.add_argument("--ref", type=Path, help="references, one a line: adds sentence chrF and BLEU")
     p.add_argument("--out", type=Path, required=True, help="JSONL rows, most suspect first (calibration saved beside it)")
@@ -720,9 +721,12 @@ def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_triage(args: argparse.Namespace) -> int:
     """Handler of `aligndebug triage`."""
-    from .cli import driver_setup
+    from .cli import apply_testset, driver_setup
     from .errors import InputError
 
+    apply_testset(args, {"src": "src", "ref": "tgt"})
+    if args.src is None:
+        raise InputError(None, None, "no source sentences given", "--src FILE or --testset NAME")
     if isinstance(args.layer, list) or isinstance(args.head, list):
         raise InputError(None, None, "lists of layers or heads are not supported by triage", "one index or 'mean'")
     sources = read_text_lines(args.src, "source sentence")

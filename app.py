@@ -19,6 +19,7 @@ import streamlit as st
 
 from aligndebug import agreement, attribution, charts, export, rollout, signals
 from aligndebug.align import align_record, default_layer
+from aligndebug.datasets import registry
 from aligndebug.errors import InputError
 from aligndebug.extract import encode_pair, extract, translate
 from aligndebug.models import ModelLoadError, load_model
@@ -382,7 +383,9 @@ def testset_inputs() -> dict[str, Any] | None:
     """Where the test set comes from: server paths or uploads. Returns paths (uploads saved to a temp dir)."""
     st.caption("Score a whole test set: corpus AER against gold, BLEU/chrF against references, and a ranked "
                "list of suspect translations (triage). Pick a row to open it in the sentence views.")
-    how = st.radio("Files", ["Upload", "Path on the server"], horizontal=True, key="ts_how")
+    how = st.radio("Files", ["Upload", "Named test set", "Path on the server"], horizontal=True, key="ts_how")
+    if how == "Named test set":
+        return named_testset_inputs()
     labels = {"src": "Source (one sentence a line, or `source ||| target` a line)",
               "tgt": "Translations to check (optional; otherwise the model translates)",
               "ref": "References (optional; for BLEU/chrF)",
@@ -403,6 +406,24 @@ def testset_inputs() -> dict[str, Any] | None:
                                 help="Score the first N pairs (the CPU is slow on big sets)."))
     go = c3.button("Run", type="primary", key="ts_go")
     return {**paths, "base": None if base == "detect" else base, "limit": limit, "go": go}
+
+
+def named_testset_inputs() -> dict[str, Any]:
+    """A set from the registry (`aligndebug datasets`): with gold, its target is forced and scored against
+    the gold; without, the model translates and the target side serves as references."""
+    sets = {name: ts for name, ts in registry().items() if ts.available}
+    name = st.selectbox("Test set", list(sets), key="ts_name",
+                        format_func=lambda n: f"{n} ({sets[n].direction}, {sets[n].sentences} sentences)")
+    ts = sets[name]
+    st.caption(f"{ts.description}. Licence: {ts.licence or 'not stated'}." + (f" {ts.notes}." if ts.notes else ""))
+    src = ts.path("pairs") or ts.path("src")
+    paths = ({"src": src, "tgt": ts.path("tgt"), "ref": None, "gold": ts.path("gold")} if ts.gold is not None
+             else {"src": src, "tgt": None, "ref": ts.path("tgt"), "gold": None})
+    c2, c3 = st.columns(2)
+    limit = int(c2.number_input("Max sentences", 1, 100000, min(200, ts.sentences or 200), key="ts_limit",
+                                help="Score the first N pairs (the CPU is slow on big sets)."))
+    go = c3.button("Run", type="primary", key="ts_go")
+    return {**paths, "base": ts.gold_base, "limit": limit, "go": go}
 
 
 def run_testset(cfg: dict[str, Any], inp: dict[str, Any]) -> dict[str, Any]:

@@ -317,6 +317,22 @@ def test_testset_from_uploads(app, testset):
     assert any("test.gold" in c.value for c in at.caption)  # the gold is described by the uploaded name
 
 
+def test_testset_from_the_registry(app):
+    """A named set brings its own files, format and index base (WPT ro-en: a pairs file, 1-based gold)."""
+    at = app.run()
+    at.radio(key="page").set_value("Test set").run()
+    at.radio(key="ts_how").set_value("Named test set").run()
+    at.selectbox(key="ts_name").set_value("wpt-roen").run()
+    at.number_input(key="ts_limit").set_value(3)
+    at.button(key="ts_go").click()
+    at.run()
+    no_crash(at)
+    assert errors(at) == []
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Sentences"] == "3" and 0.0 <= float(shown["AER"]) <= 1.0
+    assert any("roen.gold" in c.value and "1-based (given)" in c.value for c in at.caption)
+
+
 def test_user_text_is_not_read_as_markdown(app):
     at = analyse(app.run(), "Der Hund * kostet $5 _ .", "The dog * costs $5 _ .")
     no_crash(at)

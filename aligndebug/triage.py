@@ -694,7 +694,7 @@ def read_text_lines(path: str | os.PathLike[str], what: str) -> list[str]:
 
 def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the `triage` subcommand to an argparse subparsers object."""
-    from .cli import _add_model_args, add_run_args, add_testset_arg, parse_selector
+    from .cli import _add_model_args, add_run_args, add_testset_arg, parse_selector, percentile, positive_int
 
     p = subparsers.add_parser(
         "triage", help="flag and rank suspect translations of a test set",
@@ -707,11 +707,12 @@ def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--ref", type=Path, help="references, one a line: adds sentence chrF and BLEU")
     p.add_argument("--out", type=Path, required=True, help="JSONL rows, most suspect first (calibration saved beside it)")
     p.add_argument("--html", type=Path, help="self-contained HTML report of the top suspects")
-    p.add_argument("--top", type=int, default=20, help="suspects shown in the HTML report")
+    p.add_argument("--top", type=positive_int, default=20, help="suspects shown in the HTML report")
     p.add_argument("--calibration", type=Path, help="calibration JSON from an earlier run on a clean set "
                                                      "(default: calibrate on this set)")
-    p.add_argument("--percentile", type=float, default=95.0, help="flag threshold percentile when calibrating")
-    p.add_argument("--method", choices=("shift-att", "naive"), default="shift-att")
+    p.add_argument("--percentile", type=percentile, default=95.0, help="flag threshold percentile when calibrating")
+    p.add_argument("--method", choices=("shift-att", "naive"), default="shift-att",
+                   help="shift-att: row where the target token is the decoder input; naive: where it is the output")
     p.add_argument("--layer", type=parse_selector, default="mean", help="decoder layer (0-based) or 'mean' (default)")
     p.add_argument("--head", type=parse_selector, default="mean", help="head index or 'mean' (default)")
     add_run_args(p, "sentences translated and scored at a time, in input order (what a kill can cost)")
@@ -721,7 +722,7 @@ def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_triage(args: argparse.Namespace) -> int:
     """Handler of `aligndebug triage`."""
-    from .cli import apply_testset, driver_setup
+    from .cli import apply_testset, check_layer, check_outputs, driver_setup
     from .errors import InputError
 
     apply_testset(args, {"src": "src", "ref": "tgt"})
@@ -737,7 +738,9 @@ def cmd_triage(args: argparse.Namespace) -> int:
             raise InputError(path, None, f"{len(lines)} lines but {args.src} has {len(sources)}",
                              "one line per source sentence")
     calibration = Calibration.load(args.calibration) if args.calibration else None
+    check_outputs(args.out, args.html)
     bundle, ray_kwargs = driver_setup(args)
+    check_layer(args.layer, bundle.num_layers)
     from tqdm import tqdm
 
     common = dict(batch_size=args.batch_size, calibration=calibration, beam=args.beam, layer=args.layer,

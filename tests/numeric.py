@@ -13,7 +13,7 @@ import pytest
 
 def tolerance(desired, digits: int, scale: float | None) -> float:
     size = float(np.max(np.abs(np.asarray(desired, dtype=np.float64)), initial=0.0))
-    return 10.0 ** -digits * max(size, scale or 0.0, np.finfo(np.float32).tiny)
+    return float(10.0 ** -digits * max(size, scale or 0.0, float(np.finfo(np.float32).tiny)))
 
 
 def assert_close(actual, desired, digits: int = 5, scale: float | None = None, err_msg: str = "") -> None:

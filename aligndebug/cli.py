@@ -14,12 +14,12 @@ from tqdm import tqdm
 from . import __version__
 from .align import Selector, align_record, default_layer, word_matrix
 from .datasets import add_testset, echo, load_testset, table
-from .errors import InputError
+from .errors import InputError, ModelLoadError
 from .extract import extract
 from .gold import scan_gold
 from .methods import DEFAULT_ROW_RULE, ROW_RULES, compared_aligners
 from .metrics import AlignmentSignature
-from .models import ModelLoadError, load_model
+from .models import load_model
 from .pairs import count_lines, iter_pair_lengths, iter_pairs, read_text_lines
 from . import ray_backend
 from .report import write_report

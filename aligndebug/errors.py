@@ -1,4 +1,5 @@
-"""The one exception for bad user input: it names the file, the line and what was expected."""
+"""Every exception aligndebug raises on purpose: bad user input (naming file, line and what was expected),
+a sentence the model cannot take, a model that cannot be used."""
 
 from __future__ import annotations
 
@@ -37,3 +38,18 @@ class InputError(ValueError):
     def __reduce__(self):
         # Keep the structured fields through pickling (multiprocessing, Ray workers).
         return (type(self), (self.path, self.line, self.message, self.expected))
+
+
+class SentenceError(ValueError):
+    """One sentence cannot be used; `index` is its position in the caller's list, `reason` what is wrong."""
+
+    def __init__(self, index: int, reason: str):
+        self.index, self.reason = index, reason
+        super().__init__(f"sentence {index}: {reason}")
+
+    def __reduce__(self):  # keep the fields through pickling (Ray workers)
+        return (type(self), (self.index, self.reason))
+
+
+class ModelLoadError(RuntimeError):
+    """The model cannot be used: missing, unreadable, or not an encoder-decoder."""

@@ -14,23 +14,13 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from .errors import SentenceError  # noqa: F401  (re-exported)
 from .models import ModelBundle, decoder_inputs  # noqa: F401  (decoder_inputs re-exported)
 from .record import Record
 from .words import encode_words, split_words
 
 ATTENTIONS = ("cross", "enc_self", "dec_self")
 Words = Sequence[str]
-
-
-class SentenceError(ValueError):
-    """One sentence cannot be used; `index` is its position in the caller's list, `reason` what is wrong."""
-
-    def __init__(self, index: int, reason: str):
-        self.index, self.reason = index, reason
-        super().__init__(f"sentence {index}: {reason}")
-
-    def __reduce__(self):  # keep the fields through pickling (Ray workers)
-        return (type(self), (self.index, self.reason))
 
 
 @dataclass

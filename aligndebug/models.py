@@ -9,13 +9,11 @@ from typing import Any
 
 import torch
 
+from .errors import ModelLoadError  # noqa: F401  (re-exported: callers import it from here too)
+
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 DEFAULT_NAMES = ("default", "", None)
 SETTINGS_FILE = "aligndebug.json"  # beside a model's weights: what aligndebug knows about the model
-
-
-class ModelLoadError(RuntimeError):
-    """The model cannot be used: missing, unreadable, or not an encoder-decoder."""
 
 
 @dataclass

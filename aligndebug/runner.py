@@ -25,8 +25,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from .align import Selector
-from .errors import InputError
-from .extract import SentenceError, iter_extract
+from .errors import InputError, SentenceError
+from .extract import iter_extract
 from .gold import GoldAlignment
 from .methods import compared_aligners
 from .models import ModelBundle

@@ -48,6 +48,8 @@ from typing import Any
 
 import numpy as np
 
+from .align import attention_matrix, word_matrix
+
 # Small, documented function-word lists. A source word is a *content word* when it holds a
 # letter or digit, is longer than two characters (this catches short particles in any
 # language: "a", "of", "le", "la", "de", "zu", "im") and its case-folded form is not in the
@@ -398,8 +400,6 @@ def record_signals(
     """Every signal for one Record (needs `rec.cross`). Scalars are floats (NaN = undefined);
     per-token lists (`word_entropy`, `src_coverage`, `src_content`, `lowest_tokens`) are kept
     so thresholds can be applied later without the attention."""
-    from aligndebug.align import attention_matrix, word_matrix
-
     if rec.cross is None:
         raise ValueError("record_signals needs cross-attention: extract with keep including 'cross'")
     word_att = np.asarray(word_matrix(rec, method=method, layer=layer, head=head))

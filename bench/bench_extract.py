@@ -4,7 +4,7 @@
        object, batched the same way (length-sorted batches of --batch-size). Two flavours:
        (a0) forward only, on tensors prepared before the clock starts (the strict baseline), and
        (a)  plain batch tokenization + forward, what a hand-written script would do.
-  (b)  aligndebug's extraction + alignment + scoring path (`batch.score_stream`: word-mapped
+  (b)  aligndebug's extraction + alignment + scoring path (`runner.score_stream`: word-mapped
        tokenization, the forward pass, the per-sentence reduction, links, counts against gold).
   (c)  Inseq's attention attribution (`inseq.load_model(..., "attention").attribute`), if installed.
 

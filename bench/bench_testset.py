@@ -1,7 +1,7 @@
 """The app's test-set page: one pass for scores and triage against the two passes it used to make.
 
-  (two)  `batch.score_stream` (per-head grid, as with a gold file) and `triage.run_triage`, one after the other
-  (one)  `testset.score_and_triage`: both from the same Records
+  (two)  `runner.score_stream` (per-head grid, as with a gold file) and `runner.run_triage`, one after the other
+  (one)  `runner.score_and_triage`: both from the same Records
 
 Same sentences (Biçici de-en, with gold), same model, 1 thread, process CPU time, best of --repeats.
 

@@ -24,8 +24,11 @@ from aligndebug.align import align_record, default_layer
 from aligndebug.datasets import registry
 from aligndebug.errors import InputError
 from aligndebug.extract import extract
+from aligndebug.gold import format_pharaoh, parse_pharaoh_line
 from aligndebug.methods import DEFAULT_ROW_RULE, ROW_RULES
+from aligndebug.metrics import AlignmentSignature, count_links
 from aligndebug.models import ModelLoadError, load_model
+from aligndebug.record import Record
 from aligndebug.serverfiles import allowed_roots, resolve_server_path, server_paths_allowed
 from aligndebug.words import split_words
 
@@ -53,16 +56,12 @@ def analyse(model: str, source: str, reference: str, beam: int):
 
 @st.cache_data(show_spinner="Integrated Gradients…", max_entries=16)
 def integrated_gradients(model: str, record_json: str, steps: int):
-    from aligndebug.record import Record
-
     rec = Record.from_json(record_json)
     return attribution.ig_for_record(get_bundle(model), rec, steps=steps, rows=rec.target_positions)
 
 
 def parse_gold_line(line: str, n_src: int, n_tgt: int, base: int):
     """A typed Pharaoh line -> GoldAlignment, checked against the sentence's word counts."""
-    from aligndebug.gold import parse_pharaoh_line
-
     return parse_pharaoh_line(line.strip(), base=base, lengths=(n_src, n_tgt), path="gold line")
 
 
@@ -189,8 +188,6 @@ def sentence_page(cfg: dict[str, Any], query: dict[str, Any]) -> None:
 
 
 def sentence_views(cfg: dict[str, Any], rec, gold) -> None:
-    from aligndebug.metrics import AlignmentSignature, count_links
-
     layer, head, method = cfg["layer"], cfg["head"], cfg["method"]
     forced = rec.meta.get("forced_target", True)
     st.markdown(f"**Source** · {md_escape(rec.source)}  \n"
@@ -224,8 +221,6 @@ def sentence_views(cfg: dict[str, Any], rec, gold) -> None:
 
 
 def alignment_tab(cfg, rec, gold, links) -> None:
-    from aligndebug.gold import format_pharaoh
-
     layer, head, method, level = cfg["layer"], cfg["head"], cfg["method"], cfg["level"]
     chart = charts.alignment_heatmap(rec, layer=layer, head=head, method=method, level=level, gold=gold)
     note = ("Cell colour = cross-attention from each target word (row) to each source word (column). "
@@ -327,8 +322,6 @@ def agreement_view(cfg, rec, gold, ig) -> None:
     c2.metric("ρ rollout ↔ IG", f"{agreement.sentence_agreement(rho_roll):.2f}")
     table = pd.DataFrame({"target word": rec.tgt_words, "ρ attention ↔ IG": rho_att, "ρ rollout ↔ IG": rho_roll})
     if gold is not None:
-        from aligndebug.metrics import count_links
-
         links = {"attention": align_record(rec, method=method, layer=layer, head=head),
                  "rollout": agreement.rollout_links(rec, method=method), "IG": agreement.ig_links(rec, ig)}
         scores = pd.DataFrame([{"alignment from": k, **{m: round(v, 3) for m, v in count_links(l, gold).as_dict().items()

@@ -18,7 +18,6 @@ from .errors import InputError, ModelLoadError
 from .extract import extract
 from .gold import scan_gold
 from .methods import DEFAULT_ROW_RULE, ROW_RULES, compared_aligners
-from .metrics import AlignmentSignature
 from .models import load_model
 from .pairs import count_lines, iter_pair_lengths, iter_pairs, read_text_lines
 from . import ray_backend
@@ -345,9 +344,7 @@ def cmd_score(args: argparse.Namespace) -> int:
                 raise
             side = args.tgt if args.tgt is not None and exc.message.startswith("the target") else args.src
             raise InputError(args.pairs or side, exc.line, exc.message, exc.expected) from exc
-    sig_args = dict(model=bundle.name, method=args.method, layer=_fmt_sel(layer), heads=_fmt_sel(args.head),
-                    threshold=args.threshold)
-    signature = (AlignmentSignature.for_gold(gold, **sig_args) if gold else AlignmentSignature(**sig_args)).format()
+    signature = opts.signature(bundle.name, gold).format()
     n_heads = bundle.num_heads if args.per_head else None
     result = summary(totals, signature, n_layers, n_heads,
                      extra={"gold": gold.describe() if gold else None, "gold_skipped": gold.skipped if gold else 0})
@@ -358,10 +355,6 @@ def cmd_score(args: argparse.Namespace) -> int:
         links = read_links(args.out) if args.out else sorted((r["index"], r["links"]) for r in kept)
         write_lines_atomic(args.alignments_out, (line for _, line in links))
     return 0
-
-
-def _fmt_sel(sel: Selector) -> str:
-    return ",".join(map(str, sel)) if isinstance(sel, (list, tuple)) else str(sel)
 
 
 def format_summary(result: dict[str, Any]) -> str:

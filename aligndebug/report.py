@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .extract import extract
 from .signals import SIGNALS
 from .store import write_text_atomic
 
@@ -44,9 +45,9 @@ def _num(x: Any) -> str:
 def _heatmaps(rows: Sequence[dict[str, Any]], bundle: Any, layer: Any, head: Any, method: str,
               batch_size: int = 8) -> list[str | None]:
     """Inline SVG heatmap per row, from one teacher-forced pass of the row's (source, translation)."""
+    # Altair and vl-convert load only when a report is drawn (not on every `aligndebug` start); no cycle hides here.
     from .charts import alignment_heatmap
     from .export import chart_to_svg
-    from .extract import extract
 
     if not rows:
         return []

@@ -21,7 +21,7 @@ from .align import Selector, align_grid, default_layer, select, token_links
 from .attribution import ig_for_record
 from .gold import GoldAlignment, format_pharaoh
 from .methods import DEFAULT_ROW_RULE, compared_aligners
-from .metrics import AlignmentCounts, count_links
+from .metrics import AlignmentCounts, AlignmentSignature, count_links
 from .models import ModelBundle
 from .record import Record
 from .signals import record_signals
@@ -45,6 +45,16 @@ class ScoreOptions:
     chunk_size: int = 256
     compare: bool = False  # also rollout- and IG-based alignments, and attention-vs-IG agreement
     ig_steps: int = 16
+
+    def signature(self, model: str, gold: Any = None) -> AlignmentSignature:
+        """The settings behind scores read with these options (and `gold`, a GoldStream/GoldSet, when given)."""
+        args = dict(model=model, method=self.method, layer=_fmt_selector(self.layer), heads=_fmt_selector(self.head),
+                    threshold=self.threshold)
+        return AlignmentSignature.for_gold(gold, **args) if gold else AlignmentSignature(**args)
+
+
+def _fmt_selector(sel: Selector | None) -> str:
+    return ",".join(map(str, sel)) if isinstance(sel, (list, tuple)) else str(sel)
 
 
 # ------------------------------------------------------------------------------ encodings of a row's values

@@ -22,7 +22,7 @@ from .models import load_model
 from .pairs import count_lines, iter_pair_lengths, iter_pairs, read_text_lines
 from . import ray_backend
 from .report import write_report
-from .rows import ScoreOptions, read_links, summary
+from .rows import ScoreOptions, TriageRow, read_links, summary
 from .runner import calibration_path, run_triage, score_stream
 from .store import write_json_atomic, write_lines_atomic
 from .triage import Calibration
@@ -497,9 +497,9 @@ def cmd_triage(args: argparse.Namespace) -> int:
 def format_top(rows: Sequence[dict[str, Any]], k: int = 10) -> str:
     """Plain-text table of the `k` most suspect rows."""
     lines = [f"{'rank':>4} {'score':>7}  {'flags':<32} translation"]
-    for r in rows[:k]:
-        flags = ",".join(r["flags"]) or "-"
-        lines.append(f"{r['rank']:>4} {r['score']:>7.2f}  {flags[:32]:<32} {r['translation'][:80]}")
+    for r in map(TriageRow.from_json, rows[:k]):
+        flags = ",".join(r.flags) or "-"
+        lines.append(f"{r.rank:>4} {r.score:>7.2f}  {flags[:32]:<32} {r.translation[:80]}")
     return "\n".join(lines)
 
 

@@ -24,7 +24,7 @@ from .methods import DEFAULT_ROW_RULE, compared_aligners
 from .metrics import AlignmentCounts, AlignmentSignature, count_links
 from .models import ModelBundle
 from .record import Record
-from .signals import record_signals
+from .signals import SIGNALS, record_signals
 from .words import token_links_to_words
 
 COUNT_FIELDS = ("predicted", "sure", "pred_and_sure", "pred_and_possible")
@@ -234,6 +234,41 @@ def read_links(path: Path) -> Iterator[tuple[int, str]]:
 
 
 # ------------------------------------------------------------------------------------------- signal rows
+
+@dataclass
+class TriageRow:
+    """The typed values of one triage row (a signal row, and once ranked its score, flags and rank); the
+    registered signals' values are in `signals` (NaN when undefined, as null in the file)."""
+
+    id: int
+    source: str
+    translation: str
+    reference: str | None = None
+    score: float | None = None
+    suspect: bool | None = None
+    flags: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    rank: int | None = None
+    signals: dict[str, float] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the row itself
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> "TriageRow":
+        return cls(id=row["id"], source=row["source"], translation=row["translation"],
+                   reference=row.get("reference"), score=row.get("score"), suspect=row.get("suspect"),
+                   flags=list(row.get("flags") or []), reasons=list(row.get("reasons") or []), rank=row.get("rank"),
+                   signals={n: (float("nan") if row[n] is None else float(row[n])) for n in SIGNALS if n in row},
+                   raw=row)
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as stored: its fields in their order, the typed values written back."""
+        row = dict(self.raw)
+        typed = {"id": self.id, "source": self.source, "translation": self.translation, "reference": self.reference,
+                 "score": self.score, "suspect": self.suspect, "flags": self.flags, "reasons": self.reasons,
+                 "rank": self.rank, **self.signals}
+        row.update({k: v for k, v in typed.items() if k in row or (v is not None and v != [])})
+        return row
+
 
 def signal_reducer(layer: int | str):
     """What `extract` may keep of each sentence's [L, H, T, S] for `signal_row`: the one layer (or the

@@ -406,3 +406,20 @@ def test_error_suite_edits():
     assert sorted(perm.tolist()) == list(range(7)) and not (perm == np.arange(7)).any()
     suite = es.build_suite(["a b c", "d e f", "a b c"], rng)
     assert all(d != c for d, c in zip(suite["detached"], ["a b c", "d e f", "a b c"]))
+
+
+def test_triage_rows_read_typed_and_write_back_as_stored(triaged):
+    from aligndebug.rows import TriageRow
+    from aligndebug.store import row_json
+
+    rows, out = triaged
+    lines = out.read_text(encoding="utf-8").splitlines()
+    for row, line in zip(rows, lines):
+        typed = TriageRow.from_json(row)
+        assert typed.rank == row["rank"] and typed.flags == row["flags"] and typed.reference == row["reference"]
+        assert set(typed.signals) == {n for n in SIGNALS if n in row}
+        assert row_json(typed.to_json()) == line  # same fields, order and values as the file
+    unscored = {"id": 3, "source": "a", "translation": "b", "entropy_mean": None}
+    t = TriageRow.from_json(unscored)
+    assert t.rank is None and math.isnan(t.signals["entropy_mean"])
+    assert row_json(t.to_json()) == row_json(unscored)

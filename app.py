@@ -25,7 +25,7 @@ from aligndebug.datasets import registry
 from aligndebug.errors import InputError
 from aligndebug.extract import extract
 from aligndebug.gold import format_pharaoh, parse_pharaoh_line
-from aligndebug.methods import DEFAULT_ROW_RULE, ROW_RULES
+from aligndebug.methods import ALIGNERS, DEFAULT_ROW_RULE, ROW_RULES
 from aligndebug.metrics import AlignmentSignature, count_links
 from aligndebug.models import ModelLoadError, load_model
 from aligndebug.record import Record
@@ -322,13 +322,13 @@ def agreement_view(cfg, rec, gold, ig) -> None:
     c2.metric("ρ rollout ↔ IG", f"{agreement.sentence_agreement(rho_roll):.2f}")
     table = pd.DataFrame({"target word": rec.tgt_words, "ρ attention ↔ IG": rho_att, "ρ rollout ↔ IG": rho_roll})
     if gold is not None:
-        links = {"attention": align_record(rec, method=method, layer=layer, head=head),
-                 "rollout": agreement.rollout_links(rec, method=method), "IG": agreement.ig_links(rec, ig)}
+        settings = {"method": method, "layer": layer, "head": head, "rollout_method": method}
+        links = {a.label: a.links(rec, ig, settings) for a in ALIGNERS.values()}
         scores = pd.DataFrame([{"alignment from": k, **{m: round(v, 3) for m, v in count_links(l, gold).as_dict().items()
                                                         if m in ("precision", "recall", "aer")}}
                                for k, l in links.items()])
         st.dataframe(scores, hide_index=True, width="content")
-        st.caption("The same sentence aligned three ways, scored against the gold line.")
+        st.caption(f"The same sentence aligned {len(links)} ways, scored against the gold line.")
     st.dataframe(table, hide_index=True, width="content",
                  column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns[1:]})
     st.caption("Low or negative ρ: the words the model looks at are not the ones that drive its prediction.")

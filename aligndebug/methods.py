@@ -48,7 +48,8 @@ def _attention(rec: Record, ig: Any, s: dict[str, Any]) -> set[Link]:
 
 
 def _rollout(rec: Record, ig: Any, s: dict[str, Any]) -> set[Link]:
-    return rollout_links(rec)
+    # `score --compare` reads rollout's naive rows whatever --method says; the app passes its row rule
+    return rollout_links(rec, method=s.get("rollout_method", "naive"))
 
 
 def _ig(rec: Record, ig: Any, s: dict[str, Any]) -> set[Link]:

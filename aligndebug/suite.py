@@ -382,6 +382,10 @@ def format_summary(summary: dict[str, Any], max_values: int = 12) -> str:
             lines.append(f"{'gap pro - anti':>28} {100 * pg['value']:+6.1f} pts [{100 * pg['ci'][0]:+.1f}, {100 * pg['ci'][1]:+.1f}]")
         for cell, a in g.get("by_stereotype", {}).items():
             lines.append(f"{'form/stereotype ' + cell:>28} {acc(a)}")
+        for key, val in g.items():
+            if key.startswith("kind="):
+                for form in ("fem", "masc"):
+                    lines.append(f"{key[5:] + ', ' + form:>28} {acc(val[form])}")
     m = summary.get("markers")
     if m:
         lines.append(f"marker words among the top-{summary.get('top_k')} attributed source words: "
@@ -393,7 +397,8 @@ def format_summary(summary: dict[str, Any], max_values: int = 12) -> str:
                 for mk in (g.get(f"markers_{k}"), g.get(f"markers_{k}_top1")):
                     if mk:
                         label = f"markers in top-{mk['top_k']}, {k}"
-                        lines.append(f"{label:>28} {100 * mk['rate']:6.1f}%  (chance {100 * mk['chance']:.1f}%)")
+                        lines.append(f"{label:>28} {100 * mk['rate']:6.1f}%  (chance {100 * mk['chance']:.1f}%; "
+                                     f"favour the correct target {100 * mk['supports_correct']:.1f}%)")
             for key, val in g.items():
                 if key.startswith("kind=") and "markers" in val:
                     mk = val["markers"]
@@ -492,6 +497,9 @@ def render_html(rows: Sequence[dict], summary: dict[str, Any], *, title: str = "
                 parts.append(f"<tr><td>{label}</td>{_pct(g[k])}</tr>")
         for cell, a in g.get("by_stereotype", {}).items():
             parts.append(f"<tr><td>form / stereotype {_esc(cell)}</td>{_pct(a)}</tr>")
+        for key, val in g.items():
+            if key.startswith("kind="):
+                parts += [f"<tr><td>{_esc(key)}, {form}</td>{_pct(val[form])}</tr>" for form in ("fem", "masc")]
         parts.append("</table>")
         for key, label in (("gap", "masculine − feminine"), ("pro_anti_gap", "pro − anti-stereotypical")):
             if key in g:

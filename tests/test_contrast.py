@@ -249,6 +249,10 @@ def test_a_suite_whose_wrong_targets_are_made_unlikely_passes_all(tiny_bundle, t
     assert [r["index"] for r in rows] == list(range(len(PAIRS)))
     assert all(r["pass"] and r["logprob_wrong"] < -1000 for r in rows)
     assert summarize(rows)["overall"]["accuracy"] == 1.0
+    # attribution only for failing items: here none, so no row carries one; the log-probs are unchanged
+    lean = run_suite(bundle, items, SuiteOptions(steps=4, attribute="failing"))
+    assert all("ranking" not in r and r["positions"][0]["attribution"] == [] for r in lean)
+    assert [r["difference"] for r in lean] == pytest.approx([r["difference"] for r in rows], rel=1e-5)
     for r in rows:
         p = r["positions"][0]
         assert (p["correct_span"], p["wrong_span"]) == ([1, 2], [1, 2]) and p["wrong_text"] == "zebra"

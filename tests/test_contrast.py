@@ -66,7 +66,7 @@ def test_contrast_of_a_target_with_itself_is_zero_everywhere(tiny_bundle):
     assert np.abs(ig.source).max() <= 1e-9 and ig.delta.max() <= 1e-9
 
 
-@pytest.mark.parametrize("family", ["marian", "bart"])
+@pytest.mark.parametrize("family", ["marian", "bart", "mbart", "m2m100", "t5"])
 def test_contrastive_attribution_is_the_difference_of_the_two_attributions(tiny_bundle, family):
     b = tiny_bundle(family)
     good, bad = "The dog sleeps .", "The cat sleeps ."

@@ -453,6 +453,11 @@ def _grey(v: float, vmax: float) -> str:
     return f"rgb({g},{g},{g})"
 
 
+def _ink(strength: float) -> str:
+    """White text on the darkest cells, so every value stays readable."""
+    return "#fff" if strength > 0.6 else "#222"
+
+
 def heat_table(row: dict, position: int = 0) -> str:
     """The contrastive attribution and the attention of one differing position as an HTML table heatmap
     (one column per source word; marker words underlined; values in the cells)."""
@@ -463,12 +468,14 @@ def heat_table(row: dict, position: int = 0) -> str:
     attr = pos.get("attribution") or []
     if attr:
         vmax = max(abs(v) for v in attr) or 1.0
-        cells = "".join(f'<td style="background:{_diverging(v, vmax)}">{v:+.2f}</td>' for v in attr)
+        cells = "".join(f'<td style="background:{_diverging(v, vmax)};color:{_ink(abs(v) / vmax)}">{v:+.2f}</td>'
+                        for v in attr)
         lines.append(f"<tr><td>contrastive IG</td>{cells}</tr>")
     att = pos.get("attention") or []
     if att:
         amax = max(att) or 1.0
-        cells = "".join(f'<td style="background:{_grey(v, amax)}">{v:.2f}</td>' for v in att)
+        cells = "".join(f'<td style="background:{_grey(v, amax)};color:{_ink(0.75 * v / amax)}">{v:.2f}</td>'
+                        for v in att)
         lines.append(f"<tr><td>attention</td>{cells}</tr>")
     return '<table class="heat">' + "".join(lines) + "</table>"
 

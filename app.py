@@ -11,6 +11,8 @@ import functools
 import os
 import tempfile
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,11 @@ import streamlit as st
 
 from aligndebug import agreement, attribution, charts, export, rollout, signals
 from aligndebug.align import align_record, default_layer
+from aligndebug.datasets import registry
 from aligndebug.errors import InputError
 from aligndebug.extract import encode_pair, extract, translate
 from aligndebug.models import ModelLoadError, load_model
+from aligndebug.serverfiles import allowed_roots, resolve_server_path, server_paths_allowed
 from aligndebug.words import split_words
 
 EXAMPLE = "Ein Mann fährt mit dem Fahrrad durch die Stadt ."
@@ -369,40 +373,78 @@ def tokens_tab(cfg, rec) -> None:
 
 # ----------------------------------------------------------------------------- test set
 
-def _save_upload(upload, folder: Path, name: str) -> Path | None:
-    if upload is None:
-        return None
-    path = folder / name / Path(upload.name).name  # keep the user's file name: error messages quote it
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(upload.getvalue())
-    return path
+@contextmanager
+def testset_files(inp: dict[str, Any]) -> Iterator[dict[str, Path | None]]:
+    """The test set's files while it is scored: uploads written to a temporary folder removed afterwards,
+    typed server paths checked against the folders the app may read."""
+    if inp.get("typed") is not None:
+        roots = allowed_roots()
+        yield {k: resolve_server_path(v, roots) if v else None for k, v in inp["typed"].items()}
+        return
+    if inp.get("uploads") is None:
+        yield {k: inp.get(k) for k in ("src", "tgt", "ref", "gold")}
+        return
+    with tempfile.TemporaryDirectory(prefix="aligndebug-app-") as folder:
+        paths: dict[str, Path | None] = {}
+        for key, upload in inp["uploads"].items():
+            paths[key] = None
+            if upload is not None:
+                # keep the user's file name: error messages quote it
+                paths[key] = Path(folder) / key / Path(upload.name).name
+                paths[key].parent.mkdir()
+                paths[key].write_bytes(upload.getvalue())
+        yield paths
 
 
 def testset_inputs() -> dict[str, Any] | None:
     """Where the test set comes from: server paths or uploads. Returns paths (uploads saved to a temp dir)."""
     st.caption("Score a whole test set: corpus AER against gold, BLEU/chrF against references, and a ranked "
                "list of suspect translations (triage). Pick a row to open it in the sentence views.")
-    how = st.radio("Files", ["Upload", "Path on the server"], horizontal=True, key="ts_how")
+    sources = ["Upload", "Named test set"]
+    if server_paths_allowed(st.get_option("server.address")):
+        sources.append("Path on the server")
+    else:
+        st.caption("Reading files by server path is off: the app listens beyond this machine "
+                   "(`server.address`), so it would show this machine's files to others.")
+    how = st.radio("Files", sources, horizontal=True, key="ts_how")
+    if how == "Named test set":
+        return named_testset_inputs()
     labels = {"src": "Source (one sentence a line, or `source ||| target` a line)",
               "tgt": "Translations to check (optional; otherwise the model translates)",
               "ref": "References (optional; for BLEU/chrF)",
               "gold": "Gold alignments (optional; Pharaoh / S-P / NAACL; needs translations)"}
-    paths: dict[str, Path | None] = {}
+    given: dict[str, Any] = {}
     if how == "Upload":
-        folder = Path(st.session_state.setdefault("upload_dir", tempfile.mkdtemp(prefix="aligndebug-app-")))
-        for key, label in labels.items():
-            paths[key] = _save_upload(st.file_uploader(label, key=f"up-{key}"), folder, key)
+        given["uploads"] = {key: st.file_uploader(label, key=f"up-{key}") for key, label in labels.items()}
     else:
-        for key, label in labels.items():
-            text = st.text_input(label, key=f"path-{key}").strip()
-            paths[key] = Path(text).expanduser() if text else None
+        given["typed"] = {key: st.text_input(label, key=f"path-{key}").strip() for key, label in labels.items()}
+        st.caption("Readable folders: " + ", ".join(f"`{r}`" for r in allowed_roots())
+                   + " (`ALIGNDEBUG_APP_ROOTS` sets them).")
     c1, c2, c3 = st.columns(3)
     base = c1.selectbox("Gold indices", ["detect", 0, 1], key="ts_base",
                         format_func=lambda b: b if b == "detect" else f"{b}-based")
     limit = int(c2.number_input("Max sentences", 1, 100000, 200, key="ts_limit",
                                 help="Score the first N pairs (the CPU is slow on big sets)."))
     go = c3.button("Run", type="primary", key="ts_go")
-    return {**paths, "base": None if base == "detect" else base, "limit": limit, "go": go}
+    return {**given, "base": None if base == "detect" else base, "limit": limit, "go": go}
+
+
+def named_testset_inputs() -> dict[str, Any]:
+    """A set from the registry (`aligndebug datasets`): with gold, its target is forced and scored against
+    the gold; without, the model translates and the target side serves as references."""
+    sets = {name: ts for name, ts in registry().items() if ts.available}
+    name = st.selectbox("Test set", list(sets), key="ts_name",
+                        format_func=lambda n: f"{n} ({sets[n].direction}, {sets[n].sentences} sentences)")
+    ts = sets[name]
+    st.caption(f"{ts.description}. Licence: {ts.licence or 'not stated'}." + (f" {ts.notes}." if ts.notes else ""))
+    src = ts.path("pairs") or ts.path("src")
+    paths = ({"src": src, "tgt": ts.path("tgt"), "ref": None, "gold": ts.path("gold")} if ts.gold is not None
+             else {"src": src, "tgt": None, "ref": ts.path("tgt"), "gold": None})
+    c2, c3 = st.columns(2)
+    limit = int(c2.number_input("Max sentences", 1, 100000, min(200, ts.sentences or 200), key="ts_limit",
+                                help="Score the first N pairs (the CPU is slow on big sets)."))
+    go = c3.button("Run", type="primary", key="ts_go")
+    return {**paths, "base": ts.gold_base, "limit": limit, "go": go}
 
 
 def run_testset(cfg: dict[str, Any], inp: dict[str, Any]) -> dict[str, Any]:
@@ -505,7 +547,8 @@ def open_sentence() -> None:
 def testset_page(cfg: dict[str, Any], inp: dict[str, Any]) -> None:
     if inp["go"]:
         try:
-            st.session_state.testset = run_testset(cfg, inp)
+            with testset_files(inp) as files:
+                st.session_state.testset = run_testset(cfg, {**inp, **files})
             st.session_state.calibration = st.session_state.testset["calibration"]
         except Exception as exc:  # noqa: BLE001
             fail(exc, "Cannot score this test set")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -11,6 +12,7 @@ from typing import Any, Sequence
 from . import __version__
 from .align import Selector, align_record, default_layer, word_matrix
 from .batch import ScoreOptions, read_links, score_stream, summary, write_json_atomic
+from .datasets import add_testset, echo, load_testset, table
 from .errors import InputError
 from .extract import extract
 from .gold import scan_gold
@@ -41,6 +43,77 @@ def positive_int(text: str) -> int:
     return value
 
 
+class Parser(argparse.ArgumentParser):
+    """Every (sub)command's parser: defaults shown in --help, and a usage error on one line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, not {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    """A number in [0, 1] (NaN refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:  # also false for NaN
+        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, not {text!r}")
+    return value
+
+
+def percentile(text: str) -> float:
+    """A number strictly between 0 and 100."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 100.0:
+        raise argparse.ArgumentTypeError(f"expected a percentile between 0 and 100 (exclusive), not {text!r}")
+    return value
+
+
+def check_outputs(*paths: Path | None) -> None:
+    """Refuse, before any work, an output whose folder is missing and cannot be made, is not writable, or
+    that names a folder: a run must not fail after its work is done."""
+    for path in paths:
+        if path is None:
+            continue
+        if path.is_dir():
+            raise InputError(path, None, "this output path is a folder", "a file name")
+        folder = path.parent
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise InputError(path, None, f"{existing} is not a folder", "an output path inside a folder")
+        if not os.access(existing, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise InputError(path, None, "this output cannot be written (permission denied)",
+                             "a writable file in a writable folder")
+        folder.mkdir(parents=True, exist_ok=True)
+
+
+def check_layer(layer: Selector | None, n_layers: int) -> None:
+    """Refuse a decoder layer the model does not have, before any work."""
+    for i in ([] if layer is None or layer == "mean" else [layer] if isinstance(layer, int) else layer):
+        if not -n_layers <= i < n_layers:
+            raise InputError(None, None, f"--layer {i} does not exist: the model has {n_layers} decoder layers",
+                             f"0..{n_layers - 1}, negative from the end, or 'mean'")
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="Hugging Face id or local folder ('default': the embedded de->en model)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (half precision on GPU)")
@@ -55,7 +128,7 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", type=parse_selector, default=None,
                    help="decoder layer, 0-based (negative from the end), a list, or 'mean' (default: middle-upper)")
     p.add_argument("--head", type=parse_selector, default="mean", help="head index, a list, or 'mean' (default)")
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--threshold", type=probability, default=None,
                    help="link every subword pair with attention >= this instead of the argmax")
 
 
@@ -64,24 +137,29 @@ def add_run_args(p: argparse.ArgumentParser, chunk_help: str) -> None:
     (--ray, --ray-address, --ray-actors, --ray-gpus-per-actor)."""
     p.add_argument("--batch-size", type=positive_int, default=16, help="sentences per forward pass")
     p.add_argument("--chunk-size", type=positive_int, default=256, help=chunk_help)
-    p.add_argument("--beam", type=int, default=1, help="beam size when the model translates (1 = greedy)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--beam", type=positive_int, default=1, help="beam size when the model translates (1 = greedy)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     r = p.add_argument_group("Ray (pip install 'aligndebug[ray]')")
     r.add_argument("--ray", action="store_true", help="run on a Ray cluster: actors holding the model, same rows")
     r.add_argument("--ray-address", help="cluster to join (default: $RAY_ADDRESS, else a local Ray instance)")
     r.add_argument("--ray-actors", type=positive_int, default=2, help="model-holding actors (default 2)")
-    r.add_argument("--ray-gpus-per-actor", type=float, default=None,
+    r.add_argument("--ray-gpus-per-actor", type=non_negative_float, default=None,
                    help="GPUs per actor (default: 1 with --device cuda, else 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aligndebug", description=__doc__)
+    parser = Parser(prog="aligndebug", description="Translation alignment debugger: word alignments from an "
+                    "encoder-decoder model's attention, scored against gold (AER), error triage, named test sets.")
     parser.add_argument("--version", action="version", version=f"aligndebug {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("score", help="extract alignments for a test set and score them against gold (AER)")
+    s = sub.add_parser("score", help="extract alignments for a test set and score them against gold (AER)",
+                       description="Align every sentence pair of a test set from the model's cross-attention "
+                                   "(translating first when no target is given), score the links against gold "
+                                   "alignments (AER, precision, recall) and write one row a sentence.")
     _add_model_args(s)
     _add_method_args(s)
+    add_testset_arg(s, "its source, target and gold with the gold's own format, base and skip rule")
     s.add_argument("--src", type=Path, help="source sentences, one a line (pre-tokenized words)")
     s.add_argument("--tgt", type=Path, help="target sentences to force; without them the model translates")
     s.add_argument("--pairs", type=Path, help="one 'source ||| target' pair a line, instead of --src/--tgt")
@@ -101,12 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_args(s, "sentences read, scored and appended to --out at a time (what a kill can cost)")
     s.set_defaults(func=cmd_score)
 
-    i = sub.add_parser("inspect", help="show tokens, word alignment and pooled cross-attention for one sentence")
+    i = sub.add_parser("inspect", help="show tokens, word alignment and pooled cross-attention for one sentence",
+                       description="One sentence: its subword tokens and their words, the word alignment and the "
+                                   "word-level cross-attention, as tables or JSON.")
     _add_model_args(i)
     _add_method_args(i)
-    i.add_argument("--source", required=True)
+    i.add_argument("--source", required=True, help="the source sentence (words split on spaces)")
     i.add_argument("--target", help="target to force; without it the model translates")
-    i.add_argument("--beam", type=int, default=1)
+    i.add_argument("--beam", type=positive_int, default=1, help="beam size when the model translates (1 = greedy)")
     i.add_argument("--json", action="store_true", help="print JSON instead of tables")
     i.add_argument("--record", type=Path, help="also write the full Record (all attention arrays) as JSON")
     i.set_defaults(func=cmd_inspect)
@@ -145,7 +225,81 @@ def build_parser() -> argparse.ArgumentParser:
     from .triage import add_triage_parser
 
     add_triage_parser(sub)
+
+    d = sub.add_parser("datasets", help="list the named test sets, print their files, or register a local copy",
+                       description="Named test sets (sacrebleu-style): shipped in the repository's datasets/ "
+                                   "folder, or registered from local files under $ALIGNDEBUG_CACHE "
+                                   "(default ~/.cache/aligndebug).")
+    d.add_argument("--echo", nargs=2, metavar=("WHAT", "NAME"),
+                   help="print a set's src, tgt or gold lines, e.g. --echo src bicici-deen")
+    d.add_argument("--json", action="store_true", help="list as JSON")
+    dsub = d.add_subparsers(dest="datasets_command")
+    a = dsub.add_parser("add", help="copy local files into the cache and register them under NAME",
+                        description="Check a test set's files (line counts, gold links, registered checksums), copy "
+                                    "them under $ALIGNDEBUG_CACHE and register them, so --testset NAME works.")
+    a.add_argument("name", help="the set's name (a not-shipped one such as rwth-deen is checked against its registry entry)")
+    a.add_argument("--src", type=Path, help="source sentences, one a line")
+    a.add_argument("--tgt", type=Path, help="target sentences, one a line")
+    a.add_argument("--pairs", type=Path, help="one 'source ||| target' pair a line, instead of --src/--tgt")
+    a.add_argument("--gold", type=Path, help="gold alignments (checked against the sentences before anything is kept)")
+    a.add_argument("--gold-base", type=int, choices=(0, 1), help="gold index base (default: detect)")
+    a.add_argument("--gold-format", choices=("pharaoh", "sp", "naacl"), help="gold format (default: detect)")
+    a.add_argument("--direction", help="language direction, e.g. de-en")
+    d.set_defaults(func=cmd_datasets)
     return parser
+
+
+def add_testset_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--testset", metavar="NAME",
+                   help=f"a named test set (see `aligndebug datasets`) instead of file options: {what}")
+
+
+def apply_testset(args: argparse.Namespace, roles: dict[str, str]) -> None:
+    """Fill file options from `--testset NAME`: `roles` maps an option (e.g. 'ref') to the set's file role
+    (e.g. 'tgt'). Gold format, base and skip rule come with a gold file. Giving both a set and files is an error."""
+    if not getattr(args, "testset", None):
+        return
+    ts = load_testset(args.testset)
+    clash = [f"--{opt}" for opt in ("src", "tgt", "pairs", "gold", "ref") if getattr(args, opt, None) is not None]
+    if clash:
+        raise InputError(None, None, f"--testset {args.testset} was given together with {', '.join(clash)}",
+                         "either a named test set or files")
+    for opt, role in roles.items():
+        setattr(args, opt, ts.path(role))
+    if ts.pairs is not None and "src" in roles:
+        args.src, args.tgt = None, None
+        if hasattr(args, "pairs"):
+            args.pairs = ts.path("pairs")
+        else:
+            raise InputError(None, None, f"test set {ts.name} is a pairs file, which this command cannot read",
+                             "a set with separate source and target files")
+    if getattr(args, "gold", None) is not None:
+        args.gold_base = ts.gold_base if args.gold_base is None else args.gold_base
+        args.gold_format = ts.gold_format if args.gold_format is None else args.gold_format
+        args.skip_invalid = args.skip_invalid or ts.skip_invalid
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    if args.datasets_command == "add":
+        ts = add_testset(args.name, src=args.src, tgt=args.tgt, pairs=args.pairs, gold=args.gold,
+                         gold_base=args.gold_base, gold_format=args.gold_format, direction=args.direction)
+        print(f"registered {ts.name}: {ts.sentences} sentences in {ts.root}")
+        return 0
+    if args.echo:
+        what, name = args.echo
+        for line in echo(name, what):
+            sys.stdout.write(line + "\n")
+        return 0
+    rows = table()
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=1))
+        return 0
+    cols = ("name", "direction", "sentences", "gold", "licence", "status")
+    widths = {c: max(len(c), *(len(str(r[c] or "-")) for r in rows)) for c in cols}
+    print("  ".join(f"{c:<{widths[c]}}" for c in cols))
+    for r in rows:
+        print("  ".join(f"{str(r[c] if r[c] is not None else '-'):<{widths[c]}}" for c in cols))
+    return 0
 
 
 def _bundle(args: argparse.Namespace):
@@ -181,6 +335,7 @@ def _pairs(args: argparse.Namespace):
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    apply_testset(args, {"src": "src", "tgt": "tgt", "gold": "gold"})
     if args.pairs is None and args.src is None:
         raise InputError(None, None, "no input given", "--src FILE (with optional --tgt FILE) or --pairs FILE")
     if args.resume and args.out is None:
@@ -194,8 +349,10 @@ def cmd_score(args: argparse.Namespace) -> int:
                          sentences=iter_pair_lengths(_pairs(args)), skip_invalid=args.skip_invalid)
         for w in gold.warnings:
             print(f"aligndebug: warning: {w}", file=sys.stderr)
+    check_outputs(args.out, args.summary_json, args.alignments_out)
     bundle, ray_kwargs = driver_setup(args)
     n_layers = bundle.num_layers
+    check_layer(args.layer, n_layers)
     layer = default_layer(n_layers) if args.layer is None else args.layer
     opts = ScoreOptions(method=args.method, layer=layer, head=args.head, threshold=args.threshold,
                         per_head=args.per_head, compare=args.compare, ig_steps=args.ig_steps, batch_size=args.batch_size, beam=args.beam, chunk_size=args.chunk_size)
@@ -267,7 +424,9 @@ def format_summary(result: dict[str, Any]) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    check_outputs(args.record)
     bundle = _bundle(args)
+    check_layer(args.layer, bundle.num_layers)
     rec = extract(bundle, [args.source], None if args.target is None else [args.target], beam=args.beam)[0]
     layer = default_layer(bundle.num_layers) if args.layer is None else args.layer
     links = align_record(rec, args.method, layer, args.head, args.threshold)

@@ -177,6 +177,8 @@ def translate(bundle: ModelBundle, sources: Sequence[str | Words], beam: int = 1
     Every source is checked first (an empty one, or one past the model's positions, raises SentenceError
     with its index) rather than truncated, so nothing is decoded for a set that cannot be used.
     """
+    if beam < 1:
+        raise ValueError(f"beam must be 1 (greedy) or more, not {beam}")
     for i, src in enumerate(sources):
         encode_pair(bundle, src, [], i)
     texts = [bundle.source_prefix + (" ".join(s) if not isinstance(s, str) else s) for s in sources]
@@ -200,6 +202,9 @@ def iter_extract(bundle: ModelBundle, sources: Sequence[str | Words], targets: S
                  batch_size: int = 16, beam: int = 1, keep: Iterable[str] = ATTENTIONS,
                  reduce: Callable[[str, np.ndarray], np.ndarray] | None = None) -> Iterator[tuple[int, Record]]:
     """Yield (index, Record) batch by batch (length-sorted order). Without targets the model translates first."""
+    for what, given in (("sources", sources), ("targets", targets)):
+        if isinstance(given, str):  # a lone string would be read as one sentence per character
+            raise TypeError(f"{what} must be a list of sentences, not one string: use [{given[:30]!r}]")
     if targets is None:
         targets = translate(bundle, sources, beam=beam)
         forced = False

@@ -371,7 +371,7 @@ class _Tally:
     """Per index base: the sentences that are invalid read that way, their first errors, and the link counts."""
 
     invalid: set[int] = field(default_factory=set)
-    errors: list[InputError] = field(default_factory=list)  # the first few, for the warning
+    errors: list[tuple[int, InputError]] = field(default_factory=list)  # the first few (sentence, error)
     sure: int = 0
     possible_only: int = 0
 
@@ -414,6 +414,7 @@ def scan_gold(
     n = 0  # raw sentences that have a sentence pair (all of them without `sentences`)
     last_line = 0
     warnings: list[str] = []
+    gaps: list[int] = []  # NAACL sentence numbers with no line before the last sentence that has one
     for raw in raws:
         last_line = raw.line
         lens = None
@@ -436,8 +437,14 @@ def scan_gold(
                 continue
             t.invalid.add(n)
             if len(t.errors) < 5:
-                t.errors.append(err)
+                t.errors.append((n, err))
+        if fmt == "naacl" and not raw.has_lines and not raw.links:
+            gaps.append(n + 1)
         n += 1
+    if gaps:
+        shown = ", ".join(map(str, gaps[:10])) + (f" and {len(gaps) - 10} more" if len(gaps) > 10 else "")
+        warnings.append(f"{path}: no lines for sentence{'s' if len(gaps) > 1 else ''} {shown} in the middle of the "
+                        "file: read as sentences without links (check that none was lost)")
     if lengths is not None:
         missing = sum(1 for _ in lengths)
         if missing and fmt == "naacl":
@@ -454,15 +461,27 @@ def scan_gold(
     else:
         base_source, base_reason = "given", ""
     t = tally[base]
-    if t.errors and not skip_invalid:
-        raise t.errors[0]
+    # When the base was not given and a sentence fails read either way, blame its words, not the base.
+    either = t.invalid & tally[1 - base].invalid if len(bases) == 2 else set()
+    errors = [_either_base(e) if k in either else e for k, e in t.errors]
+    if errors and not skip_invalid:
+        raise errors[0]
     if t.invalid:
         n_bad = len(t.invalid)
         word = "line" if fmt == "pharaoh" else "sentence"
-        shown = "; ".join(str(e) for e in t.errors) + (f"; and {n_bad - len(t.errors)} more" if n_bad > len(t.errors) else "")
+        shown = "; ".join(str(e) for e in errors) + (f"; and {n_bad - len(errors)} more" if n_bad > len(errors) else "")
         warnings.append(f"skipped {n_bad} {word}{'s' if n_bad != 1 else ''} with invalid links (alignment None): {shown}")
     return GoldStream(path, fmt, fmt_detected, base, base_source != "given", base_source, base_reason, warnings,
                       len(t.invalid), n, t.sure, t.possible_only, frozenset(t.invalid), in_order)
+
+
+def _either_base(err: InputError) -> InputError:
+    """The same error, saying it holds 0- and 1-based alike: the sentence's word count is the suspect."""
+    if "past the end" not in err.message:
+        return err
+    return InputError(err.path, err.line, err.message + " read 0- or 1-based alike",
+                      "as many words as the gold indexes: words are split on ASCII spaces only, so a tab or "
+                      "another space character inside a 'word' joins two words; check that sentence")
 
 
 def _past_the_end(path: str, fmt: str, raw: _Raw, rest: Iterator[_Raw], n_sent: int) -> int:

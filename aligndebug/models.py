@@ -103,6 +103,12 @@ def load_model(name_or_path: str | None = "default", device: str = "cpu", src_la
         model = AutoModelForSeq2SeqLM.from_pretrained(path, attn_implementation="eager", use_safetensors=True,
                                                       trust_remote_code=False)
     except (OSError, ValueError) as exc:
+        if Path(path).is_dir() and not any(Path(path).glob("*.safetensors")) and any(
+                Path(path).glob(pat) for pat in ("*.bin", "*.pt", "*.pth", "*.ckpt")):
+            raise ModelLoadError(
+                f"model {name!r} has its weights only as pickle files (.bin/.pt): aligndebug loads safetensors only, "
+                "because unpickling can run arbitrary code. Convert it once where you trust it: "
+                "AutoModelForSeq2SeqLM.from_pretrained(path).save_pretrained(path, safe_serialization=True)") from exc
         raise ModelLoadError(f"model {name!r} could not be loaded ({type(exc).__name__}: {exc})") from exc
     if device.startswith("cuda"):
         model = model.half()  # attention weights in half precision are plenty for alignment and halve memory

@@ -93,13 +93,20 @@ def decode_line(path: str, lineno: int, raw: bytes, encoding: str = "utf-8") -> 
     if raw.endswith(b"\r"):
         raw = raw[:-1]
     try:
-        return raw.decode(encoding)
+        text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
         bad = raw[exc.start:exc.end]
         raise InputError(
             path, lineno, f"bytes {bad!r} at byte {exc.start + 1} of the line cannot be decoded as {encoding}",
             f"{encoding} text",
         ) from None
+    # Both are invisible in a terminal and would become part of a word: say so rather than align them.
+    for char, what in (("\x00", "a NUL byte"), ("\ufeff", "a byte-order mark (U+FEFF) after the start of the file")):
+        at = text.find(char)
+        if at >= 0:
+            raise InputError(path, lineno, f"{what} at character {at + 1} of the line",
+                             "plain text (a file joined from others may carry one; remove it)")
+    return text
 
 
 def count_lines(path: PathLike) -> int:
@@ -121,7 +128,7 @@ def line_words(path: str, lineno: int, text: str, side: str, allow_empty: bool) 
     """The words of one line's `side` ("source"/"target"); an empty one raises InputError unless `allow_empty`."""
     words = split_words(text)
     if not words and not allow_empty:
-        raise InputError(path, lineno, f"empty {side} sentence", "at least one word separated by ASCII spaces; pass allow_empty to accept empty lines")
+        raise InputError(path, lineno, f"empty {side} sentence", "at least one word separated by ASCII spaces; remove the line or give it a word")
     return words
 
 

@@ -694,23 +694,25 @@ def read_text_lines(path: str | os.PathLike[str], what: str) -> list[str]:
 
 def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the `triage` subcommand to an argparse subparsers object."""
-    from .cli import _add_model_args, add_run_args, parse_selector
+    from .cli import _add_model_args, add_run_args, add_testset_arg, parse_selector, percentile, positive_int
 
     p = subparsers.add_parser(
         "triage", help="flag and rank suspect translations of a test set",
         description="Score every translation with attention, confidence and repetition signals, flag the "
                     "ones beyond calibrated percentile thresholds and rank them, most suspect first.")
     _add_model_args(p)
-    p.add_argument("--src", type=Path, required=True, help="source sentences, one a line")
+    add_testset_arg(p, "its source sentences, with its target side as references")
+    p.add_argument("--src", type=Path, help="source sentences, one a line (or --testset)")
     p.add_argument("--tgt", type=Path, help="translations to force through the model (default: the model translates)")
     p.add_argument("--ref", type=Path, help="references, one a line: adds sentence chrF and BLEU")
     p.add_argument("--out", type=Path, required=True, help="JSONL rows, most suspect first (calibration saved beside it)")
     p.add_argument("--html", type=Path, help="self-contained HTML report of the top suspects")
-    p.add_argument("--top", type=int, default=20, help="suspects shown in the HTML report")
+    p.add_argument("--top", type=positive_int, default=20, help="suspects shown in the HTML report")
     p.add_argument("--calibration", type=Path, help="calibration JSON from an earlier run on a clean set "
                                                      "(default: calibrate on this set)")
-    p.add_argument("--percentile", type=float, default=95.0, help="flag threshold percentile when calibrating")
-    p.add_argument("--method", choices=("shift-att", "naive"), default="shift-att")
+    p.add_argument("--percentile", type=percentile, default=95.0, help="flag threshold percentile when calibrating")
+    p.add_argument("--method", choices=("shift-att", "naive"), default="shift-att",
+                   help="shift-att: row where the target token is the decoder input; naive: where it is the output")
     p.add_argument("--layer", type=parse_selector, default="mean", help="decoder layer (0-based) or 'mean' (default)")
     p.add_argument("--head", type=parse_selector, default="mean", help="head index or 'mean' (default)")
     add_run_args(p, "sentences translated and scored at a time, in input order (what a kill can cost)")
@@ -720,9 +722,12 @@ def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_triage(args: argparse.Namespace) -> int:
     """Handler of `aligndebug triage`."""
-    from .cli import driver_setup
+    from .cli import apply_testset, check_layer, check_outputs, driver_setup
     from .errors import InputError
 
+    apply_testset(args, {"src": "src", "ref": "tgt"})
+    if args.src is None:
+        raise InputError(None, None, "no source sentences given", "--src FILE or --testset NAME")
     if isinstance(args.layer, list) or isinstance(args.head, list):
         raise InputError(None, None, "lists of layers or heads are not supported by triage", "one index or 'mean'")
     sources = read_text_lines(args.src, "source sentence")
@@ -733,7 +738,9 @@ def cmd_triage(args: argparse.Namespace) -> int:
             raise InputError(path, None, f"{len(lines)} lines but {args.src} has {len(sources)}",
                              "one line per source sentence")
     calibration = Calibration.load(args.calibration) if args.calibration else None
+    check_outputs(args.out, args.html)
     bundle, ray_kwargs = driver_setup(args)
+    check_layer(args.layer, bundle.num_layers)
     from tqdm import tqdm
 
     common = dict(batch_size=args.batch_size, calibration=calibration, beam=args.beam, layer=args.layer,

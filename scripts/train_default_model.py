@@ -55,6 +55,9 @@ def prepare_corpus(data: Path, work: Path) -> dict:
     idx = list(range(len(ep)))
     rng.shuffle(idx)
     held = sorted(idx[:HELDOUT_EUROPARL])
+    listed = data / "heldout" / "europarl-deen-500" / "lines.txt"  # the same split, shipped for evaluation
+    if listed.exists() and [int(x) - 1 for x in listed.read_text().split()] != held:
+        raise SystemExit(f"{listed} lists another held-out split than this script makes: the data has changed")
     held_set = set(held)
     ep_train = [ep[i] for i in range(len(ep)) if i not in held_set]
     m30 = data / "train" / "multi30k-deen"

@@ -7,6 +7,9 @@ ends in a clear st.error (never an exception or a stack trace).
 from __future__ import annotations
 
 import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,10 +42,25 @@ def decoder_only(tmp_path_factory) -> str:
 
 
 @pytest.fixture
-def app(tiny_marian, monkeypatch) -> AppTest:
+def app(tiny_marian, monkeypatch, tmp_path) -> AppTest:
     monkeypatch.setenv("ALIGNDEBUG_MODEL", tiny_marian)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return AppTest.from_file(APP, default_timeout=300)
+    monkeypatch.setenv("ALIGNDEBUG_APP_ROOTS", str(tmp_path))  # the test's own files may be read by path
+    with listening_on("localhost"):  # as .streamlit/config.toml has it
+        yield AppTest.from_file(APP, default_timeout=300)
+
+
+@contextmanager
+def listening_on(address: str | None) -> Iterator[None]:
+    """Streamlit's server.address for the in-process AppTest run, restored afterwards."""
+    from streamlit import config
+
+    before = config.get_option("server.address")
+    config.set_option("server.address", address)
+    try:
+        yield
+    finally:
+        config.set_option("server.address", before)
 
 
 def charts_in(node) -> int:
@@ -315,6 +333,59 @@ def test_testset_from_uploads(app, testset):
     shown = {m.label: m.value for m in at.metric}
     assert shown["Sentences"] == "4" and 0.0 <= float(shown["AER"]) <= 1.0
     assert any("test.gold" in c.value for c in at.caption)  # the gold is described by the uploaded name
+
+
+def test_testset_from_the_registry(app):
+    """A named set brings its own files, format and index base (WPT ro-en: a pairs file, 1-based gold)."""
+    at = app.run()
+    at.radio(key="page").set_value("Test set").run()
+    at.radio(key="ts_how").set_value("Named test set").run()
+    at.selectbox(key="ts_name").set_value("wpt-roen").run()
+    at.number_input(key="ts_limit").set_value(3)
+    at.button(key="ts_go").click()
+    at.run()
+    no_crash(at)
+    assert errors(at) == []
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Sentences"] == "3" and 0.0 <= float(shown["AER"]) <= 1.0
+    assert any("roen.gold" in c.value and "1-based (given)" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "{tmp}/../outside.txt", "~/.bashrc", "{tmp}/link"])
+def test_server_paths_outside_the_allowed_folders_are_refused(app, tmp_path, path):
+    (tmp_path.parent / "outside.txt").write_text("secret\n", encoding="utf-8")
+    (tmp_path / "link").symlink_to("/etc/passwd")  # a link inside an allowed folder may not lead out
+    at = _run_testset(app.run(), {"src": path.format(tmp=tmp_path)})
+    no_crash(at)
+    assert any("outside the folders the app may read" in e for e in errors(at)), errors(at)
+    assert "root:" not in " ".join(str(getattr(x, "value", "")) for x in at.main.children.values())
+    assert not at.dataframe
+
+
+def test_server_paths_are_off_when_the_app_listens_beyond_this_machine(tiny_marian, monkeypatch):
+    monkeypatch.setenv("ALIGNDEBUG_MODEL", tiny_marian)
+    with listening_on("0.0.0.0"):
+        at = AppTest.from_file(APP, default_timeout=300).run()
+        at.radio(key="page").set_value("Test set").run()
+    no_crash(at)
+    assert "Path on the server" not in at.radio(key="ts_how").options
+    assert any("Reading files by server path is off" in c.value for c in at.caption)
+
+
+def test_uploads_leave_no_files_behind(app, testset, tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    at = app.run()
+    at.radio(key="page").set_value("Test set").run()
+    for key in ("src", "tgt"):
+        at.file_uploader(key=f"up-{key}").upload(testset[key].name, testset[key].read_bytes(), "text/plain")
+    at.run()
+    at.button(key="ts_go").click()
+    at.run()
+    no_crash(at)
+    assert {m.label: m.value for m in at.metric}["Sentences"] == "4"
+    assert list(scratch.iterdir()) == []
 
 
 def test_user_text_is_not_read_as_markdown(app):

@@ -14,6 +14,7 @@ import pickle
 
 import numpy as np
 import pytest
+from numeric import approx
 
 import tiny_models as tm
 from aligndebug import cli
@@ -99,7 +100,7 @@ def test_actor_scores_a_chunk_as_score_stream_does(tmp_path, model_dir):
         e = expected[r["index"]]
         if r["index"] in range(6, 12):  # this chunk lost a sentence, so its batches differ: last bits may too
             assert {k: v for k, v in r.items() if k != "mean_logprob"} == {k: v for k, v in e.items() if k != "mean_logprob"}
-            assert r["mean_logprob"] == pytest.approx(e["mean_logprob"], rel=1e-5)
+            assert r["mean_logprob"] == approx(e["mean_logprob"], digits=4)
         else:
             assert r == e
 
@@ -138,7 +139,7 @@ def test_score_on_ray_resumes_and_matches_a_local_run(tmp_path, model_dir, local
     for r, e in zip(got, want):
         if r["index"] in range(11, 16):  # the chunk that was resumed mid-way is batched differently
             assert r["links"] == e["links"] and r["counts"] == e["counts"]
-            assert r["mean_logprob"] == pytest.approx(e["mean_logprob"], rel=1e-5)
+            assert r["mean_logprob"] == approx(e["mean_logprob"], digits=4)
         else:
             assert r == e
     summary = lambda name: json.loads((tmp_path / name).read_text(encoding="utf-8"))  # noqa: E731

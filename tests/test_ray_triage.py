@@ -11,6 +11,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from numeric import approx
 
 import tiny_models as tm
 from aligndebug import cli
@@ -76,11 +77,11 @@ def test_resume_completes_a_partial_file_as_a_local_run_does(tmp_path, bundle, l
     assert sorted(r["id"] for r in got) == list(range(m)) and seen == [5] + [1] * (m - 5)
     assert {r["id"] for r in got if r.get("marker") == "kept"} == {r["id"] for r in kept}
     by_id = {r["id"]: r for r in fresh}
-    for r in got:  # redone rows were batched otherwise than in the fresh run: the same up to the last bits
+    for r in got:  # redone rows were batched otherwise than in the fresh run: the same to 4-5 digits
         e = by_id[r["id"]]
         assert r["translation"] == e["translation"] and r["src_words"] == e["src_words"]
-        assert r["word_entropy"] == pytest.approx(e["word_entropy"], rel=1e-5)
-        assert r["seq_logprob"] == pytest.approx(e["seq_logprob"], rel=1e-5)
+        assert r["word_entropy"] == approx(e["word_entropy"], digits=5, scale=1.0)  # in [0, 1]
+        assert r["seq_logprob"] == approx(e["seq_logprob"], digits=4)
 
 
 @requires_ray

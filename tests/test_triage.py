@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numeric import approx
 
 from aligndebug.signals import repetition_stats
 from aligndebug.triage import (
@@ -258,9 +259,12 @@ def test_run_triage_writes_ranked_rows_and_calibration(tiny, triaged):
     assert not Path(str(out) + ".partial").exists()
     cal = Calibration.load(calibration_path(out))
     assert cal == rows.calibration and cal.n == 5 and cal.settings["layer"] == 1
-    # a fixed calibration scores a new run the same way, and refuses other settings
-    again = run_triage(bundle, SOURCES, TARGETS, references=TARGETS, calibration=cal, layer=1)
-    assert {r["id"]: r["score"] for r in again} == {r["id"]: r["score"] for r in rows}
+    # a fixed calibration scores a new run the same way, and refuses other settings. Same batching: the
+    # calibration holds these very values, so a last-digit change from another batching could move a value
+    # across its own reference value and change its empirical p-value by a step.
+    again = run_triage(bundle, SOURCES, TARGETS, references=TARGETS, calibration=cal, layer=1, batch_size=2)
+    scores = {r["id"]: r["score"] for r in rows}
+    assert {r["id"]: r["score"] for r in again} == {k: approx(v, digits=5) for k, v in scores.items()}
     with pytest.raises(ValueError, match="other settings"):
         run_triage(bundle, SOURCES, TARGETS, calibration=cal, layer="mean")
 

@@ -192,9 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_inspect)
 
     c = sub.add_parser("contrast", help="why this target and not that one: log-probs and contrastive attribution "
-                                        "(IG of the log-prob difference) where two targets differ")
+                                        "(IG of the log-prob difference) where two targets differ",
+                       description="Force two targets for one source, find where they differ (word alignment of the "
+                                   "two), and show per differing position the log-prob of each, their difference, "
+                                   "the Integrated Gradients of that difference per source word (with its "
+                                   "completeness gap) and the cross-attention of that step.")
     _add_model_args(c)
-    c.add_argument("--source", required=True)
+    c.add_argument("--source", required=True, help="the source sentence (words split on spaces)")
     c.add_argument("--target", required=True, help="the target to explain")
     c.add_argument("--contrast", required=True, help="the alternative target (the foil)")
     c.add_argument("--layer", type=parse_selector, default=None, help="cross-attention layer shown (default: middle-upper)")
@@ -204,7 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_contrast)
 
     u = sub.add_parser("suite", help="score a contrastive test suite (source, correct, wrong[, tags]) or the "
-                                     "built-in gender probe: accuracy, bootstrap intervals, rows and an HTML report")
+                                     "built-in gender probe: accuracy, bootstrap intervals, rows and an HTML report",
+                       description="Score every item of a contrastive suite (it passes when the correct target has "
+                                   "the higher log-prob): accuracy overall and per tag with bootstrap intervals, the "
+                                   "contrastive attribution at the differing position, rows as JSONL (resumable) "
+                                   "and a self-contained HTML report of the failing items.")
     _add_model_args(u)
     u.add_argument("--suite", required=True, help="TSV file 'source<TAB>correct<TAB>wrong[<TAB>tags]' or gender-de-en")
     u.add_argument("--out", type=Path, help="JSONL, one row per item (appended as it goes)")
@@ -219,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--head", type=parse_selector, default="mean", help="head index, a list, or 'mean' (default)")
     u.add_argument("--batch-size", type=positive_int, default=16, help="targets per forward pass")
     u.add_argument("--chunk-size", type=positive_int, default=64, help="items scored and appended to --out at a time")
-    u.add_argument("--no-progress", action="store_true")
+    u.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     u.set_defaults(func=cmd_suite)
 
     from .triage import add_triage_parser
@@ -467,7 +475,10 @@ def format_matrix(mat, src_words: Sequence[str], tgt_words: Sequence[str], links
 def cmd_contrast(args: argparse.Namespace) -> int:
     from .contrast import contrast
 
-    res = contrast(_bundle(args), args.source, args.target, args.contrast, steps=args.ig_steps,
+    bundle = _bundle(args)
+    if args.layer is not None:
+        check_layer(args.layer, bundle.num_layers)
+    res = contrast(bundle, args.source, args.target, args.contrast, steps=args.ig_steps,
                    layer=args.layer, head=args.head)
     if args.json:
         print(json.dumps(res.to_dict(), ensure_ascii=False))
@@ -497,9 +508,12 @@ def cmd_suite(args: argparse.Namespace) -> int:
 
     if args.resume and args.out is None:
         raise InputError(None, None, "--resume was given without --out", "--out FILE naming the rows file to complete")
+    check_outputs(args.out, args.html, args.summary_json)
     path = resolve_suite(args.suite)
     items = read_suite(path)
     bundle = _bundle(args)
+    if args.layer is not None:
+        check_layer(args.layer, bundle.num_layers)
     opts = SuiteOptions(steps=args.ig_steps, attribute=args.attribute, layer=args.layer, head=args.head,
                         batch_size=args.batch_size, chunk_size=args.chunk_size)
     with tqdm(total=len(items), unit="item", disable=args.no_progress, file=sys.stderr) as bar:

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .align import Selector, align_record, default_layer, word_matrix
+from .contrast import contrast
 from .datasets import add_testset, echo, load_testset, table
 from .errors import InputError, ModelLoadError
 from .extract import extract
@@ -25,6 +26,8 @@ from .report import write_report
 from .rows import ScoreOptions, TriageRow, read_links, summary
 from .runner import calibration_path, run_triage, score_stream
 from .store import write_json_atomic, write_lines_atomic
+from .suite import SuiteOptions, read_suite, resolve_suite, run_suite, summarize, write_html
+from .suite import format_summary as format_suite_summary
 from .triage import Calibration
 
 
@@ -198,6 +201,45 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print JSON instead of tables")
     i.add_argument("--record", type=Path, help="also write the full Record (all attention arrays) as JSON")
     i.set_defaults(func=cmd_inspect)
+
+    c = sub.add_parser("contrast", help="why this target and not that one: log-probs and contrastive attribution "
+                                        "(IG of the log-prob difference) where two targets differ",
+                       description="Force two targets for one source, find where they differ (word alignment of the "
+                                   "two), and show per differing position the log-prob of each, their difference, "
+                                   "the Integrated Gradients of that difference per source word (with its "
+                                   "completeness gap) and the cross-attention of that step.")
+    _add_model_args(c)
+    c.add_argument("--source", required=True, help="the source sentence (words split on spaces)")
+    c.add_argument("--target", required=True, help="the target to explain")
+    c.add_argument("--contrast", required=True, help="the alternative target (the foil)")
+    c.add_argument("--layer", type=parse_selector, default=None, help="cross-attention layer shown (default: middle-upper)")
+    c.add_argument("--head", type=parse_selector, default="mean", help="head index, a list, or 'mean' (default)")
+    c.add_argument("--ig-steps", type=positive_int, default=32, help="Integrated Gradients steps")
+    c.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    c.set_defaults(func=cmd_contrast)
+
+    u = sub.add_parser("suite", help="score a contrastive test suite (source, correct, wrong[, tags]) or the "
+                                     "built-in gender probe: accuracy, bootstrap intervals, rows and an HTML report",
+                       description="Score every item of a contrastive suite (it passes when the correct target has "
+                                   "the higher log-prob): accuracy overall and per tag with bootstrap intervals, the "
+                                   "contrastive attribution at the differing position, rows as JSONL (resumable) "
+                                   "and a self-contained HTML report of the failing items.")
+    _add_model_args(u)
+    u.add_argument("--suite", required=True, help="TSV file 'source<TAB>correct<TAB>wrong[<TAB>tags]' or gender-de-en")
+    u.add_argument("--out", type=Path, help="JSONL, one row per item (appended as it goes)")
+    u.add_argument("--resume", action="store_true", help="keep the rows already in --out and do only the rest")
+    u.add_argument("--html", type=Path, help="write a self-contained HTML report with the failing items")
+    u.add_argument("--summary-json", type=Path, help="write the summary (fractions, not percent) as JSON")
+    u.add_argument("--attribute", choices=("all", "failing", "none"), default="all",
+                   help="items that get the contrastive attribution (marker rates need 'all')")
+    u.add_argument("--ig-steps", type=positive_int, default=16, help="Integrated Gradients steps per item")
+    u.add_argument("--top-k", type=positive_int, default=2, help="'top-attributed' = among the top K source words")
+    u.add_argument("--layer", type=parse_selector, default=None, help="cross-attention layer shown (default: middle-upper)")
+    u.add_argument("--head", type=parse_selector, default="mean", help="head index, a list, or 'mean' (default)")
+    u.add_argument("--batch-size", type=positive_int, default=16, help="targets per forward pass")
+    u.add_argument("--chunk-size", type=positive_int, default=64, help="items scored and appended to --out at a time")
+    u.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    u.set_defaults(func=cmd_suite)
 
     add_triage_parser(sub)
 
@@ -422,6 +464,64 @@ def format_matrix(mat, src_words: Sequence[str], tgt_words: Sequence[str], links
                         for i in range(len(src_words)))
         rows.append(f"{tw[:15]:<16}{cells}")
     return "\n".join(rows)
+
+
+def cmd_contrast(args: argparse.Namespace) -> int:
+    bundle = _bundle(args)
+    if args.layer is not None:
+        check_layer(args.layer, bundle.num_layers)
+    res = contrast(bundle, args.source, args.target, args.contrast, steps=args.ig_steps,
+                   layer=args.layer, head=args.head)
+    if args.json:
+        print(json.dumps(res.to_dict(), ensure_ascii=False))
+        return 0
+    print(f"model: {res.model}   IG steps: {res.steps} (baseline {res.baseline})   attention: layer {res.layer}, head {res.head}")
+    print(f"log p(target) = {res.logprob_target:.3f}   log p(contrast) = {res.logprob_contrast:.3f}   "
+          f"difference = {res.difference:+.3f}")
+    if not res.positions:
+        print("the two targets have the same words: nothing to contrast")
+    width = max([8] + [len(w) + 1 for w in res.source_words])
+    for p in res.positions:
+        gap = p.relative_delta
+        print(f"\n{p.kind} at target words {p.target_span[0]}:{p.target_span[1]}: '{p.target_text}' vs '{p.contrast_text}'"
+              f"   {p.logprob_target:.3f} vs {p.logprob_contrast:.3f}   difference {p.difference:+.3f}"
+              f"   completeness gap {p.delta:.2g}" + ("" if gap != gap else f" ({100 * gap:.1f}%)"))
+        print(" " * 20 + "".join(f"{w[:width - 1]:>{width}}" for w in res.source_words))
+        for name, vals in (("contrastive IG", p.attribution), ("attention target", p.attention_target),
+                           ("attention contrast", p.attention_contrast)):
+            print(f"{name:<20}" + "".join(f"{v:>{width}.3f}" for v in vals))
+    return 0
+
+
+def cmd_suite(args: argparse.Namespace) -> int:
+    if args.resume and args.out is None:
+        raise InputError(None, None, "--resume was given without --out", "--out FILE naming the rows file to complete")
+    check_outputs(args.out, args.html, args.summary_json)
+    path = resolve_suite(args.suite)
+    items = read_suite(path)
+    bundle = _bundle(args)
+    if args.layer is not None:
+        check_layer(args.layer, bundle.num_layers)
+    opts = SuiteOptions(steps=args.ig_steps, attribute=args.attribute, layer=args.layer, head=args.head,
+                        batch_size=args.batch_size, chunk_size=args.chunk_size)
+    with tqdm(total=len(items), unit="item", disable=args.no_progress, file=sys.stderr) as bar:
+        rows = run_suite(bundle, items, opts, rows_path=args.out, resume=args.resume, source=path,
+                         on_progress=bar.update)
+    result = summarize(rows, top_k=args.top_k)
+    result.update({"suite": str(path), "model": bundle.name, "ig_steps": args.ig_steps})
+    print(format_suite_summary(result))
+    if args.summary_json:
+        write_json_atomic(args.summary_json, result)
+    if args.html:
+        layer = default_layer(bundle.num_layers) if args.layer is None else args.layer
+        write_html(args.html, rows, result, title=f"aligndebug suite: {path.name}",
+                   meta=[f"suite {path}", f"model {bundle.name}", f"{len(rows)} items",
+                         f"IG steps {args.ig_steps}", f"attention layer {_fmt_sel(layer)}, head {_fmt_sel(args.head)}"])
+    return 0
+
+
+def _fmt_sel(sel: Selector) -> str:
+    return ",".join(map(str, sel)) if isinstance(sel, (list, tuple)) else str(sel)
 
 
 # --------------------------------------------------------------------------- triage

@@ -268,7 +268,7 @@ class PartialRows(JsonlStore):
     """
 
     def __init__(self, out: str | os.PathLike[str], sources: Sequence[str]):
-        def check(row: dict[str, Any]) -> None:
+        def check(row: dict[str, Any], lineno: int) -> None:
             i = row.get("id")
             if not isinstance(i, int) or not 0 <= i < len(sources) or row.get("source") != sources[i]:
                 raise ValueError(f"{partial_path(out)}: holds rows of another input (row {i} does not match the "

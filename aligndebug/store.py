@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError
+
 
 def json_safe(x: Any) -> Any:
     """`x` with NaN/inf floats as None and numpy scalars as Python ones, through dicts, lists and tuples."""
@@ -68,13 +70,14 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any, indent: int | Non
 class JsonlStore:
     """A resumable JSONL file of rows keyed by one integer field (`key`).
 
-    Opening an existing file cuts off a torn last line and notes the keys done; `check(row)` may raise on
-    a row that does not belong to this run. Without `resume` an existing file is replaced. `nan_fields`:
-    the fields whose null is read back as NaN.
+    Opening an existing file cuts off a torn last line and notes the keys done; a line that is not JSON
+    raises InputError naming file and line, and `check(row, lineno)` may raise on a row that does not
+    belong to this run. Without `resume` an existing file is replaced. `nan_fields`: the fields whose
+    null is read back as NaN.
     """
 
     def __init__(self, path: str | os.PathLike[str], key: str, *, resume: bool = True,
-                 check: Callable[[dict[str, Any]], None] | None = None, nan_fields: Collection[str] = (),
+                 check: Callable[[dict[str, Any], int], None] | None = None, nan_fields: Collection[str] = (),
                  on_row: Callable[[dict[str, Any]], None] | None = None):
         self.path, self.key, self.nan_fields = Path(path), key, frozenset(nan_fields)
         self.done: set[int] = set()
@@ -84,15 +87,19 @@ class JsonlStore:
         elif self.path.exists():
             with open(self.path, "rb+") as f:
                 end = 0
-                for line in f:
+                for lineno, line in enumerate(f, start=1):
                     if not line.endswith(b"\n"):
                         break  # killed mid-write
                     end += len(line)
                     if not line.strip():
                         continue
-                    row = json.loads(line)
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise InputError(self.path, lineno, f"not a JSON row ({exc.msg})",
+                                         "one JSON object a line, as aligndebug writes") from None
                     if check is not None:
-                        check(row)
+                        check(row, lineno)
                     if row[key] not in self.done:  # a row written twice (e.g. by hand) counts once
                         self.done.add(row[key])
                         if on_row is not None:

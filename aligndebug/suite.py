@@ -28,6 +28,7 @@ import numpy as np
 from .align import Selector, default_layer, select
 from .contrast import contrast_records
 from .errors import InputError, PathLike
+from .store import JsonlStore, write_text_atomic
 from .extract import SentenceError, encode_pair, forward_batch, length_batches
 from .models import ModelBundle
 from .words import split_words
@@ -155,28 +156,23 @@ def read_rows(path: Path, items: Sequence[SuiteItem] | None = None) -> list[dict
     With ``items``, every row must belong to this suite (same index, source and targets), else an InputError
     names the rows file and line: resuming into another suite's rows would mix two runs.
     """
-    if not path.exists():
-        return []
-    with open(path, "rb+") as f:
-        data = f.read()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            f.truncate(end)
-    rows = []
-    for lineno, line in enumerate(data[:end].decode("utf-8").splitlines(), start=1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(path, lineno, f"not a JSON row ({exc.msg})", "one JSON object a line, as `suite` writes") from None
-        if items is not None:
-            i = row.get("index")
-            if not isinstance(i, int) or not 0 <= i < len(items) or \
-                    (row.get("source"), row.get("correct"), row.get("wrong")) != \
-                    (items[i].source, items[i].correct, items[i].wrong):
-                raise InputError(path, lineno, f"this row is not item {i} of the suite being resumed",
-                                 "the rows file of the same suite (or run without --resume to start afresh)")
-        rows.append(row)
+    rows: list[dict] = []
+    JsonlStore(path, "index", check=_suite_check(path, items), on_row=rows.append).close()
     return rows
+
+
+def _suite_check(path: Path, items: Sequence[SuiteItem] | None):
+    """A `store.JsonlStore` check: every row must be the item of this suite its index says."""
+    def check(row: dict, lineno: int) -> None:
+        if items is None:
+            return
+        i = row.get("index")
+        if not isinstance(i, int) or not 0 <= i < len(items) or \
+                (row.get("source"), row.get("correct"), row.get("wrong")) != \
+                (items[i].source, items[i].correct, items[i].wrong):
+            raise InputError(path, lineno, f"this row is not item {i} of the suite being resumed",
+                             "the rows file of the same suite (or run without --resume to start afresh)")
+    return check
 
 
 def score_items(bundle: ModelBundle, items: Sequence[SuiteItem], opts: SuiteOptions,
@@ -215,33 +211,29 @@ def run_suite(bundle: ModelBundle, items: Sequence[SuiteItem], opts: SuiteOption
               on_progress: Callable[[int], None] | None = None) -> list[dict]:
     """Score every item; rows are appended to ``rows_path`` (flushed and synced per chunk) and returned, all of
     them (those found on resume included), in item order. Without ``resume`` an existing rows file is replaced."""
-    done_rows = read_rows(rows_path, items) if (rows_path and resume) else []
-    done = {r["index"] for r in done_rows}
-    by_index = {r["index"]: r for r in done_rows}
+    by_index: dict[int, dict] = {}
+    store = None
+    if rows_path is not None:  # the one resumable store (torn line cut, rows checked against this suite)
+        store = JsonlStore(rows_path, "index", resume=resume, check=_suite_check(rows_path, items),
+                           on_row=lambda row: by_index.setdefault(row["index"], row))
+    done = set(by_index)
     if on_progress and done:
         on_progress(len(done))
-    out = None
-    if rows_path is not None:
-        if not resume and rows_path.exists():
-            rows_path.unlink()
-        rows_path.parent.mkdir(parents=True, exist_ok=True)
-        out = open(rows_path, "a", encoding="utf-8")
     try:
         todo = iter([it for it in items if it.index not in done])
         while chunk := list(itertools.islice(todo, opts.chunk_size)):
             rows = score_items(bundle, chunk, opts, source)
             for row in rows:
                 by_index[row["index"]] = row
-                if out is not None:
-                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            if out is not None:
-                out.flush()
-                os.fsync(out.fileno())
+                if store is not None:  # as json.dumps writes it (NaN kept): the rows format `suite` has always had
+                    store.append(row, json.dumps(row, ensure_ascii=False))
+            if store is not None:
+                store.sync()
             if on_progress:
                 on_progress(len(chunk))
     finally:
-        if out is not None:
-            out.close()
+        if store is not None:
+            store.close()
     return [by_index[i] for i in sorted(by_index)]
 
 
@@ -553,8 +545,4 @@ def render_html(rows: Sequence[dict], summary: dict[str, Any], *, title: str = "
 
 def write_html(path: PathLike, rows: Sequence[dict], summary: dict[str, Any], **kwargs: Any) -> Path:
     """Render (see `render_html`) and write atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render_html(rows, summary, **kwargs), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, render_html(rows, summary, **kwargs))

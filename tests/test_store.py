@@ -42,7 +42,7 @@ def test_check_refuses_rows_of_another_run_and_no_resume_starts_afresh(tmp_path)
     path = tmp_path / "rows.jsonl"
     path.write_text('{"id": 0, "source": "a"}\n', encoding="utf-8")
 
-    def check(row):
+    def check(row, lineno):
         if row["source"] != "b":
             raise ValueError("another input")
 

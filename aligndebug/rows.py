@@ -173,7 +173,7 @@ class ScoreTotals:
     """Corpus counts accumulated over alignment rows (also rebuilt from rows on resume)."""
 
     counts: AlignmentCounts = field(default_factory=lambda: AlignmentCounts())
-    grid: dict[str, AlignmentCounts] = field(default_factory=dict)  # "layer:head" -> counts (the row's keys)
+    grid: dict[HeadKey, AlignmentCounts] = field(default_factory=dict)  # (layer, head or "mean") -> counts
     sentences: int = 0
     scored: int = 0  # sentences with a gold alignment
     links: int = 0
@@ -188,8 +188,7 @@ class ScoreTotals:
             self.scored += 1
             self.counts = self.counts + s.counts
         for key, c in s.per_head.items():
-            k = head_key_to_json(key)
-            self.grid[k] = self.grid.get(k, AlignmentCounts()) + c
+            self.grid[key] = self.grid.get(key, AlignmentCounts()) + c
         for name, c in s.compared.items():
             self.compared[name] = self.compared.get(name, AlignmentCounts()) + c
         if s.agreement_rho is not None:
@@ -204,8 +203,8 @@ def summary(totals: ScoreTotals, signature: str, n_layers: int | None = None, n_
     if totals.scored:
         out.update({"aer": c.aer, "precision": c.precision, "recall": c.recall, "f1": c.f1, "gold_sure": c.sure})
     if totals.grid and n_layers and n_heads:
-        out["per_head"] = [[totals.grid[f"{l}:{h}"].aer for h in range(n_heads)] for l in range(n_layers)]
-        out["per_layer_mean"] = [totals.grid[f"{l}:mean"].aer for l in range(n_layers)]
+        out["per_head"] = [[totals.grid[(l, h)].aer for h in range(n_heads)] for l in range(n_layers)]
+        out["per_layer_mean"] = [totals.grid[(l, "mean")].aer for l in range(n_layers)]
     if totals.compared or totals.agreement:
         out["compare"] = {name: {"aer": c.aer, "precision": c.precision, "recall": c.recall, "f1": c.f1}
                           for name, c in totals.compared.items()}

@@ -18,7 +18,7 @@ from .gold import format_pharaoh, read_gold
 from .metrics import corpus_translation_scores
 from .models import ModelBundle
 from .pairs import SentencePair, iter_lines, iter_pairs, pair_lengths, read_text_lines, split_words
-from .rows import ScoreOptions, head_key_from_json
+from .rows import ScoreOptions
 from .runner import score_and_triage
 from .triage import Calibration
 
@@ -118,6 +118,6 @@ def run_testset(bundle: ModelBundle, src: Path | None, tgt: Path | None = None, 
     if refs is not None:
         hyps_all = [p.target for p in pairs]
         corpus.update({k: v for k, v in corpus_translation_scores(hyps_all, refs).items() if k in ("bleu", "chrf")})
-    grid = {head_key_from_json(k): v.aer for k, v in totals.grid.items()} if totals.grid else None
+    grid = {k: v.aer for k, v in totals.grid.items()} if totals.grid else None
     gold_lines = {p.index: (format_pharaoh(g) if g is not None else "") for p, g in zip(pairs, golds or [])}
     return TestsetResult(rows, corpus, grid, ranked.calibration, gold_lines)

@@ -71,6 +71,7 @@ class CompareOptions:
     seed: int = DEFAULT_SEED
     triage_layer: int | str = "mean"  # the layer triage signals read (as `aligndebug triage`)
     percentile: float = 95.0  # triage calibration percentile
+    translate: bool = True  # False: alignment only (no translations, BLEU/chrF or triage)
 
     def __post_init__(self) -> None:
         if self.method not in ("shift-att", "naive"):
@@ -84,7 +85,7 @@ class CompareOptions:
 
     def run_settings(self) -> dict[str, Any]:
         """The settings that change the rows (a resumed file must have been made with the same)."""
-        return {"method": self.method, "beam": self.beam, "triage_layer": self.triage_layer, "head_grid": True}
+        return {"method": self.method, "beam": self.beam, "triage_layer": self.triage_layer, "translate": self.translate}
 
 
 # --------------------------------------------------------------------------------------------- rows
@@ -131,6 +132,8 @@ def model_rows(bundle: Any, pairs: Sequence[SentencePair], golds: Sequence[GoldA
     1. the model translates the sources (BLEU/chrF and triage read its translations);
     2. a teacher-forced pass over the references: counts per layer x head against gold, Seq-Logprob;
     3. a teacher-forced pass over the translations, reduced at once to the triage layer: triage signals.
+
+    With `opts.translate` False only pass 2 runs (translation, BLEU/chrF and triage fields are None).
     """
     from .triage import signal_row
 
@@ -139,16 +142,22 @@ def model_rows(bundle: Any, pairs: Sequence[SentencePair], golds: Sequence[GoldA
     sources = [p.src_words for p in pairs]
     refs = [p.tgt_words for p in pairs]
     ref_text = [" ".join(w) for w in refs]
-    hyps = translate(bundle, sources, beam=opts.beam, batch_size=opts.batch_size)
-    bleu_stats, chrf_stats = translation_stats(hyps, ref_text)
+    if opts.translate:
+        hyps = translate(bundle, sources, beam=opts.beam, batch_size=opts.batch_size)
+        bleu_stats, chrf_stats = translation_stats(hyps, ref_text)
+    else:
+        hyps = bleu_stats = chrf_stats = [None] * len(pairs)
     rows: list[dict[str, Any]] = [
         {"kind": "row", "model": model_index, "index": p.index, "line": p.line, "translation": h,
-         "bleu_stats": b, "chrf_stats": c} for p, h, b, c in zip(pairs, hyps, bleu_stats, chrf_stats)]
+         "bleu_stats": b, "chrf_stats": c, "signals": None}
+        for p, h, b, c in zip(pairs, hyps, bleu_stats, chrf_stats)]
     for i, rec in iter_extract(bundle, sources, refs, batch_size=opts.batch_size, keep=("cross",)):
         gold = golds[pairs[i].index] if golds is not None and pairs[i].index < len(golds) else None
         rows[i]["seq_logprob_ref"] = _finite_or_none(seq_logprob(rec.token_logprobs, logprob_positions(rec.tgt_word_ids)))
         rows[i]["shape"] = list(rec.cross.shape[:2])
         rows[i]["grid"] = None if gold is None else grid_counts(rec, gold, opts.method)
+    if not opts.translate:
+        return rows
     reduce, read_layer = _layer_reducer(opts.triage_layer)
     for i, rec in iter_extract(bundle, sources, hyps, batch_size=opts.batch_size, keep=("cross",), reduce=reduce):
         sig = signal_row(rec, pairs[i].index, pairs[i].source, ref_text[i], layer=read_layer, head="mean",
@@ -286,6 +295,7 @@ def run_compare(models: Sequence[str], pairs: Sequence[SentencePair], golds: Seq
             t0 = time.perf_counter()
             bundle = load(spec)
             try:
+                check_model(bundle, opts, spec)
                 if on_progress and done:
                     on_progress(spec, len(done))
                 for start in range(0, len(todo), opts.chunk_size):
@@ -314,6 +324,24 @@ def run_compare(models: Sequence[str], pairs: Sequence[SentencePair], golds: Seq
     return state
 
 
+def model_heads(bundle: Any) -> int | None:
+    cfg = bundle.model.config
+    n = getattr(cfg, "decoder_attention_heads", None) or getattr(cfg, "num_heads", None)
+    return None if n is None else int(n)
+
+
+def check_model(bundle: Any, opts: CompareOptions, spec: str) -> None:
+    """Refuse a layer or head the model does not have before any of its work (InputError)."""
+    n_layers = int(bundle.num_layers)
+    if isinstance(opts.layer, (int, np.integer)) and not -n_layers <= opts.layer < n_layers:
+        raise InputError(None, None, f"--layer {opts.layer} does not exist: model {spec} has {n_layers} decoder layers",
+                         f"0..{n_layers - 1}, negative from the end, or 'best'")
+    n_heads = model_heads(bundle)
+    if isinstance(opts.head, (int, np.integer)) and n_heads is not None and not -n_heads <= opts.head < n_heads:
+        raise InputError(None, None, f"--head {opts.head} does not exist: model {spec} has {n_heads} heads",
+                         f"0..{n_heads - 1} or 'mean'")
+
+
 def _release(device: str) -> None:
     """Free the model just dropped before the next is loaded (the point of going one model at a time)."""
     gc.collect()
@@ -336,12 +364,23 @@ class ModelScores:
     seq_logprob_ref: np.ndarray  # [N] float (NaN when undefined)
     bleu_stats: np.ndarray  # [N, 10]
     chrf_stats: np.ndarray  # [N, k]
-    translations: list[str]
-    signals: list[dict[str, Any]]
+    translations: list[str | None]
+    signals: list[dict[str, Any] | None]
     sent_bleu: np.ndarray
     sent_chrf: np.ndarray
-    triage_score: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    suspect: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    triage_score: np.ndarray | None = None  # set by `score_triage` (NaN without translations)
+    suspect: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.translations)
+        if self.triage_score is None:
+            self.triage_score = np.full(n, np.nan)
+        if self.suspect is None:
+            self.suspect = np.zeros(n, dtype=bool)
+
+    @property
+    def translated(self) -> bool:
+        return all(s is not None for s in self.signals)
 
     @property
     def n_layers(self) -> int:
@@ -387,15 +426,23 @@ def load_scores(path: Path, n_models: int | None = None) -> tuple[dict[str, Any]
             if r.get("grid") is not None:
                 grid[j] = np.asarray(r["grid"], dtype=np.int64)
                 has_gold[j] = True
-        sig = [r["signals"] for r in ordered]
+        sig = [r.get("signals") for r in ordered]
         out.append(ModelScores(
             spec=settings["models"][k], name=meta[k]["name"], grid=grid, has_gold=has_gold,
             seq_logprob_ref=np.array([np.nan if r.get("seq_logprob_ref") is None else r["seq_logprob_ref"] for r in ordered]),
-            bleu_stats=np.asarray([r["bleu_stats"] for r in ordered], dtype=np.float64).reshape(n, -1),
-            chrf_stats=np.asarray([r["chrf_stats"] for r in ordered], dtype=np.float64).reshape(n, -1),
-            translations=[r["translation"] for r in ordered], signals=sig,
-            sent_bleu=np.array([_nan(s.get("bleu")) for s in sig]), sent_chrf=np.array([_nan(s.get("chrf")) for s in sig])))
+            bleu_stats=_stats_array([r.get("bleu_stats") for r in ordered]),
+            chrf_stats=_stats_array([r.get("chrf_stats") for r in ordered]),
+            translations=[r.get("translation") for r in ordered], signals=sig,
+            sent_bleu=np.array([_nan(s.get("bleu") if s else None) for s in sig]),
+            sent_chrf=np.array([_nan(s.get("chrf") if s else None) for s in sig])))
     return settings, out
+
+
+def _stats_array(stats: list[list[int] | None]) -> np.ndarray:
+    """[N, k] sufficient statistics; [N, 0] when the rows have none (alignment only)."""
+    if not stats or any(s is None for s in stats):
+        return np.zeros((len(stats), 0))
+    return np.asarray(stats, dtype=np.float64)
 
 
 def _nan(x: Any) -> float:
@@ -404,8 +451,11 @@ def _nan(x: Any) -> float:
 
 def score_triage(models: list[ModelScores], opts: CompareOptions) -> Any:
     """Triage scores of every model against the first model's calibration, so all share one scale;
-    returns that Calibration."""
+    returns that Calibration (None without translations: nothing was triaged)."""
     from .triage import calibrate, triage_row, triage_settings
+
+    if not all(m.translated for m in models):
+        return None
 
     settings = triage_settings(models[0].name, method=opts.method, layer=opts.triage_layer, head="mean")
     cal = calibrate(models[0].signals, percentile=opts.percentile, source=f"model {models[0].spec}",
@@ -486,9 +536,11 @@ METRICS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], bool]] = {
 
 
 def metric_stats(m: ModelScores, opts: CompareOptions) -> dict[str, np.ndarray]:
-    """Per-sentence sufficient statistics [N, k] of every compared metric."""
-    return {"aer": chosen_counts(m, opts).astype(np.float64), "bleu": m.bleu_stats, "chrf": m.chrf_stats,
-            "seq_logprob": _mean_stats(m.seq_logprob_ref)}
+    """Per-sentence sufficient statistics [N, k] of every compared metric (BLEU and chrF only with translations)."""
+    out = {"aer": chosen_counts(m, opts).astype(np.float64), "seq_logprob": _mean_stats(m.seq_logprob_ref)}
+    if m.bleu_stats.shape[1]:
+        out.update({"bleu": m.bleu_stats, "chrf": m.chrf_stats})
+    return out
 
 
 def resample_indices(n: int, n_samples: int = 1000, seed: int | None = DEFAULT_SEED) -> np.ndarray:
@@ -549,9 +601,11 @@ def signature(settings: dict[str, Any], opts: CompareOptions, gold: Any = None) 
     kwargs = dict(model=",".join(settings["models"]), method=opts.method, layer=layer, heads=opts.head)
     sig = AlignmentSignature.for_gold(gold, **kwargs) if gold is not None else AlignmentSignature(
         gold=settings.get("gold"), **kwargs)
-    return "|".join([sig.format(), f"beam:{opts.beam}", f"bs:{opts.bootstrap}", f"seed:{opts.seed}", "ci:95",
-                     f"triage:cal=model0,p{opts.percentile:g},layer={opts.triage_layer}",
-                     f"bleu:{bleu.get_signature()}", f"chrf:{chrf.get_signature()}"])
+    parts = [sig.format(), f"bs:{opts.bootstrap}", f"seed:{opts.seed}", "ci:95"]
+    if not opts.translate:
+        return "|".join(parts + ["translate:no"])
+    return "|".join(parts + [f"beam:{opts.beam}", f"triage:cal=model0,p{opts.percentile:g},layer={opts.triage_layer}",
+                             f"bleu:{bleu.get_signature()}", f"chrf:{chrf.get_signature()}"])
 
 
 def sentence_aer(counts: np.ndarray, has_gold: np.ndarray) -> np.ndarray:
@@ -575,23 +629,24 @@ def summarize(settings: dict[str, Any], models: list[ModelScores], opts: Compare
         c = AlignmentCounts(*[int(x) for x in corpus_grid[layer, col]])
         best_layer = int(np.argmin(grid_aer[:, m.n_heads]))
         stats = metric_stats(m, opts)
+        translated = "bleu" in stats
         entry = {
             "model": m.spec, "name": m.name, "layer": layer, "head": opts.head,
             "aer": c.aer, "precision": c.precision, "recall": c.recall, "f1": c.f1,
             "best_layer": best_layer, "best_layer_aer": float(grid_aer[best_layer, m.n_heads]),
             "per_head_aer": grid_aer[:, : m.n_heads].tolist(), "per_layer_mean_aer": grid_aer[:, m.n_heads].tolist(),
-            "bleu": float(_bleu_scores(m.bleu_stats.sum(axis=0, keepdims=True))[0]),
-            "chrf": float(_chrf_scores(m.chrf_stats.sum(axis=0, keepdims=True))[0]),
+            "bleu": float(_bleu_scores(m.bleu_stats.sum(axis=0, keepdims=True))[0]) if translated else None,
+            "chrf": float(_chrf_scores(m.chrf_stats.sum(axis=0, keepdims=True))[0]) if translated else None,
             "seq_logprob": float(_mean_scores(stats["seq_logprob"].sum(axis=0, keepdims=True))[0]),
-            "triage_mean": float(np.mean(m.triage_score)) if n else float("nan"),
-            "suspects": int(m.suspect.sum()), "scored_sentences": int(m.has_gold.sum()),
+            "triage_mean": float(np.mean(m.triage_score)) if n and cal is not None else None,
+            "suspects": int(m.suspect.sum()) if cal is not None else None, "scored_sentences": int(m.has_gold.sum()),
         }
         if k > 0:
             entry["vs_first"] = {name: asdict(paired_bootstrap(base[name], stats[name], METRICS[name][0], idx))
-                                 for name in METRICS}
+                                 for name in METRICS if name in stats and name in base}
         out_models.append(entry)
     return _jsonable({"sentences": n, "models": out_models, "bootstrap": opts.bootstrap, "seed": opts.seed,
-                      "triage_score_threshold": cal.score_threshold,
+                      "triage_score_threshold": None if cal is None else cal.score_threshold,
                       "signature": signature(settings, opts, gold)})
 
 
@@ -633,28 +688,36 @@ def sentence_deltas(models: list[ModelScores], opts: CompareOptions, pairs: Sequ
 def format_table(summary: dict[str, Any]) -> str:
     """One plain-text table: corpus scores per model, then differences against the first model."""
     ms = summary["models"]
-    w = max(12, *(len(m["model"][-40:]) for m in ms)) + 1
+    labels = [_label(k, m) for k, m in enumerate(ms)]
+    w = max(12, *(len(x) for x in labels)) + 1
     head = (f"{'model':<{w}} {'layer':>5} {'AER':>6} {'P':>6} {'R':>6} {'best':>10} {'BLEU':>6} {'chrF':>6} "
             f"{'SeqLogp':>8} {'suspects':>8}")
     lines = [head]
-    for m in ms:
+    for label, m in zip(labels, ms):
         best = f"{100 * m['best_layer_aer']:.2f}@{m['best_layer']}"
-        lines.append(f"{m['model'][-40:]:<{w}} {m['layer']:>5} {100 * m['aer']:6.2f} {100 * m['precision']:6.2f} "
-                     f"{100 * m['recall']:6.2f} {best:>10} {m['bleu']:6.2f} {m['chrf']:6.2f} "
-                     f"{_fmt(m['seq_logprob'], '8.3f')} {m['suspects']:>8}")
-    lines.append(f"differences against {ms[0]['model']} (paired bootstrap, {summary['bootstrap']} resamples, "
+        lines.append(f"{label:<{w}} {m['layer']:>5} {100 * m['aer']:6.2f} {100 * m['precision']:6.2f} "
+                     f"{100 * m['recall']:6.2f} {best:>10} {_fmt(m['bleu'], '6.2f')} {_fmt(m['chrf'], '6.2f')} "
+                     f"{_fmt(m['seq_logprob'], '8.3f')} {'-' if m['suspects'] is None else m['suspects']:>8}")
+    lines.append(f"differences against {labels[0]} (paired bootstrap, {summary['bootstrap']} resamples, "
                  f"seed {summary['seed']}): delta [95% interval] p")
-    for m in ms[1:]:
+    for label, m in zip(labels[1:], ms[1:]):
         cells = []
-        for name, label, scale in (("aer", "AER", 100), ("bleu", "BLEU", 1), ("chrf", "chrF", 1),
-                                   ("seq_logprob", "SeqLogp", 1)):
-            d = m["vs_first"][name]
-            cells.append(f"{label} {_signed(d['delta'], scale)} [{_signed(d['low'], scale)}, {_signed(d['high'], scale)}] "
+        for name, what, scale in (("aer", "AER", 100), ("bleu", "BLEU", 1), ("chrf", "chrF", 1),
+                                  ("seq_logprob", "SeqLogp", 1)):
+            d = m["vs_first"].get(name)
+            if d is None:
+                continue
+            cells.append(f"{what} {_signed(d['delta'], scale)} [{_signed(d['low'], scale)}, {_signed(d['high'], scale)}] "
                          f"p={d['p_value']:.3f}")
-        lines.append(f"  {m['model'][-40:]}: " + " · ".join(cells))
+        lines.append(f"  {label}: " + " · ".join(cells))
     lines.append("(AER, P, R in percent; best = lowest layer AER with the head mean, @layer)")
     lines.append(f"signature: {summary['signature']}")
     return "\n".join(lines)
+
+
+def _label(k: int, m: dict[str, Any]) -> str:
+    """'#k name' (the name's last 36 characters: checkpoint paths differ at the end)."""
+    return f"#{k} {m['model'][-36:]}"
 
 
 def _fmt(x: Any, spec: str) -> str:
@@ -796,7 +859,9 @@ def render_html(summary: dict[str, Any], deltas: Sequence[dict[str, Any]], svgs:
         for m in ms[1:]:
             for name, label, scale, lower_better in (("aer", "AER (points)", 100, True), ("bleu", "BLEU", 1, False),
                                                      ("chrf", "chrF", 1, False), ("seq_logprob", "Seq-Logprob", 1, False)):
-                d = m["vs_first"][name]
+                d = m["vs_first"].get(name)
+                if d is None:
+                    continue
                 worse = d["delta"] is not None and ((d["delta"] > 0) == lower_better) and d["delta"] != 0
                 cls = "worse" if worse else "better" if d["delta"] else ""
                 p.append(f"<tr><td>{_e(m['model'])}</td><td>{_e(label)}</td><td class=\"{cls}\">{_signed(d['delta'], scale)}</td>"

@@ -730,23 +730,29 @@ def _signed(x: Any, scale: float) -> str:
 
 def checkpoint_chart(summary: dict[str, Any]):
     """Altair chart of AER (best layer, and the chosen layer/head), BLEU and mean Seq-Logprob over the
-    models in order (a checkpoint series), one panel a metric with its own y scale."""
+    models in order (a checkpoint series): one small panel a metric, each with its own y scale, two a row;
+    a metric that was not measured (BLEU with --alignment-only) gets no panel."""
     import altair as alt
 
     names = [m["model"] for m in summary["models"]]
-    series = (("AER, best layer (head mean)", "best_layer_aer", 100.0), ("AER, chosen layer/head", "aer", 100.0),
-              ("BLEU", "bleu", 1.0), ("mean Seq-Logprob (reference)", "seq_logprob", 1.0))
-    values = [{"checkpoint": k, "name": names[k], "metric": label, "value": None if m[key] is None else scale * m[key]}
-              for label, key, scale in series for k, m in enumerate(summary["models"])]
+    series = (("AER, best layer (head mean)", "best_layer_aer", 100.0, "AER (%)"),
+              ("AER, chosen layer and head", "aer", 100.0, "AER (%)"), ("BLEU", "bleu", 1.0, "BLEU"),
+              ("mean Seq-Logprob of the reference", "seq_logprob", 1.0, "nats per token"))
     labels = json.dumps([os.path.basename(n.rstrip("/")) or n for n in names], ensure_ascii=False)
     panels = []
-    for label, _, _ in series:
-        panels.append(alt.Chart(alt.Data(values=[v for v in values if v["metric"] == label])).mark_line(point=True).encode(
-            x=alt.X("checkpoint:O", title="checkpoint", axis=alt.Axis(labelExpr=f"{labels}[datum.value]", labelAngle=-30)),
-            y=alt.Y("value:Q", title=label, scale=alt.Scale(zero=False)),
-            tooltip=[alt.Tooltip("name:N", title="model"), alt.Tooltip("value:Q", title=label, format=".3f")],
-        ).properties(width=320, height=140, title=label))
-    return alt.vconcat(*panels)
+    for title, key, scale, unit in series:
+        values = [{"checkpoint": k, "name": m["model"], "value": scale * m[key]}
+                  for k, m in enumerate(summary["models"]) if m.get(key) is not None]
+        if not values:
+            continue
+        panels.append(alt.Chart(alt.Data(values=values)).mark_line(point=True).encode(
+            x=alt.X("checkpoint:O", title="checkpoint",
+                    axis=alt.Axis(labelExpr=f"{labels}[datum.value]", labelAngle=-30, labelLimit=120)),
+            y=alt.Y("value:Q", title=unit, scale=alt.Scale(zero=False)),
+            tooltip=[alt.Tooltip("name:N", title="model"), alt.Tooltip("value:Q", title=title, format=".3f")],
+        ).properties(width=260, height=140, title=title))
+    rows = [alt.hconcat(*panels[i: i + 2]) for i in range(0, len(panels), 2)]
+    return alt.vconcat(*rows)
 
 
 def write_chart(chart: Any, path: Path) -> Path:

@@ -565,13 +565,14 @@ def resample_indices(n: int, n_samples: int = 1000, seed: int | None = DEFAULT_S
 
 def resampled_sums(stats: np.ndarray, idx: np.ndarray, block: int = 100) -> np.ndarray:
     """[B, k] sums of `stats` [N, k] over each resample's sentences, a block of resamples at a time
-    (a [B, N] weight matrix times the statistics), so memory stays at block x N."""
+    (how often each sentence was drawn, a [block, N] matrix, times the statistics), so memory stays at
+    block x N."""
     B, n = idx.shape
     out = np.empty((B, stats.shape[1]), dtype=np.float64)
     for b0 in range(0, B, block):
         part = idx[b0: b0 + block]
-        w = np.zeros((len(part), n), dtype=np.float64)
-        np.add.at(w, (np.repeat(np.arange(len(part)), n), part.ravel()), 1.0)
+        flat = (np.arange(len(part))[:, None] * n + part).ravel()
+        w = np.bincount(flat, minlength=len(part) * n).reshape(len(part), n).astype(np.float64)
         out[b0: b0 + block] = w @ stats
     return out
 
@@ -866,8 +867,8 @@ def render_html(summary: dict[str, Any], deltas: Sequence[dict[str, Any]], svgs:
          f'<p class="meta">signature: {_e(summary["signature"])}</p>', "<h2>Scores</h2>",
          '<table class="scores"><tr><th>model</th><th>layer</th><th>AER</th><th>P</th><th>R</th><th>best layer AER</th>'
          "<th>BLEU</th><th>chrF</th><th>Seq-Logprob</th><th>suspects</th></tr>"]
-    for m in ms:
-        p.append(f"<tr><td>{_e(m['model'])}</td><td>{_e(m['layer'])}</td><td>{_pct(m['aer'])}</td>"
+    for k, m in enumerate(ms):
+        p.append(f"<tr><td>{_e(_label(k, m))}</td><td>{_e(m['layer'])}</td><td>{_pct(m['aer'])}</td>"
                  f"<td>{_pct(m['precision'])}</td><td>{_pct(m['recall'])}</td>"
                  f"<td>{_pct(m['best_layer_aer'])} (layer {_e(m['best_layer'])})</td><td>{_num(m['bleu'])}</td>"
                  f"<td>{_num(m['chrf'])}</td><td>{_num(m['seq_logprob'], 3)}</td><td>{_e(m['suspects'])}</td></tr>")
@@ -876,7 +877,7 @@ def render_html(summary: dict[str, Any], deltas: Sequence[dict[str, Any]], svgs:
         p.append("<h2>Differences against the first model</h2>"
                  '<table class="scores"><tr><th>model</th><th>metric</th><th>delta</th><th>95% interval</th>'
                  "<th>p</th></tr>")
-        for m in ms[1:]:
+        for k, m in enumerate(ms[1:], start=1):
             for name, label, scale, lower_better in (("aer", "AER (points)", 100, True), ("bleu", "BLEU", 1, False),
                                                      ("chrf", "chrF", 1, False), ("seq_logprob", "Seq-Logprob", 1, False)):
                 d = m["vs_first"].get(name)
@@ -884,14 +885,25 @@ def render_html(summary: dict[str, Any], deltas: Sequence[dict[str, Any]], svgs:
                     continue
                 worse = d["delta"] is not None and ((d["delta"] > 0) == lower_better) and d["delta"] != 0
                 cls = "worse" if worse else "better" if d["delta"] else ""
-                p.append(f"<tr><td>{_e(m['model'])}</td><td>{_e(label)}</td><td class=\"{cls}\">{_signed(d['delta'], scale)}</td>"
+                p.append(f"<tr><td>{_e(_label(k, m))}</td><td>{_e(label)}</td><td class=\"{cls}\">{_signed(d['delta'], scale)}</td>"
                          f"<td>[{_signed(d['low'], scale)}, {_signed(d['high'], scale)}]</td><td>{_num(d['p_value'], 3)}</td></tr>")
         p.append("</table>")
     if chart_svg:
         p.append(f"<h2>Checkpoint series</h2><div>{chart_svg}</div>")
+    from .report import unique_ids
+
+    labels = [_label(k, m) for k, m in enumerate(ms)]
+    p.append("<h2>AER per layer (head mean)</h2>" + '<table class="scores"><tr><th>model</th>' + "".join(
+        f"<th>layer {l}</th>" for l in range(max(len(m["per_layer_mean_aer"]) for m in ms))) + "</tr>")
+    for label, m in zip(labels, ms):
+        p.append(f"<tr><td>{_e(label)}</td>" + "".join(f"<td>{_pct(x)}</td>" for x in m["per_layer_mean_aer"]) + "</tr>")
+    p.append("</table>")
     tops = top_changed(deltas, top)
-    for k, rows in sorted(tops.items()):
-        p.append(f"<h2>Where alignment got worse the most: {_e(ms[k]['model'])} against {_e(ms[0]['model'])}</h2>")
+    for k in range(1, len(ms)):
+        rows = [d for d in tops.get(k, []) if d["delta_aer"] > 0]
+        p.append(f"<h2>Where alignment got worse the most: {_e(labels[k])} against {_e(labels[0])}</h2>")
+        if not rows:
+            p.append('<p class="meta">no sentence\'s alignment got worse (AER at the chosen layer and head).</p>')
         for d in rows:
             p.append('<div class="card">')
             p.append(f"<h3>#{d['rank_aer']} · sentence {_e(d['index'])}"
@@ -899,14 +911,26 @@ def render_html(summary: dict[str, Any], deltas: Sequence[dict[str, Any]], svgs:
                      + f" · AER {_pct(d['aer'][0])} → {_pct(d['aer'][1])} · triage score {_num(d['triage_score'][0])} → "
                      f"{_num(d['triage_score'][1])} · sentence BLEU {_num(d['bleu'][0], 1)} → {_num(d['bleu'][1], 1)}</h3>")
             pair = [("source", d.get("source")), ("reference", d.get("reference")),
-                    (f"translation ({ms[0]['model']})", d["translation"][0]),
-                    (f"translation ({ms[k]['model']})", d["translation"][1])]
+                    (f"translation ({labels[0]})", d["translation"][0]),
+                    (f"translation ({labels[k]})", d["translation"][1])]
             p.append('<table class="pair">' + "".join(f"<tr><td>{_e(a)}</td><td>{_e(b)}</td></tr>"
                                                       for a, b in pair if b is not None) + "</table>")
-            left, right = svgs.get((0, d["index"])), svgs.get((k, d["index"]))
+            # the same heatmap can appear in several cards: its SVG ids get this card's prefix
+            left, right = (svgs.get((m, d["index"])) for m in (0, k))
             if left or right:
-                p.append(f'<div class="side"><div>{left or ""}</div><div>{right or ""}</div></div>')
+                prefix = f"k{k}r{d['rank_aer']}_"
+                p.append('<div class="side">' + "".join(
+                    f"<div>{unique_ids(x, prefix) if x else ''}</div>" for x in (left, right)) + "</div>")
             p.append("</div>")
+        rises = sorted((d for d in deltas if d["model"] == k and d["delta_triage"] is not None and d["delta_triage"] > 0),
+                       key=lambda d: d["rank_triage"])[:top]
+        if rises:
+            p.append(f"<h3>Triage score rose the most ({_e(labels[k])} against {_e(labels[0])})</h3>"
+                     '<table class="scores"><tr><th>sentence</th><th>score</th><th>suspect</th><th>translation</th></tr>')
+            for d in rises:
+                p.append(f"<tr><td>{_e(d['index'])}</td><td>{_num(d['triage_score'][0])} → {_num(d['triage_score'][1])}</td>"
+                         f"<td>{'yes' if d['suspect'][1] else 'no'}</td><td style=\"text-align:left\">{_e(d['translation'][1])}</td></tr>")
+            p.append("</table>")
     p.append("</body></html>")
     return "\n".join(p)
 

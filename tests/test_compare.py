@@ -10,7 +10,7 @@ import pytest
 
 from aligndebug.compare import (
     CompareOptions, ModelScores, aer_from_counts, finish_compare, load_scores, paired_bootstrap, resample_indices,
-    run_compare, sentence_deltas, summarize, translation_stats, _bleu_scores,
+    resampled_sums, run_compare, sentence_deltas, summarize, translation_stats, _bleu_scores,
 )
 from aligndebug.errors import InputError
 from aligndebug.gold import GoldAlignment
@@ -98,6 +98,8 @@ def test_bootstrap_deterministic_under_its_seed():
     other = paired_bootstrap(a, b, aer_from_counts, resample_indices(40, 500, 100))
     assert (other.low, other.high, other.mean) != (runs[0].low, runs[0].high, runs[0].mean)
     assert np.array_equal(resample_indices(40, 500, 99), resample_indices(40, 500, 99))
+    idx = resample_indices(40, 250, 3)
+    assert np.array_equal(resampled_sums(a, idx, block=64), a[idx].sum(axis=1))  # blocks change nothing
 
 
 def test_triage_rise_ranked_first():
@@ -288,3 +290,25 @@ def test_cli_compare_refuses_bad_input(tmp_path, model_dir, capsys):
     with pytest.raises(SystemExit):
         main(["compare", "--model", "a", "b", "--layer", "top", "--out", str(tmp_path / "o.jsonl")])
     assert "layer index or 'best'" in capsys.readouterr().err
+
+
+def test_one_model_in_memory_at_a_time(tmp_path, model_dir):
+    """Each model is freed before the next is loaded (peak memory: the largest model, not the sum)."""
+    import weakref
+
+    from aligndebug.models import load_model
+
+    alive: list[weakref.ref] = []
+    held_at_load: list[int] = []
+
+    def load(spec: str):
+        held_at_load.append(sum(r() is not None for r in alive))
+        bundle = load_model(str(model_dir))
+        alive.append(weakref.ref(bundle.model))
+        return bundle
+
+    pairs = _pairs(4)
+    run_compare(["a", "b", "c"], pairs, _golds(pairs), CompareOptions(bootstrap=10, translate=False),
+                tmp_path / "rows.jsonl", load=load)
+    assert held_at_load == [0, 0, 0]
+    assert all(r() is None for r in alive)

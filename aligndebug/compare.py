@@ -995,3 +995,12 @@ def finish_compare(out: Path, pairs: Sequence[SentencePair], golds: Sequence[Gol
             chart_svg = unique_ids(text[text.find("<svg"):], "curve_")
         files["html"] = write_text_atomic(html_path, render_html(summary, deltas, svgs, chart_svg, top=top))
     return CompareResult(summary, deltas, models, files)
+
+
+def grid_difference(a: dict[tuple[int, Any], float], b: dict[tuple[int, Any], float]
+                    ) -> dict[tuple[int, Any], float] | None:
+    """B minus A for every (layer, head) of two layer x head score grids (e.g. `charts.layer_head_aer`);
+    None when the models' grids do not have the same layers and heads."""
+    if set(a) != set(b):
+        return None
+    return {k: b[k] - a[k] for k in a}

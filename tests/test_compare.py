@@ -312,3 +312,11 @@ def test_one_model_in_memory_at_a_time(tmp_path, model_dir):
                 tmp_path / "rows.jsonl", load=load)
     assert held_at_load == [0, 0, 0]
     assert all(r() is None for r in alive)
+
+
+def test_grid_difference():
+    from aligndebug.compare import grid_difference
+
+    a = {(0, 0): 0.5, (0, "mean"): 0.25}
+    assert grid_difference(a, {(0, 0): 0.75, (0, "mean"): 0.25}) == {(0, 0): 0.25, (0, "mean"): 0.0}
+    assert grid_difference(a, {(0, 0): 0.5}) is None

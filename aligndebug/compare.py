@@ -555,7 +555,9 @@ METRICS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], bool]] = {
 
 def metric_stats(m: ModelScores, opts: CompareOptions) -> dict[str, np.ndarray]:
     """Per-sentence sufficient statistics [N, k] of every compared metric (BLEU and chrF only with translations)."""
-    out = {"aer": chosen_counts(m, opts).astype(np.float64), "seq_logprob": _mean_stats(m.seq_logprob_ref)}
+    out = {"seq_logprob": _mean_stats(m.seq_logprob_ref)}
+    if m.has_gold.any():
+        out["aer"] = chosen_counts(m, opts).astype(np.float64)
     if m.bleu_stats.shape[1]:
         out.update({"bleu": m.bleu_stats, "chrf": m.chrf_stats})
     return out
@@ -660,6 +662,9 @@ def summarize(settings: dict[str, Any], models: list[ModelScores], opts: Compare
             "triage_mean": float(np.mean(m.triage_score)) if n and cal is not None else None,
             "suspects": int(m.suspect.sum()) if cal is not None else None, "scored_sentences": int(m.has_gold.sum()),
         }
+        if not m.has_gold.any():  # no gold: no alignment score (not an AER of 0)
+            entry.update({key: None for key in ("aer", "precision", "recall", "f1", "best_layer", "best_layer_aer",
+                                                "per_head_aer", "per_layer_mean_aer")})
         if k > 0:
             entry["vs_first"] = {name: asdict(paired_bootstrap(base[name], stats[name], METRICS[name][0], idx))
                                  for name in METRICS if name in stats and name in base}
@@ -713,9 +718,9 @@ def format_table(summary: dict[str, Any]) -> str:
             f"{'SeqLogp':>8} {'suspects':>8}")
     lines = [head]
     for label, m in zip(labels, ms):
-        best = f"{100 * m['best_layer_aer']:.2f}@{m['best_layer']}"
-        lines.append(f"{label:<{w}} {m['layer']:>5} {100 * m['aer']:6.2f} {100 * m['precision']:6.2f} "
-                     f"{100 * m['recall']:6.2f} {best:>10} {_fmt(m['bleu'], '6.2f')} {_fmt(m['chrf'], '6.2f')} "
+        best = "-" if m["best_layer_aer"] is None else f"{100 * m['best_layer_aer']:.2f}@{m['best_layer']}"
+        lines.append(f"{label:<{w}} {m['layer']:>5} {_fmt(m['aer'], '6.2f', 100)} {_fmt(m['precision'], '6.2f', 100)} "
+                     f"{_fmt(m['recall'], '6.2f', 100)} {best:>10} {_fmt(m['bleu'], '6.2f')} {_fmt(m['chrf'], '6.2f')} "
                      f"{_fmt(m['seq_logprob'], '8.3f')} {'-' if m['suspects'] is None else m['suspects']:>8}")
     lines.append(f"differences against {labels[0]} (paired bootstrap, {summary['bootstrap']} resamples, "
                  f"seed {summary['seed']}): delta [95% interval] p")
@@ -739,8 +744,8 @@ def _label(k: int, m: dict[str, Any]) -> str:
     return f"#{k} {m['model'][-36:]}"
 
 
-def _fmt(x: Any, spec: str) -> str:
-    return format(x, spec) if isinstance(x, (int, float)) and x == x else "-".rjust(int(spec.split(".")[0]))
+def _fmt(x: Any, spec: str, scale: float = 1.0) -> str:
+    return format(scale * x, spec) if isinstance(x, (int, float)) and x == x else "-".rjust(int(spec.split(".")[0]))
 
 
 def _signed(x: Any, scale: float) -> str:
@@ -897,11 +902,13 @@ def render_html(summary: dict[str, Any], deltas: Sequence[dict[str, Any]], svgs:
     from .report import unique_ids
 
     labels = [_label(k, m) for k, m in enumerate(ms)]
-    p.append("<h2>AER per layer (head mean)</h2>" + '<table class="scores"><tr><th>model</th>' + "".join(
-        f"<th>layer {l}</th>" for l in range(max(len(m["per_layer_mean_aer"]) for m in ms))) + "</tr>")
-    for label, m in zip(labels, ms):
-        p.append(f"<tr><td>{_e(label)}</td>" + "".join(f"<td>{_pct(x)}</td>" for x in m["per_layer_mean_aer"]) + "</tr>")
-    p.append("</table>")
+    if all(m["per_layer_mean_aer"] is not None for m in ms):
+        p.append("<h2>AER per layer (head mean)</h2>" + '<table class="scores"><tr><th>model</th>' + "".join(
+            f"<th>layer {l}</th>" for l in range(max(len(m["per_layer_mean_aer"]) for m in ms))) + "</tr>")
+        for label, m in zip(labels, ms):
+            p.append(f"<tr><td>{_e(label)}</td>" + "".join(f"<td>{_pct(x)}</td>" for x in m["per_layer_mean_aer"])
+                     + "</tr>")
+        p.append("</table>")
     tops = top_changed(deltas, top)
     for k in range(1, len(ms)):
         rows = [d for d in tops.get(k, []) if d["delta_aer"] > 0]

@@ -320,3 +320,18 @@ def test_grid_difference():
     a = {(0, 0): 0.5, (0, "mean"): 0.25}
     assert grid_difference(a, {(0, 0): 0.75, (0, "mean"): 0.25}) == {(0, 0): 0.25, (0, "mean"): 0.0}
     assert grid_difference(a, {(0, 0): 0.5}) is None
+
+
+def test_without_gold_no_aer_is_reported(tmp_path, loader):
+    """No gold: AER is None (not 0) and is not bootstrapped; Seq-Logprob still is."""
+    from aligndebug.compare import format_table, render_html
+
+    pairs = _pairs(4)
+    opts = CompareOptions(bootstrap=20, translate=False)
+    run_compare(["marian", "t5"], pairs, None, opts, tmp_path / "rows.jsonl", load=loader)
+    res = finish_compare(tmp_path / "rows.jsonl", pairs, None, opts)
+    for m in res.summary["models"]:
+        assert m["aer"] is None and m["best_layer_aer"] is None and m["scored_sentences"] == 0
+    assert set(res.summary["models"][1]["vs_first"]) == {"seq_logprob"}
+    assert "#1 t5" in format_table(res.summary)
+    assert "AER per layer" not in render_html(res.summary, res.deltas)

@@ -234,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_triage_parser(sub)
 
+    from .compare_cli import add_compare_parser  # `aligndebug compare` (issue 15), all in compare_cli.py
+
+    add_compare_parser(sub)
+
     d = sub.add_parser("datasets", help="list the named test sets, print their files, or register a local copy",
                        description="Named test sets (sacrebleu-style): shipped in the repository's datasets/ "
                                    "folder, or registered from local files under $ALIGNDEBUG_CACHE "

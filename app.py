@@ -21,6 +21,7 @@ import streamlit as st
 
 from aligndebug import agreement, attribution, charts, export, rollout, signals, testset, views
 from aligndebug.align import align_record, default_layer
+from aligndebug.compare import grid_difference
 from aligndebug.datasets import registry
 from aligndebug.errors import InputError
 from aligndebug.extract import extract
@@ -33,7 +34,7 @@ from aligndebug.serverfiles import allowed_roots, resolve_server_path, server_pa
 from aligndebug.words import split_words
 
 EXAMPLE = "Ein Mann fährt mit dem Fahrrad durch die Stadt ."
-PAGES = ("One sentence", "Test set")
+PAGES = ("One sentence", "Test set", "Compare")
 
 st.set_page_config(page_title="aligndebug", layout="wide")
 
@@ -524,17 +525,86 @@ TABLE_COLUMNS = ("rank", "id", "score", "flags", "source", "translation", "refer
                  *(s.name for s in signals.SIGNALS.values() if s.table))
 
 
+# ----------------------------------------------------------------------------- compare two models
+
+def compare_page(cfg: dict[str, Any], query: dict[str, Any]) -> None:
+    """Two models on the same sentence and reference: heatmaps side by side with the same gold and colour
+    scale, and the difference of their layer x head AER grids (`aligndebug compare` does whole test sets)."""
+    import altair as alt
+
+    if "model_b" not in st.session_state:
+        st.session_state.model_b = "default"
+    model_b = st.text_input("Model B (compared with the sidebar's model, A)", key="model_b",
+                            help="A Hugging Face id, a local model folder (e.g. another checkpoint) or `default`."
+                            ).strip() or "default"
+    if not split_words(query["reference"]):
+        st.info("Give a reference translation: both models are forced through the same target, so their "
+                "alignments are read against the same gold.")
+        return
+    try:
+        bundle_b = get_bundle(model_b)
+        recs = [analyse(m, query["source"], query["reference"], 1) for m in (cfg["model"], model_b)]
+    except Exception as exc:  # noqa: BLE001
+        fail(exc, "Cannot compare on this sentence")
+        return
+    gold = None
+    if query["gold"].strip():
+        try:
+            gold = parse_gold_line(query["gold"], len(recs[0].src_words), len(recs[0].tgt_words), int(query["base"]))
+        except Exception as exc:  # noqa: BLE001
+            fail(exc, "Gold alignment ignored")
+    n_b = bundle_b.num_layers
+    heads_b = recs[1].cross.shape[1]
+    # B reads the sidebar's layer and head where it has them, else its own default layer / the head mean
+    layer_b = cfg["layer"] if cfg["layer"] == "mean" or cfg["layer"] < n_b else default_layer(n_b)
+    head_b = cfg["head"] if cfg["head"] == "mean" or cfg["head"] < heads_b else "mean"
+    sides = [(cfg["model"], recs[0], cfg["layer"], cfg["head"]), (model_b, recs[1], layer_b, head_b)]
+    aers = []
+    for col, (name, rec, layer, head) in zip(st.columns(2), sides):
+        with col:
+            st.markdown(f"**{'AB'[len(aers)]}: {md_escape(name)}** · layer {layer} · head {head}")
+            chart = charts.alignment_heatmap(rec, layer=layer, head=head, method=cfg["method"], level=cfg["level"],
+                                             gold=gold, legend="bottom")
+            chart.layer[0].encoding.color.scale = alt.Scale(scheme="blues", domain=[0, 1])  # one scale for both
+            show_chart(chart, f"compare-{'ab'[len(aers)]}", compact=True)
+            if gold is not None:
+                links = align_record(rec, cfg["method"], layer, head)
+                aers.append(count_links(links, gold).aer)
+                st.metric("AER", f"{aers[-1]:.2f}", delta=None if len(aers) == 1 else f"{aers[1] - aers[0]:+.2f}",
+                          delta_color="inverse")
+            else:
+                aers.append(None)
+    if gold is None:
+        st.info("Add a gold alignment line to compare the models' layer × head AER grids.")
+        return
+    grids = [views.layer_head_aer(rec, gold, method=cfg["method"]) for _, rec, _, _ in sides]
+    diff = grid_difference(*grids)
+    if diff is None:
+        st.caption("The models differ in layers or heads: their AER grids side by side.")
+        for col, grid, label in zip(st.columns(2), grids, "AB"):
+            with col:
+                show_chart(charts.layer_head_scores(grid, title=f"{label}: AER per layer x head"), f"grid-{label}",
+                           compact=True)
+        return
+    show_chart(charts.layer_head_scores(diff, value_title="AER B − A",
+                                        title="AER difference per layer x head (B − A; below 0: B aligns better)"),
+               "grid-difference", caption="Sentence AER of B's alignment minus A's from every layer and head "
+                                          "(and each layer's head mean), against the same gold.")
+
+
 # ----------------------------------------------------------------------------- main
 
 def main() -> None:
     page, model = sidebar_model()
-    inputs = sentence_form() if page == PAGES[0] else testset_inputs()
+    inputs = testset_inputs() if page == PAGES[1] else sentence_form()
     cfg = sidebar_settings(model)
     if cfg is None:
         st.info("Enter a model in the sidebar: `default`, a Hugging Face id, or a local model folder.")
         return
     if page == PAGES[0]:
         sentence_page(cfg, inputs)
+    elif page == PAGES[2]:
+        compare_page(cfg, inputs)
     else:
         testset_page(cfg, inputs)
 

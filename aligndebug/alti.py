@@ -71,71 +71,81 @@ class AltiResult:
 
 # --------------------------------------------------------------------------- the math (torch, batched)
 
-def decompose(attn: torch.Tensor, values: torch.Tensor, w_o: torch.Tensor, b_o: torch.Tensor | None,
-              residual: torch.Tensor, cross: bool, ln: tuple[torch.Tensor, torch.Tensor, float] | None = None,
-              offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decomposed block outputs of one attention sublayer.
-
-    attn [B, H, Q, K] attention weights, values [B, K, H*dh] value vectors (bias included), w_o
-    [d, H*dh], b_o [d] or None, residual [B, Q, d] the residual stream entering the block; `ln`
-    (gamma, beta, eps) for a post-LN block; `offset` the position of query row 0 (for a block of
-    rows of a self-attention). Returns (z [B, Q, K(+1), d], y [B, Q, d]): the parts (the residual
-    on the diagonal for self-attention, as column K for cross-attention) and the block output they
-    sum to with the biases.
-    """
-    b, h, q, k = attn.shape
-    d = w_o.shape[0]
-    vh = values.reshape(b, k, h, -1).transpose(1, 2)  # [B, H, K, dh]
-    vw = torch.einsum("bhkc,hcd->bhkd", vh, w_o.reshape(d, h, -1).permute(1, 2, 0))  # W_O^h v^h_j
-    z = torch.einsum("bhqk,bhkd->bqkd", attn, vw)
-    if cross:
-        z = torch.cat([z, residual[:, :, None, :]], dim=2)
-    else:
-        rows = torch.arange(q, device=z.device)
-        z[:, rows, rows + offset] += residual
-    bias = b_o if b_o is not None else z.new_zeros(d)
-    s = z.sum(2) + bias
-    if ln is None:
-        return z, s
-    gamma, beta, eps = ln
-    sigma = torch.sqrt(s.var(-1, unbiased=False, keepdim=True) + eps)  # [B, Q, 1]: LayerNorm's own scale
-    z = (z - z.mean(-1, keepdim=True)) * gamma / sigma[:, :, None, :]
-    return z, z.sum(2) + (bias - bias.mean()) * gamma / sigma + beta
-
-
-def l1_contributions(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """ALTI's rule: c_ij = max(0, ||y_i||_1 − ||y_i − z_ij||_1), rows normalised to sum to 1.
-
-    A row where every part is at least as far from y_i as zero is (all c = 0: the parts cancel out)
-    cannot be shared out by the rule; it is shared in proportion to the parts' L1 norms instead, so
-    masked positions (zero parts) still get nothing."""
-    dist = (z - y[:, :, None, :]).abs().sum(-1)
-    c = (y.abs().sum(-1, keepdim=True) - dist).clamp(min=0)
-    norms = z.abs().sum(-1)
-    c = torch.where(c.sum(-1, keepdim=True) > 0, c, norms)
-    total = c.sum(-1, keepdim=True)
-    return c / total.clamp(min=torch.finfo(c.dtype).tiny)
+def _l1(y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """||y_i − z_ij||_1 for y [B, Q, d] and z [B, Q, K, d], as [B, Q, K] (one fused kernel)."""
+    b, q, k, d = z.shape
+    return torch.cdist(y.reshape(b * q, 1, d), z.reshape(b * q, k, d), p=1).reshape(b, q, k)
 
 
 def sublayer_contributions(attn: torch.Tensor, values: torch.Tensor, w_o: torch.Tensor, b_o: torch.Tensor | None,
                            residual: torch.Tensor, cross: bool,
                            ln: tuple[torch.Tensor, torch.Tensor, float] | None = None,
                            max_elements: int = MAX_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
-    """(contributions [B, Q, K(+1)], block output y [B, Q, d]) of one sublayer, in float32, computed
-    a block of query rows at a time so that [B, q, K, d] stays under `max_elements`."""
+    """ALTI contributions of one attention sublayer (see the module docstring), in float32.
+
+    attn [B, H, Q, K] attention weights, values [B, K, H*dh] value vectors (bias included), w_o
+    [d, H*dh], b_o [d] or None, residual [B, Q, d] the residual stream entering the block, `ln`
+    (gamma, beta, eps) for a post-LN block. Returns (c [B, Q, K(+1)], y [B, Q, d]): the
+    contributions, rows summing to 1 (self-attention: the residual is on the diagonal;
+    cross-attention: it is column K), and the block output.
+
+    The rule c_ij = max(0, ||y_i||_1 − ||y_i − z_ij||_1), normalised over j. A row where every c is
+    0 (the parts cancel out) cannot be shared out by the rule; it is shared in proportion to the
+    parts' L1 norms instead, so masked positions (zero parts) still get nothing.
+
+    LayerNorm's centring and gamma are linear, so they are applied to the value vectors and the
+    residual before the parts are formed, and 1/sigma_i to the attention rows: only the parts
+    themselves, [B, q, K, d] for a block of q query rows under `max_elements`, are ever held.
+    """
     attn, values, residual, w_o = attn.float(), values.float(), residual.float(), w_o.float()
-    b_o = None if b_o is None else b_o.float()
-    if ln is not None:
-        ln = (ln[0].float(), ln[1].float(), ln[2])
-    b, _, q, k = attn.shape
-    step = max(1, max_elements // max(1, b * (k + 1) * w_o.shape[0]))
-    cs, ys = [], []
+    b, h, q, k = attn.shape
+    d = w_o.shape[0]
+    vw = torch.einsum("bhkc,hcd->bhkd", values.reshape(b, k, h, -1).transpose(1, 2),
+                      w_o.reshape(d, h, -1).permute(1, 2, 0))  # W_O^h v^h_j: [B, H, K, d]
+    bias = b_o.float() if b_o is not None else vw.new_zeros(d)
+    s = torch.einsum("bhqk,bhkd->bqd", attn, vw) + residual + bias  # the block's sum, before any norm
+    if ln is None:
+        y, parts, res, a = s, vw, residual, attn
+    else:
+        gamma, beta, eps = ln[0].float(), ln[1].float(), ln[2]
+        sigma = torch.sqrt(s.var(-1, unbiased=False, keepdim=True) + eps)  # [B, Q, 1]: LayerNorm's own scale
+        y = (s - s.mean(-1, keepdim=True)) * gamma / sigma + beta
+        parts = (vw - vw.mean(-1, keepdim=True)) * gamma
+        res = (residual - residual.mean(-1, keepdim=True)) * gamma / sigma
+        a = attn / sigma[:, None]
+    step = max(1, max_elements // max(1, b * k * d))
+    cs = []
     for lo in range(0, q, step):  # blocks of query rows (usually one), not tokens
         hi = min(q, lo + step)
-        z, y = decompose(attn[:, :, lo:hi], values, w_o, b_o, residual[:, lo:hi], cross, ln, offset=lo)
-        cs.append(l1_contributions(z, y))
-        ys.append(y)
-    return torch.cat(cs, 1), torch.cat(ys, 1)
+        z = torch.einsum("bhqk,bhkd->bqkd", a[:, :, lo:hi], parts)
+        yb, rb = y[:, lo:hi], res[:, lo:hi]
+        dist = _l1(yb, z)
+        rows = torch.arange(hi - lo, device=z.device)
+        if cross:
+            dist = torch.cat([dist, (yb - rb).abs().sum(-1, keepdim=True)], dim=-1)
+        else:  # the residual belongs to the diagonal part
+            z_diag = z[:, rows, rows + lo]
+            dist[:, rows, rows + lo] = (yb - z_diag - rb).abs().sum(-1)
+        c = (yb.abs().sum(-1, keepdim=True) - dist).clamp(min=0)
+        # a key no head attends to (padding, the future) has a zero part; float error in the distances
+        # must not hand it a sliver
+        seen = attn[:, :, lo:hi].sum(1) > 0
+        if cross:
+            seen = torch.cat([seen, seen.new_ones(b, hi - lo, 1)], dim=-1)
+        else:
+            seen[:, rows, rows + lo] = True
+        c = c * seen
+        total = c.sum(-1, keepdim=True)
+        if bool((total <= 0).any()):
+            norms = z.abs().sum(-1)
+            if cross:
+                norms = torch.cat([norms, rb.abs().sum(-1, keepdim=True)], dim=-1)
+            else:
+                norms[:, rows, rows + lo] = (z_diag + rb).abs().sum(-1)
+            c = torch.where(total > 0, c, norms)
+            total = c.sum(-1, keepdim=True)
+        cs.append(c / total.clamp(min=torch.finfo(c.dtype).tiny))
+    return torch.cat(cs, 1), y
 
 
 def encoder_rollout(enc: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -196,11 +206,11 @@ class AltiTracer:
     as each layer runs, so only [B, Q, K] matrices are kept, never the per-token vectors.
     """
 
-    def __init__(self, model: Any, check: bool = True):
+    def __init__(self, model: Any, check: bool = True, encoder: bool = True):
         mt = model.config.model_type
         if mt not in PRE_LN:
             raise ValueError(f"ALTI+ knows the block layout of {sorted(PRE_LN)} models, not {mt!r}")
-        self.model, self.pre_ln, self.check = model, PRE_LN[mt], check
+        self.model, self.pre_ln, self.check, self.with_encoder = model, PRE_LN[mt], check, encoder
         self.enc: list[torch.Tensor] = []
         self.dec_self: list[torch.Tensor] = []
         self.dec_cross: list[torch.Tensor] = []
@@ -209,7 +219,7 @@ class AltiTracer:
 
     def __enter__(self) -> "AltiTracer":
         enc, dec = _stacks(self.model)
-        for stack, mods in (("enc", enc), ("dec", dec)):
+        for stack, mods in (("enc", enc if self.with_encoder else []), ("dec", dec)):
             for attn, norm, cross in mods:
                 self._attach(stack, attn, norm, cross)
         return self
@@ -264,6 +274,18 @@ class AltiTracer:
         self._handles += [attn.register_forward_pre_hook(attn_pre, with_kwargs=True),
                           v_proj.register_forward_hook(v_out), attn.register_forward_hook(attn_post)]
 
+    def source_share(self) -> torch.Tensor:
+        """[B, T] source contribution of every decoder row, from the decoder's contributions alone:
+        every row of R_enc sums to 1, so the source columns of C_cross R_enc sum to those of C_cross,
+        and the encoder need not be traced (`encoder=False`)."""
+        if not self.dec_self or len(self.dec_self) != len(self.dec_cross):
+            raise RuntimeError("no complete decoder pass was traced")
+        share = self.dec_self[0].new_zeros(self.dec_self[0].shape[:2])
+        for c_self, c_cross in zip(self.dec_self, self.dec_cross):
+            share = (c_self @ share[..., None])[..., 0]
+            share = c_cross[:, :, :-1].sum(-1) + c_cross[:, :, -1] * share
+        return share
+
     def rollout(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(total [B, T, S+T], encoder rollout [B, S, S]) of the traced pass."""
         if not self.enc or not self.dec_self or len(self.dec_self) != len(self.dec_cross):
@@ -304,16 +326,23 @@ def alti_batch(bundle: Any, pairs: Sequence[tuple[list[int], list[int], np.ndarr
     src, src_mask = _pad([p[0] for p in pairs], tok.pad_token_id)
     labels, lab_mask = _pad([p[1] for p in pairs], -100)
     dec = decoder_inputs(model, labels)
-    with torch.inference_mode(), AltiTracer(model) as tracer:
-        model(input_ids=src.to(dev), attention_mask=src_mask.long().to(dev), decoder_input_ids=dec.to(dev),
-              decoder_attention_mask=lab_mask.long().to(dev), output_attentions=True, use_cache=False,
-              return_dict=True)
-        total, r_enc = tracer.rollout()
+    with torch.inference_mode(), AltiTracer(model, encoder=keep_matrices) as tracer:
+        # encoder and decoder stacks only: the output projection to the vocabulary mixes no tokens
+        enc_mask = src_mask.long().to(dev)
+        hidden = model.get_encoder()(input_ids=src.to(dev), attention_mask=enc_mask, output_attentions=True,
+                                     return_dict=True).last_hidden_state
+        model.get_decoder()(input_ids=dec.to(dev), attention_mask=lab_mask.long().to(dev),
+                            encoder_hidden_states=hidden, encoder_attention_mask=enc_mask, output_attentions=True,
+                            use_cache=False, return_dict=True)
+        if keep_matrices:
+            total, r_enc = tracer.rollout()
+            share_t = total[:, :, :src.shape[1]].sum(-1)
+            total_np, enc_np = total.cpu().numpy(), r_enc.cpu().numpy()
+        else:
+            share_t = tracer.source_share()
     s_max = src.shape[1]
     # clipped: float32 rounding can put a row's sum a hair above 1
-    share = total[:, :, :s_max].sum(-1).cpu().numpy().astype(np.float64).clip(0.0, 1.0)
-    total_np = total.cpu().numpy() if keep_matrices else None
-    enc_np = r_enc.cpu().numpy() if keep_matrices else None
+    share = share_t.cpu().numpy().astype(np.float64).clip(0.0, 1.0)
     out = []
     for b, (s_ids, l_ids, wids) in enumerate(pairs):
         s, t = len(s_ids), len(l_ids)

@@ -274,6 +274,12 @@ class AltiTracer:
         self._handles += [attn.register_forward_pre_hook(attn_pre, with_kwargs=True),
                           v_proj.register_forward_hook(v_out), attn.register_forward_hook(attn_post)]
 
+    def reset(self) -> None:
+        """Forget the contributions traced so far (before the next pass)."""
+        self.enc.clear()
+        self.dec_self.clear()
+        self.dec_cross.clear()
+
     def source_share(self) -> torch.Tensor:
         """[B, T] source contribution of every decoder row, from the decoder's contributions alone:
         every row of R_enc sums to 1, so the source columns of C_cross R_enc sum to those of C_cross,

@@ -148,21 +148,45 @@ def make_variants(rows: Sequence[Mapping[str, Any]], seed: int = 0, max_per_type
 
 
 def forced_signal_rows(bundle: Any, items: Sequence[Mapping[str, Any]], *, alti: bool = True, batch_size: int = 16,
-                       **options: Any) -> list[dict[str, Any]]:
-    """Signal rows (as `triage.iter_signal_rows` makes them, in input order) of items holding "source",
-    "translation" and maybe "reference", forced through the model; with `alti`, each row also gets
-    "alti_source" (`alti.source_contribution`). `options`: layer, head, method."""
-    from .triage import iter_signal_rows
+                       layer: int | str = "mean", head: int | str = "mean", method: str = "shift-att"
+                       ) -> list[dict[str, Any]]:
+    """Signal rows (as `triage.iter_signal_rows` makes them) of items holding "source", "translation"
+    and maybe "reference", forced through the model, in input order. With `alti` every row also gets
+    "alti_source", the mean ALTI+ source contribution, traced in the very same forward pass
+    (`alti.AltiTracer` hooked on the model while `extract.iter_extract` runs its batches)."""
+    import numpy as np
+
+    from .alti import AltiTracer
+    from .extract import iter_extract
+    from .signals import logprob_positions
+    from .triage import _layer_reducer, signal_row
 
     sources = [it["source"] for it in items]
     targets = [it["translation"] for it in items]
     refs = [it.get("reference") for it in items]
-    references = refs if all(r is not None for r in refs) and refs else None
+    references = refs if refs and all(r is not None for r in refs) else None
+    reduce, read_layer = _layer_reducer(layer)
     rows: list[dict[str, Any] | None] = [None] * len(items)
-    for row in iter_signal_rows(bundle, sources, targets, references, batch_size=batch_size, **options):
-        rows[row["id"]] = row
-    if alti:
-        add_alti(bundle, rows, batch_size=batch_size)  # type: ignore[arg-type]
+    tracer = AltiTracer(bundle.model, encoder=False) if alti else None
+    share, k = None, 0
+    try:
+        if tracer is not None:
+            tracer.__enter__()
+        # iter_extract runs one pass per batch, then yields that batch's records in batch order
+        for i, rec in iter_extract(bundle, sources, targets, batch_size=batch_size, keep=("cross",), reduce=reduce):
+            row = signal_row(rec, i, sources[i], None if references is None else references[i],
+                             layer=read_layer, head=head, method=method)
+            if tracer is not None:
+                if tracer.dec_self:  # the pass of a new batch
+                    share, k = tracer.source_share().cpu().numpy().astype(np.float64), 0
+                    tracer.reset()
+                pos = logprob_positions(rec.tgt_word_ids)
+                row["alti_source"] = float(np.clip(share[k, pos], 0, 1).mean()) if len(pos) else float("nan")
+                k += 1
+            rows[i] = row
+    finally:
+        if tracer is not None:
+            tracer.__exit__(None, None, None)
     return rows  # type: ignore[return-value]
 
 

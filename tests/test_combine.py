@@ -159,3 +159,18 @@ def test_fit_with_a_model_end_to_end(tiny_bundle):
     assert comb.n_fit["detached"] == {"clean": len(clean), "errors": len(clean)}
     assert comb.logit(clean).shape == (len(clean),)
     assert np.isfinite(comb.logit(clean)).all()
+
+
+@pytest.mark.parametrize("family", ["marian", "nllb", "t5"])
+def test_alti_in_the_signal_pass_equals_its_own_pass(tiny_bundle, family):
+    import tiny_models
+
+    b = tiny_bundle(family)
+    items = [{"source": s, "translation": t} for s, t in zip(tiny_models.DE[:9], tiny_models.EN[3:12])]
+    fused = combine.forced_signal_rows(b, items, batch_size=4)
+    alone = [dict(r) for r in fused]
+    combine.add_alti(b, alone, batch_size=3)
+    plain = combine.forced_signal_rows(b, items, batch_size=4, alti=False)
+    for f, a, p in zip(fused, alone, plain):
+        assert f["alti_source"] == pytest.approx(a["alti_source"], rel=1e-4)
+        assert "alti_source" not in p and p["seq_logprob"] == pytest.approx(f["seq_logprob"], rel=1e-6)

@@ -117,7 +117,10 @@ def sublayer_contributions(attn: torch.Tensor, values: torch.Tensor, w_o: torch.
     cs = []
     for lo in range(0, q, step):  # blocks of query rows (usually one), not tokens
         hi = min(q, lo + step)
-        z = torch.einsum("bhqk,bhkd->bqkd", a[:, :, lo:hi], parts)
+        ab = a[:, :, lo:hi, :, None]
+        z = ab[:, 0] * parts[:, 0, None]  # sum over heads in place: a fraction of einsum's time here
+        for hh in range(1, h):
+            z.addcmul_(ab[:, hh], parts[:, hh, None])
         yb, rb = y[:, lo:hi], res[:, lo:hi]
         dist = _l1(yb, z)
         rows = torch.arange(hi - lo, device=z.device)

@@ -402,7 +402,7 @@ def fit(clean_rows: Sequence[Mapping[str, Any]], variant_rows: Mapping[str, Sequ
 
 
 def fit_with_model(bundle: Any, clean_rows: Sequence[Mapping[str, Any]], *, seed: int = 0,
-                   max_per_type: int | None = 200, l2: float = 0.01, alti: bool = True, batch_size: int = 16,
+                   max_per_type: int | None = 100, l2: float = 0.01, alti: bool = True, batch_size: int = 16,
                    compute_rows: Callable[..., list[dict[str, Any]]] | None = None, **options: Any) -> Combiner:
     """Make synthetic variants of `clean_rows`, force them through the model for their signals
     (`compute_rows(bundle, items, alti=..., batch_size=..., **options)`, default `forced_signal_rows`)

@@ -247,6 +247,7 @@ class Combiner:
     l2: float
     n_fit: dict[str, dict[str, int]]  # error type -> {"clean": n, "errors": n}
     train_auc: dict[str, float] = field(default_factory=dict)  # on the fitting rows themselves
+    clean_logits: dict[str, list[float]] = field(default_factory=dict)  # error type -> sorted log-odds of the clean rows
     version: int = VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -299,6 +300,16 @@ class Combiner:
         """The ranking score: the largest log-odds over the error types, per row."""
         lg = self.logits(rows)
         return np.max(np.stack([lg[k] for k in self.weights]), axis=0)
+
+    def clean_z(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """An alternative ranking score: each type's log-odds as a suspect z-score among the clean
+        rows' own log-odds (so every type has the same false-alarm tail), largest over the types."""
+        lg = self.logits(rows)
+        zs = []
+        for k in self.weights:
+            ref = np.asarray(self.clean_logits[k], dtype=np.float64)
+            zs.append(suspect_z(lg[k], ref, _tail_scale(ref)))
+        return np.max(np.stack(zs), axis=0)
 
     def score(self, row: Mapping[str, Any]) -> tuple[float, str]:
         """(largest error probability, the error type that has it) of one row."""
@@ -396,6 +407,10 @@ def fit(clean_rows: Sequence[Mapping[str, Any]], variant_rows: Mapping[str, Sequ
         comb.intercepts[kind] = b
         comb.n_fit[kind] = {"clean": len(x_clean), "errors": len(x_err)}
         comb.train_auc[kind] = roc_auc(x @ w + b, y)
+        own = np.sort(x_clean @ w + b)
+        if len(own) > MAX_SAMPLES:
+            own = np.quantile(own, np.linspace(0, 1, MAX_SAMPLES))
+        comb.clean_logits[kind] = [float(v) for v in own]
     if not comb.weights:
         raise ValueError("no synthetic errors to fit on")
     return comb

@@ -78,12 +78,13 @@ def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args) -> dict
         table.setdefault("Fisher score (today)", {})[kind] = roc_auc(fisher_scores(both, cal), labels)
         table.setdefault("learned combination", {})[kind] = roc_auc(comb.logit(both), labels)
         table.setdefault("learned, this type only", {})[kind] = roc_auc(comb.logits(both)[kind], labels)
+        table.setdefault("learned, clean-percentile max", {})[kind] = roc_auc(comb.clean_z(both), labels)
     return {"table": table, "weights": describe(comb), "n": {k: len(v) for k, v in rows.items()},
             "n_fit": len(fit_rows), "seconds": time.process_time() - t0, "combiner": comb.to_dict()}
 
 
 def markdown(table: dict[str, dict[str, float]]) -> str:
-    combined = ("Fisher score (today)", "learned combination", "learned, this type only")
+    combined = ("Fisher score (today)", "learned combination", "learned, this type only", "learned, clean-percentile max")
     single = {k: v for k, v in table.items() if k not in combined}
     best = {e: max(v[e] for v in single.values()) for e in ERROR_TYPES}
     lines = ["| signal | direction | " + " | ".join(ERROR_TYPES) + " |", "|---|---|" + "---:|" * len(ERROR_TYPES)]

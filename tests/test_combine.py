@@ -174,3 +174,16 @@ def test_alti_in_the_signal_pass_equals_its_own_pass(tiny_bundle, family):
     for f, a, p in zip(fused, alone, plain):
         assert f["alti_source"] == pytest.approx(a["alti_source"], rel=1e-4)
         assert "alti_source" not in p and p["seq_logprob"] == pytest.approx(f["seq_logprob"], rel=1e-6)
+
+
+def test_clean_percentile_score():
+    rng = np.random.default_rng(4)
+    clean = _toy_rows(rng, 300)
+    comb = fit(clean, {"detached": _toy_rows(rng, 300, shift=1.5), "repetition": _toy_rows(rng, 300, rep=1.5)})
+    z = comb.clean_z(clean)
+    # on the clean rows themselves each type's z is about standard normal, so their max sits near 0.5-0.6
+    assert 0.3 < float(np.median(z)) < 0.9
+    bad = comb.clean_z([{**clean[0], "seq_logprob": -8.0}])
+    assert bad[0] > 3
+    again = Combiner.from_dict(json.loads(json.dumps(comb.to_dict())))
+    np.testing.assert_allclose(again.clean_z(clean[:5]), comb.clean_z(clean[:5]), rtol=1e-12)

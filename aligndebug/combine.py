@@ -318,7 +318,8 @@ class Combiner:
         return probs[kind], kind
 
     def reasons(self, row: Mapping[str, Any], k: int = 3) -> list[str]:
-        """The verdict in words: the most likely error type and the signals that pushed it most."""
+        """The verdict in words: the most likely error type and the (up to `k`) signals that pushed it
+        most, among those more suspect than about 84 % of the calibration rows (z > 1)."""
         from . import triage
 
         cat = signal_catalogue()
@@ -327,10 +328,11 @@ class Combiner:
         order = self.features_order
         w = np.array([self.weights[kind].get(f, 0.0) for f in order])
         push = w * x
-        out = [f"most like a {kind} error: learned probability {prob:.2f} (at even odds against a clean row)"]
+        article = "an" if kind[0] in "aeiou" else "a"
+        out = [f"most like {article} {kind} error: learned probability {prob:.2f} (at even odds against a clean row)"]
         for i in np.argsort(-push)[:k]:
-            if push[i] <= 0:
-                break
+            if push[i] <= 0 or x[i] < 1.0:  # only signals beyond one standard deviation on the suspect side
+                continue
             name, _, side = order[i].partition(":")
             side = side or self.directions[name]
             v = float(row[name])

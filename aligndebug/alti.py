@@ -71,12 +71,6 @@ class AltiResult:
 
 # --------------------------------------------------------------------------- the math (torch, batched)
 
-def _l1(y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """||y_i − z_ij||_1 for y [B, Q, d] and z [B, Q, K, d], as [B, Q, K] (one fused kernel)."""
-    b, q, k, d = z.shape
-    return torch.cdist(y.reshape(b * q, 1, d), z.reshape(b * q, k, d), p=1).reshape(b, q, k)
-
-
 def sublayer_contributions(attn: torch.Tensor, values: torch.Tensor, w_o: torch.Tensor, b_o: torch.Tensor | None,
                            residual: torch.Tensor, cross: bool,
                            ln: tuple[torch.Tensor, torch.Tensor, float] | None = None,
@@ -117,18 +111,15 @@ def sublayer_contributions(attn: torch.Tensor, values: torch.Tensor, w_o: torch.
     cs = []
     for lo in range(0, q, step):  # blocks of query rows (usually one), not tokens
         hi = min(q, lo + step)
-        ab = a[:, :, lo:hi, :, None]
-        z = ab[:, 0] * parts[:, 0, None]  # sum over heads in place: a fraction of einsum's time here
-        for hh in range(1, h):
-            z.addcmul_(ab[:, hh], parts[:, hh, None])
+        # parts laid out [B, K, q, d]: one batched product over the heads writes them once
+        z = torch.matmul(a[:, :, lo:hi].permute(0, 3, 2, 1), parts.permute(0, 2, 1, 3))
         yb, rb = y[:, lo:hi], res[:, lo:hi]
-        dist = _l1(yb, z)
         rows = torch.arange(hi - lo, device=z.device)
+        if not cross:  # the residual belongs to the diagonal part
+            z[:, rows + lo, rows] += rb
+        dist = (z - yb[:, None]).abs_().sum(-1).transpose(1, 2)  # [B, q, K]
         if cross:
             dist = torch.cat([dist, (yb - rb).abs().sum(-1, keepdim=True)], dim=-1)
-        else:  # the residual belongs to the diagonal part
-            z_diag = z[:, rows, rows + lo]
-            dist[:, rows, rows + lo] = (yb - z_diag - rb).abs().sum(-1)
         c = (yb.abs().sum(-1, keepdim=True) - dist).clamp(min=0)
         # a key no head attends to (padding, the future) has a zero part; float error in the distances
         # must not hand it a sliver
@@ -140,11 +131,9 @@ def sublayer_contributions(attn: torch.Tensor, values: torch.Tensor, w_o: torch.
         c = c * seen
         total = c.sum(-1, keepdim=True)
         if bool((total <= 0).any()):
-            norms = z.abs().sum(-1)
+            norms = z.abs().sum(-1).transpose(1, 2)
             if cross:
                 norms = torch.cat([norms, rb.abs().sum(-1, keepdim=True)], dim=-1)
-            else:
-                norms[:, rows, rows + lo] = (z_diag + rb).abs().sum(-1)
             c = torch.where(total > 0, c, norms)
             total = c.sum(-1, keepdim=True)
         cs.append(c / total.clamp(min=torch.finfo(c.dtype).tiny))

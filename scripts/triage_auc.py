@@ -61,7 +61,7 @@ def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args) -> dict
     fit_rows = forced_signal_rows(bundle, [{"source": s, "translation": t} for s, t in zip(fit_src, fit_tgt)], **opts)
     cal = calibrate(fit_rows, percentile=95.0, source=f"{name}: fit half",
                     settings={"model": bundle.name, "method": "shift-att", "layer": "mean", "head": "mean"})
-    comb = fit_with_model(bundle, fit_rows, seed=args.seed, max_per_type=None, **opts)
+    comb = fit_with_model(bundle, fit_rows, seed=args.seed, max_per_type=args.fit_max_per_type, **opts)
     controls = [{"source": s, "translation": t} for s, t in zip(ev_src, ev_tgt)]
     variants = make_variants(controls, seed=args.seed + 1)
     rows = {"control": forced_signal_rows(bundle, controls, **opts)}
@@ -132,6 +132,8 @@ def main(argv=None) -> int:
     ap.add_argument("--suites", default="own,reference")
     ap.add_argument("--time", action="store_true", help="also time triage with and without ALTI+ and the learned combination")
     ap.add_argument("--max-per-type", type=int, default=100, help="variants per error type when timing (default 100, as fit_with_model)")
+    ap.add_argument("--fit-max-per-type", type=int, default=None,
+                    help="variants per error type for the suites' fits (default: one per fit-half row)")
     ap.add_argument("--out-json", type=Path)
     args = ap.parse_args(argv)
     from transformers.utils import logging as hf_logging

@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="use only the first N pairs (quick runs)")
     ap.add_argument("--suites", default="own,reference")
     ap.add_argument("--time", action="store_true", help="also time triage with and without ALTI+ and the learned combination")
-    ap.add_argument("--max-per-type", type=int, default=100, help="variants per error type when timing (default 100, as fit_with_model)")
+    ap.add_argument("--max-per-type", type=int, default=50, help="variants per error type when timing (default 50, as fit_with_model)")
     ap.add_argument("--fit-max-per-type", type=int, default=None,
                     help="variants per error type for the suites' fits (default: one per fit-half row)")
     ap.add_argument("--out-json", type=Path)

@@ -353,7 +353,8 @@ def score_run(args: argparse.Namespace, bundle: Any, layer: Selector) -> dict[st
     """What identifies a `score` run for --resume: its inputs' contents, the model, and every setting that
     changes a row (not batch or chunk sizes, which change nothing but the last digits)."""
     run = {"command": "score", "aligndebug": __version__,
-           "inputs": {k: file_fingerprint(getattr(args, k)) for k in ("src", "tgt", "pairs", "gold")},
+           "text": {k: file_fingerprint(getattr(args, k)) for k in ("src", "tgt", "pairs")},
+           "inputs": {"gold": file_fingerprint(args.gold)},
            "model": bundle.name, "model_fingerprint": bundle.fingerprint(),
            "method": args.method, "layer": layer, "head": args.head, "threshold": args.threshold,
            "per_head": args.per_head, "compare": args.compare}
@@ -390,7 +391,11 @@ def cmd_score(args: argparse.Namespace) -> int:
                         per_head=args.per_head, compare=args.compare, ig_steps=args.ig_steps, batch_size=args.batch_size, beam=args.beam, chunk_size=args.chunk_size)
     total = count_lines(args.pairs or args.src)
     if args.out is not None:
-        claim_run(args.out, score_run(args, bundle, layer), resume=args.resume, key="index", n_items=total)
+        forced = args.tgt is not None or args.pairs is not None
+        claim_run(args.out, score_run(args, bundle, layer), resume=args.resume, key="index", n_items=total,
+                  fields=("source_words", "target_words") if forced else ("source_words",),
+                  expected=lambda: ((p.index, (p.src_words, p.tgt_words) if forced else (p.src_words,))
+                                    for p in _pairs(args)))
     with tqdm(total=total, unit="sent", disable=args.no_progress, file=sys.stderr) as bar:
         try:
             if ray_kwargs is not None:
@@ -596,9 +601,14 @@ def cmd_triage(args: argparse.Namespace) -> int:
     triage_run = {"command": "triage", "aligndebug": __version__, "model": bundle.name,
                   "model_fingerprint": bundle.fingerprint(), "method": args.method, "layer": args.layer,
                   "head": args.head, "percentile": args.percentile,
-                  "inputs": {k: file_fingerprint(getattr(args, k)) for k in ("src", "tgt", "ref", "calibration")},
+                  "text": {k: file_fingerprint(getattr(args, k)) for k in ("src", "tgt", "ref")},
+                  "inputs": {"calibration": file_fingerprint(args.calibration)},
                   **({"beam": args.beam} if args.tgt is None else {})}
-    claim_run(partial_path(args.out), triage_run, resume=True, key="id", n_items=len(sources))
+    claim_run(partial_path(args.out), triage_run, resume=True, key="id", n_items=len(sources),
+              fields=("source", "translation", "reference") if targets is not None else ("source", "reference"),
+              expected=lambda: ((i, (s, *([targets[i]] if targets is not None else []),
+                                     references[i] if references is not None else None))
+                                for i, s in enumerate(sources)))
     with tqdm(total=len(sources), unit="sent", disable=args.no_progress, file=sys.stderr) as bar:
         try:
             if ray_kwargs is not None:

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -199,14 +199,18 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def claim_run(path: str | os.PathLike[str], run: dict[str, Any], *, resume: bool, key: str,
-              n_items: int | None = None) -> None:
+              n_items: int | None = None, fields: Sequence[str] = (),
+              expected: Callable[[], Iterable[tuple[int, tuple]]] | None = None) -> None:
     """Check that rows file `path` may be written by the run described by `run`, then record the run beside it.
 
-    Resuming, an existing rows file must carry the record of this very run (inputs, model, settings): a file
-    without one, or from another run, is refused with what differs, and nothing is written to it. Its rows are
-    read first: a line that is not a JSON row, a row without an integer `key`, or a `key` past the `n_items`
-    inputs is an error naming file and line (only a torn last line, left by a kill, is allowed; the store cuts
-    it off when it opens). Starting afresh replaces any record.
+    Resuming, an existing rows file must carry the record of this very run (model, settings, and the inputs
+    under `run["inputs"]`): a file without one, or from another run, is refused with what differs, and nothing
+    is written to it. The sentences themselves (`run["text"]`, informative only) are checked row by row
+    instead, so that fixing a bad line after a failed run keeps the rows already done: `expected()` yields
+    (key, values of `fields`) for every input sentence, and each kept row must hold those values. Every row is
+    read first: a line that is not a JSON row, a row without an integer `key`, a `key` past the `n_items`
+    inputs or a row of another sentence is an error naming file and line (only a torn last line, left by a
+    kill, is allowed; the store cuts it off when it opens). Starting afresh replaces any record.
     """
     path = Path(path)
     record = run_record_path(path)
@@ -219,17 +223,32 @@ def claim_run(path: str | os.PathLike[str], run: dict[str, Any], *, resume: bool
             old = json.loads(record.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise InputError(record, None, f"unreadable run record ({exc})", "the JSON aligndebug wrote") from None
-        diff = _differences(old, run)
+        diff = _differences({k: v for k, v in old.items() if k != "text"}, {k: v for k, v in run.items() if k != "text"})
         if diff:
             raise InputError(path, None, "--resume: this rows file was written by another run; " + "; ".join(diff),
                              "the same inputs, model and settings, or another --out")
-        _check_rows(path, key, n_items)
+        digests = _check_rows(path, key, n_items, fields)
+        if expected is not None and digests:
+            for k, values in expected():
+                kept = digests.pop(k, None)
+                if kept is not None and kept[1] != _digest(values):
+                    raise InputError(path, kept[0], f"row {key} {k} holds another sentence than input sentence "
+                                     f"{k + 1}: this rows file is from another input",
+                                     "the rows file of this input, or another --out")
+                if not digests:
+                    break
     record.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(record, run)
 
 
-def _check_rows(path: Path, key: str, n_items: int | None) -> None:
-    """Every complete line of `path` is a JSON row with an integer `key` in range; raises InputError otherwise."""
+def _digest(values: Sequence[Any]) -> str:
+    return hashlib.sha1(json.dumps(list(values), ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _check_rows(path: Path, key: str, n_items: int | None, fields: Sequence[str]) -> dict[int, tuple[int, str]]:
+    """Every complete line of `path` is a JSON row with an integer `key` in range (InputError otherwise);
+    returns {key: (line, digest of the row's `fields`)}."""
+    out: dict[int, tuple[int, str]] = {}
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.endswith(b"\n") or not line.strip():
@@ -245,3 +264,6 @@ def _check_rows(path: Path, key: str, n_items: int | None) -> None:
             if n_items is not None and not 0 <= value < n_items:
                 raise InputError(path, lineno, f"row {key} {value} is past the {n_items} sentences of the input",
                                  "the rows file of this input")
+            if fields:
+                out[value] = (lineno, _digest(row.get(f) for f in fields))
+    return out

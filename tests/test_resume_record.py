@@ -18,7 +18,8 @@ from aligndebug.store import claim_run, run_record_path
 @pytest.fixture()
 def inputs(tmp_path) -> dict[str, Path]:
     files = {}
-    for name, lines in (("src", tm.DE[:5]), ("tgt", tm.EN[:5]), ("src3", tm.DE[5:8]), ("tgt3", tm.EN[5:8])):
+    for name, lines in (("src", tm.DE[:5]), ("tgt", tm.EN[:5]), ("src3", tm.DE[5:8]), ("tgt3", tm.EN[5:8]),
+                        ("other", tm.DE[1:6])):
         files[name] = tmp_path / f"{name}.txt"
         files[name].write_text("".join(s + "\n" for s in lines), encoding="utf-8")
     return files
@@ -34,16 +35,17 @@ def test_a_finished_run_resumes_and_records_itself(capsys, model_dir, inputs, tm
     out = tmp_path / "rows.jsonl"
     assert score(capsys, model_dir, inputs["src"], inputs["tgt"], out)[0] == 0
     record = json.loads(run_record_path(out).read_text(encoding="utf-8"))
-    assert record["inputs"]["src"]["bytes"] == inputs["src"].stat().st_size and record["method"]
+    assert record["text"]["src"]["bytes"] == inputs["src"].stat().st_size and record["method"]
     before = out.read_bytes()
     assert score(capsys, model_dir, inputs["src"], inputs["tgt"], out, "--resume")[0] == 0
     assert out.read_bytes() == before  # nothing left to do, nothing rewritten
 
 
 @pytest.mark.parametrize("src, tgt, settings, says", [
-    ("src3", "tgt3", ["--layer", "0"], "inputs"),                      # another input (a shorter one)
-    ("src", "tgt", ["--layer", "0", "--method", "naive"], "method"),   # another setting
-    ("src", "tgt", ["--layer", "1"], "layer"),
+    ("src3", "tgt3", ["--layer", "0"], "row index 3 is past the 3 sentences of the input"),  # a shorter input
+    ("other", "tgt", ["--layer", "0"], "row index 0 holds another sentence than input sentence 1"),
+    ("src", "tgt", ["--layer", "0", "--method", "naive"], "written by another run; method: 'shift-att' then"),
+    ("src", "tgt", ["--layer", "1"], "written by another run; layer: 0 then, 1 now"),
 ])
 def test_another_run_is_refused_and_the_file_is_untouched(capsys, model_dir, inputs, tmp_path, src, tgt, settings,
                                                           says):
@@ -53,8 +55,19 @@ def test_another_run_is_refused_and_the_file_is_untouched(capsys, model_dir, inp
     rc = main(["score", "--model", str(model_dir), "--src", str(inputs[src]), "--tgt", str(inputs[tgt]),
                "--out", str(out), "--no-progress", "--resume", *settings])
     err = capsys.readouterr().err
-    assert rc == 2 and "written by another run" in err and says in err, err
+    assert rc == 2 and says in err, err
     assert out.read_bytes() == before
+
+
+def test_a_fixed_input_line_keeps_the_rows_already_done(capsys, model_dir, inputs, tmp_path):
+    """Row by row: a run stopped by a bad last line resumes once that line is fixed, keeping its rows."""
+    out = tmp_path / "rows.jsonl"
+    assert score(capsys, model_dir, inputs["src"], inputs["tgt"], out)[0] == 0
+    lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    out.write_text("".join(lines[:3]), encoding="utf-8")
+    inputs["tgt"].write_text("".join(t + "\n" for t in tm.EN[:4]) + "A fixed last line .\n", encoding="utf-8")
+    assert score(capsys, model_dir, inputs["src"], inputs["tgt"], out, "--resume")[0] == 0
+    assert out.read_text(encoding="utf-8").splitlines(keepends=True)[:3] == lines[:3]
 
 
 def test_a_foreign_file_is_never_written_to(capsys, model_dir, inputs, tmp_path):

@@ -25,8 +25,8 @@ from .pairs import count_lines, iter_pair_lengths, iter_pairs, read_text_lines
 from . import ray_backend
 from .report import write_report
 from .rows import ScoreOptions, TriageRow, read_links, summary
-from .runner import calibration_path, run_triage, score_stream
-from .store import write_json_atomic, write_lines_atomic
+from .runner import calibration_path, partial_path, run_triage, score_stream
+from .store import claim_run, file_fingerprint, run_record_path, write_json_atomic, write_lines_atomic
 from .suite import SuiteOptions, read_suite, resolve_suite, run_suite, summarize, write_html
 from .suite import format_summary as format_suite_summary
 from .triage import Calibration
@@ -352,6 +352,24 @@ def _pairs(args: argparse.Namespace):
     return iter_pairs(src_path=args.src, tgt_path=args.tgt, pairs_path=args.pairs)
 
 
+def score_run(args: argparse.Namespace, bundle: Any, layer: Selector) -> dict[str, Any]:
+    """What identifies a `score` run for --resume: its inputs' contents, the model, and every setting that
+    changes a row (not batch or chunk sizes, which change nothing but the last digits)."""
+    run = {"command": "score", "aligndebug": __version__,
+           "text": {k: file_fingerprint(getattr(args, k)) for k in ("src", "tgt", "pairs")},
+           "inputs": {"gold": file_fingerprint(args.gold)},
+           "model": bundle.name, "model_fingerprint": bundle.fingerprint(),
+           "method": args.method, "layer": layer, "head": args.head, "threshold": args.threshold,
+           "per_head": args.per_head, "compare": args.compare}
+    if args.compare:
+        run["ig_steps"] = args.ig_steps
+    if args.tgt is None and args.pairs is None:
+        run["beam"] = args.beam  # the model translates
+    if args.gold is not None:
+        run.update(gold_base=args.gold_base, gold_format=args.gold_format, skip_invalid=args.skip_invalid)
+    return run
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     apply_testset(args, {"src": "src", "tgt": "tgt", "gold": "gold"})
     if args.pairs is None and args.src is None:
@@ -375,6 +393,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     opts = ScoreOptions(method=args.method, layer=layer, head=args.head, threshold=args.threshold,
                         per_head=args.per_head, compare=args.compare, ig_steps=args.ig_steps, batch_size=args.batch_size, beam=args.beam, chunk_size=args.chunk_size)
     total = count_lines(args.pairs or args.src)
+    if args.out is not None:
+        forced = args.tgt is not None or args.pairs is not None
+        claim_run(args.out, score_run(args, bundle, layer), resume=args.resume, key="index", n_items=total,
+                  fields=("source_words", "target_words") if forced else ("source_words",),
+                  expected=lambda: ((p.index, (p.src_words, p.tgt_words) if forced else (p.src_words,))
+                                    for p in _pairs(args)))
     with tqdm(total=total, unit="sent", disable=args.no_progress, file=sys.stderr) as bar:
         try:
             if ray_kwargs is not None:
@@ -576,6 +600,18 @@ def cmd_triage(args: argparse.Namespace) -> int:
     common = dict(batch_size=args.batch_size, calibration=calibration, beam=args.beam, layer=args.layer,
                   head=args.head, method=args.method, percentile=args.percentile, out=args.out,
                   chunk_size=args.chunk_size)
+    # a triage rerun with the same --out resumes from <out>.partial: only when that file is this run's
+    triage_run = {"command": "triage", "aligndebug": __version__, "model": bundle.name,
+                  "model_fingerprint": bundle.fingerprint(), "method": args.method, "layer": args.layer,
+                  "head": args.head, "percentile": args.percentile,
+                  "text": {k: file_fingerprint(getattr(args, k)) for k in ("src", "tgt", "ref")},
+                  "inputs": {"calibration": file_fingerprint(args.calibration)},
+                  **({"beam": args.beam} if args.tgt is None else {})}
+    claim_run(partial_path(args.out), triage_run, resume=True, key="id", n_items=len(sources),
+              fields=("source", "translation", "reference") if targets is not None else ("source", "reference"),
+              expected=lambda: ((i, (s, *([targets[i]] if targets is not None else []),
+                                     references[i] if references is not None else None))
+                                for i, s in enumerate(sources)))
     with tqdm(total=len(sources), unit="sent", disable=args.no_progress, file=sys.stderr) as bar:
         try:
             if ray_kwargs is not None:
@@ -587,6 +623,7 @@ def cmd_triage(args: argparse.Namespace) -> int:
             if exc.path is not None:
                 raise
             raise InputError(args.src, exc.line, exc.message, exc.expected) from exc
+    run_record_path(partial_path(args.out)).unlink(missing_ok=True)  # the partial rows are ranked and gone
     calibration = rows.calibration
     if args.html:
         write_report(rows, args.html, bundle=bundle, calibration=calibration, top=args.top,

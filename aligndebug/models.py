@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,17 @@ class ModelBundle:
         gen = _generation_prefix(model, tokenizer, name)
         return cls(model=model, tokenizer=tokenizer, name=name, family=family, device=device,
                    src_lang=src_lang, tgt_lang=tgt_lang, source_prefix=source_prefix, generate_kwargs=gen)
+
+    def fingerprint(self) -> str:
+        """A short hash of the model's configuration, its parameter shapes and a sample of its weights: two models,
+        or one retrained in place, differ here (a resumed run checks it). Cheap: it reads a few tensors only."""
+        h = hashlib.sha256(self.model.config.to_json_string(use_diff=False).encode("utf-8"))
+        params = list(self.model.named_parameters())
+        for name, p in params:
+            h.update(f"{name}{tuple(p.shape)}".encode("utf-8"))
+        for _, p in params[:: max(1, len(params) // 8)]:
+            h.update(p.detach().to("cpu", torch.float64).sum().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     @property
     def num_layers(self) -> int:

@@ -8,10 +8,11 @@ null; a reader names which fields to turn back into NaN.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +162,108 @@ def row_at(handle: Any, offset: int, nan_fields: Collection[str] = ()) -> dict[s
     """The row at byte `offset` of an open binary handle on a JSONL file."""
     handle.seek(offset)
     return parse_row(handle.readline(), nan_fields)
+
+
+# ------------------------------------------------------------------------------------- run records
+
+def run_record_path(path: str | os.PathLike[str]) -> Path:
+    """Where the record of the run that writes rows file `path` is kept: ``<path>.run.json``."""
+    return Path(str(path) + ".run.json")
+
+
+def file_fingerprint(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:
+    """Name, size and sha256 of an input file (None for no file): what a resumed run must read again."""
+    if path is None:
+        return None
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            size += len(block)
+    return {"name": Path(path).name, "bytes": size, "sha256": h.hexdigest()}
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict) and "sha256" in a and "sha256" in b:
+            what = "other content" if a.get("name") == b.get("name") else f"{a.get('name')} then, {b.get('name')} now"
+            out.append(f"{key}: {what} ({a.get('bytes')} bytes then, {b.get('bytes')} now)")
+        else:
+            out.append(f"{key}: {a!r} then, {b!r} now")
+    return out
+
+
+def claim_run(path: str | os.PathLike[str], run: dict[str, Any], *, resume: bool, key: str,
+              n_items: int | None = None, fields: Sequence[str] = (),
+              expected: Callable[[], Iterable[tuple[int, tuple]]] | None = None) -> None:
+    """Check that rows file `path` may be written by the run described by `run`, then record the run beside it.
+
+    Resuming, an existing rows file must carry the record of this very run (model, settings, and the inputs
+    under `run["inputs"]`): a file without one, or from another run, is refused with what differs, and nothing
+    is written to it. The sentences themselves (`run["text"]`, informative only) are checked row by row
+    instead, so that fixing a bad line after a failed run keeps the rows already done: `expected()` yields
+    (key, values of `fields`) for every input sentence, and each kept row must hold those values. Every row is
+    read first: a line that is not a JSON row, a row without an integer `key`, a `key` past the `n_items`
+    inputs or a row of another sentence is an error naming file and line (only a torn last line, left by a
+    kill, is allowed; the store cuts it off when it opens). Starting afresh replaces any record.
+    """
+    path = Path(path)
+    record = run_record_path(path)
+    if resume and path.exists() and path.stat().st_size > 0:
+        if not record.exists():
+            raise InputError(path, None, f"--resume found no record of the run that wrote this file ({record.name}): "
+                             "it may be another program's file or from an older aligndebug, so it is left untouched",
+                             "the rows file of an earlier run of this command, or no --resume to start afresh")
+        try:
+            old = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(record, None, f"unreadable run record ({exc})", "the JSON aligndebug wrote") from None
+        diff = _differences({k: v for k, v in old.items() if k != "text"}, {k: v for k, v in run.items() if k != "text"})
+        if diff:
+            raise InputError(path, None, "--resume: this rows file was written by another run; " + "; ".join(diff),
+                             "the same inputs, model and settings, or another --out")
+        digests = _check_rows(path, key, n_items, fields)
+        if expected is not None and digests:
+            for k, values in expected():
+                kept = digests.pop(k, None)
+                if kept is not None and kept[1] != _digest(values):
+                    raise InputError(path, kept[0], f"row {key} {k} holds another sentence than input sentence "
+                                     f"{k + 1}: this rows file is from another input",
+                                     "the rows file of this input, or another --out")
+                if not digests:
+                    break
+    record.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(record, run)
+
+
+def _digest(values: Sequence[Any]) -> str:
+    return hashlib.sha1(json.dumps(list(values), ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _check_rows(path: Path, key: str, n_items: int | None, fields: Sequence[str]) -> dict[int, tuple[int, str]]:
+    """Every complete line of `path` is a JSON row with an integer `key` in range (InputError otherwise);
+    returns {key: (line, digest of the row's `fields`)}."""
+    out: dict[int, tuple[int, str]] = {}
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.endswith(b"\n") or not line.strip():
+                continue  # a torn last line (cut off when the store opens) or a blank one
+            try:
+                row = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise InputError(path, lineno, f"not a JSON row ({getattr(exc, 'msg', exc)})",
+                                 "one JSON object a line, as aligndebug writes") from None
+            value = row.get(key) if isinstance(row, dict) else None
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InputError(path, lineno, f"a row without an integer {key!r}", "rows that aligndebug wrote")
+            if n_items is not None and not 0 <= value < n_items:
+                raise InputError(path, lineno, f"row {key} {value} is past the {n_items} sentences of the input",
+                                 "the rows file of this input")
+            if fields:
+                out[value] = (lineno, _digest(row.get(f) for f in fields))
+    return out

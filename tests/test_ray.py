@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,6 +133,8 @@ def test_score_on_ray_resumes_and_matches_a_local_run(tmp_path, model_dir, local
     # A run that was killed after 11 rows (mid-chunk) and a torn line, then finished on Ray with --resume.
     lines = local_rows.read_text(encoding="utf-8").splitlines(keepends=True)
     ray_rows.write_text("".join(lines[:11]) + '{"index": 11, "li', encoding="utf-8")
+    # the killed run recorded itself beside its rows, as every run does (same inputs, model and settings)
+    Path(str(ray_rows) + ".run.json").write_bytes(Path(str(local_rows) + ".run.json").read_bytes())
     assert cli.main([*common, "--out", str(ray_rows), "--summary-json", str(tmp_path / "ray.json"), "--ray",
                      "--ray-actors", "2"]
                     + ["--resume"]) == 0

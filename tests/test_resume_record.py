@@ -1,0 +1,123 @@
+"""--resume cannot be fooled: a rows file is resumed only by the run that wrote it (recorded in
+``<out>.run.json``), it is checked before anything is written to it, and a file it does not recognise is
+left byte for byte as it was."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import tiny_models as tm
+from aligndebug.cli import main
+from aligndebug.errors import InputError
+from aligndebug.store import claim_run, run_record_path
+
+
+@pytest.fixture()
+def inputs(tmp_path) -> dict[str, Path]:
+    files = {}
+    for name, lines in (("src", tm.DE[:5]), ("tgt", tm.EN[:5]), ("src3", tm.DE[5:8]), ("tgt3", tm.EN[5:8]),
+                        ("other", tm.DE[1:6])):
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text("".join(s + "\n" for s in lines), encoding="utf-8")
+    return files
+
+
+def score(capsys, model_dir, src, tgt, out, *extra) -> tuple[int, str]:
+    rc = main(["score", "--model", str(model_dir), "--src", str(src), "--tgt", str(tgt), "--out", str(out),
+               "--no-progress", *map(str, extra), *(() if "--layer" in extra else ("--layer", "0"))])
+    return rc, capsys.readouterr().err
+
+
+def test_a_finished_run_resumes_and_records_itself(capsys, model_dir, inputs, tmp_path):
+    out = tmp_path / "rows.jsonl"
+    assert score(capsys, model_dir, inputs["src"], inputs["tgt"], out)[0] == 0
+    record = json.loads(run_record_path(out).read_text(encoding="utf-8"))
+    assert record["text"]["src"]["bytes"] == inputs["src"].stat().st_size and record["method"]
+    before = out.read_bytes()
+    assert score(capsys, model_dir, inputs["src"], inputs["tgt"], out, "--resume")[0] == 0
+    assert out.read_bytes() == before  # nothing left to do, nothing rewritten
+
+
+@pytest.mark.parametrize("src, tgt, settings, says", [
+    ("src3", "tgt3", ["--layer", "0"], "row index 3 is past the 3 sentences of the input"),  # a shorter input
+    ("other", "tgt", ["--layer", "0"], "row index 0 holds another sentence than input sentence 1"),
+    ("src", "tgt", ["--layer", "0", "--method", "naive"], "written by another run; method: 'shift-att' then"),
+    ("src", "tgt", ["--layer", "1"], "written by another run; layer: 0 then, 1 now"),
+])
+def test_another_run_is_refused_and_the_file_is_untouched(capsys, model_dir, inputs, tmp_path, src, tgt, settings,
+                                                          says):
+    out = tmp_path / "rows.jsonl"
+    assert score(capsys, model_dir, inputs["src"], inputs["tgt"], out)[0] == 0
+    before = out.read_bytes()
+    rc = main(["score", "--model", str(model_dir), "--src", str(inputs[src]), "--tgt", str(inputs[tgt]),
+               "--out", str(out), "--no-progress", "--resume", *settings])
+    err = capsys.readouterr().err
+    assert rc == 2 and says in err, err
+    assert out.read_bytes() == before
+
+
+def test_a_fixed_input_line_keeps_the_rows_already_done(capsys, model_dir, inputs, tmp_path):
+    """Row by row: a run stopped by a bad last line resumes once that line is fixed, keeping its rows."""
+    out = tmp_path / "rows.jsonl"
+    assert score(capsys, model_dir, inputs["src"], inputs["tgt"], out)[0] == 0
+    lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    out.write_text("".join(lines[:3]), encoding="utf-8")
+    inputs["tgt"].write_text("".join(t + "\n" for t in tm.EN[:4]) + "A fixed last line .\n", encoding="utf-8")
+    assert score(capsys, model_dir, inputs["src"], inputs["tgt"], out, "--resume")[0] == 0
+    assert out.read_text(encoding="utf-8").splitlines(keepends=True)[:3] == lines[:3]
+
+
+def test_a_foreign_file_is_never_written_to(capsys, model_dir, inputs, tmp_path):
+    foreign = tmp_path / "notes.txt"
+    foreign.write_bytes(b"my notes\nfirst line\nlast line without newline")  # the kill-cut rule would eat this
+    before = foreign.read_bytes()
+    rc, err = score(capsys, model_dir, inputs["src"], inputs["tgt"], foreign, "--resume")
+    assert rc == 2 and "no record of the run" in err
+    assert foreign.read_bytes() == before and not run_record_path(foreign).exists()
+
+
+def test_corrupt_rows_name_file_and_line_and_a_torn_last_line_is_cut(capsys, model_dir, inputs, tmp_path):
+    out = tmp_path / "rows.jsonl"
+    assert score(capsys, model_dir, inputs["src"], inputs["tgt"], out)[0] == 0
+    good = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    for lines, says in ((good[:2] + ["{not json\n"] + good[2:], f"{out}:3: not a JSON row"),
+                        (good[:1] + ['{"links": ""}\n'] + good[1:], f"{out}:2: a row without an integer 'index'"),
+                        (good + ['{"index": 7}\n'], f"{out}:6: row index 7 is past the 5 sentences")):
+        out.write_text("".join(lines), encoding="utf-8")
+        rc, err = score(capsys, model_dir, inputs["src"], inputs["tgt"], out, "--resume")
+        assert rc == 2 and says in err, err
+        assert out.read_text(encoding="utf-8") == "".join(lines)
+    out.write_text("".join(good[:3]) + good[3][:20], encoding="utf-8")  # killed mid-write
+    assert score(capsys, model_dir, inputs["src"], inputs["tgt"], out, "--resume")[0] == 0
+    assert sorted(json.loads(x)["index"] for x in out.read_text(encoding="utf-8").splitlines()) == list(range(5))
+
+
+def test_claim_run_lists_what_differs(tmp_path):
+    out = tmp_path / "rows.jsonl"
+    claim_run(out, {"model": "a", "layer": 1}, resume=False, key="index")
+    out.write_text('{"index": 0}\n', encoding="utf-8")
+    with pytest.raises(InputError, match="layer: 1 then, 2 now; model: 'a' then, 'b' now"):
+        claim_run(out, {"model": "b", "layer": 2}, resume=True, key="index")
+    claim_run(out, {"model": "a", "layer": 1}, resume=True, key="index", n_items=1)
+
+
+def test_triage_partial_of_another_run_is_refused(capsys, model_dir, inputs, tmp_path):
+    out = tmp_path / "triage.jsonl"
+    partial = Path(str(out) + ".partial")
+    common = ["triage", "--model", str(model_dir), "--src", str(inputs["src"]), "--tgt", str(inputs["tgt"]),
+              "--out", str(out), "--no-progress"]
+    # a partial file left by a run with other settings (here: its record says layer 0)
+    partial.write_text('{"id": 0, "source": "x"}\n', encoding="utf-8")
+    claim_run(partial, {"command": "triage", "layer": 0}, resume=False, key="id")
+    before = partial.read_bytes()
+    rc = main(common + ["--layer", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "written by another run" in err and partial.read_bytes() == before
+    partial.unlink()
+    run_record_path(partial).unlink()
+    assert main(common + ["--layer", "1"]) == 0
+    capsys.readouterr()
+    assert out.exists() and not partial.exists() and not run_record_path(partial).exists()

@@ -482,8 +482,8 @@ def contrast_heatmaps(view: dict[str, Any], *, target: str = "target", contrast:
     attr = att = None
     if view.get("attribution") is not None:
         attr = matrix_heatmap(view["attribution"], words, labels, value_title=f"IG Δ {target}−{contrast}",
-                              y_title="differing position", cell=cell, diverging=True, legend=legend)
+                              y_title="position", cell=cell, diverging=True, legend=legend)
     if view.get("attention") is not None:
-        att = matrix_heatmap(view["attention"], words, labels, value_title="attention", y_title="differing position",
+        att = matrix_heatmap(view["attention"], words, labels, value_title="attention", y_title="position",
                              cell=cell, diverging=False, legend=legend)
     return attr, att

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from aligndebug import agreement, attribution, charts, export, rollout, signals, testset, views
+from aligndebug import agreement, attribution, charts, export, rollout, signals, suite, testset, views
+from aligndebug.contrast import contrast
 from aligndebug.align import align_record, default_layer
 from aligndebug.compare import grid_difference
 from aligndebug.datasets import registry
@@ -34,7 +35,7 @@ from aligndebug.serverfiles import allowed_roots, resolve_server_path, server_pa
 from aligndebug.words import split_words
 
 EXAMPLE = "Ein Mann fährt mit dem Fahrrad durch die Stadt ."
-PAGES = ("One sentence", "Test set", "Compare")
+PAGES = ("One sentence", "Test set", "Suite", "Compare")
 
 st.set_page_config(page_title="aligndebug", layout="wide")
 
@@ -59,6 +60,13 @@ def analyse(model: str, source: str, reference: str, beam: int):
 def integrated_gradients(model: str, record_json: str, steps: int):
     rec = Record.from_json(record_json)
     return attribution.ig_for_record(get_bundle(model), rec, steps=steps, rows=rec.target_positions)
+
+
+@st.cache_data(show_spinner="Contrastive Integrated Gradients…", max_entries=16)
+def contrast_targets(model: str, source: str, target: str, foil: str, steps: int, layer: Any, head: Any
+                     ) -> dict[str, Any]:
+    """Why `target` and not `foil` (`aligndebug.contrast.contrast`), as its JSON dict."""
+    return contrast(get_bundle(model), source, target, foil, steps=steps, layer=layer, head=head).to_dict()
 
 
 def parse_gold_line(line: str, n_src: int, n_tgt: int, base: int):
@@ -219,6 +227,58 @@ def sentence_views(cfg: dict[str, Any], rec, gold) -> None:
         rollout_tab(cfg, rec, gold)
     with tabs[3]:
         tokens_tab(cfg, rec)
+    why_not(cfg, rec)
+
+
+def why_not(cfg: dict[str, Any], rec) -> None:
+    """"Why not …?": the shown target against one the user types (log-probs and contrastive IG where they differ)."""
+    import pandas as pd
+
+    st.subheader("Why not …?")
+    c1, c2 = st.columns([5, 1])
+    foil = c1.text_input("Alternative target", key="whynot", placeholder="the translation with a word changed",
+                         help="Where it differs from the target above (found by aligning the two word sequences), "
+                              "the log-probability of each side and which source words push toward which "
+                              "(Integrated Gradients of the difference; Yin & Neubig 2022).")
+    steps = c2.select_slider("IG steps", [4, 8, 16, 32, 64], value=16, key="whynot_steps")
+    if not split_words(foil):
+        st.caption("Type another translation to see why the model prefers one over the other.")
+        return
+    try:
+        res = contrast_targets(cfg["model"], rec.source, rec.target, foil, steps, cfg["layer"], cfg["head"])
+    except Exception as exc:  # noqa: BLE001
+        fail(exc, "Cannot contrast these targets")
+        return
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Δ log p (sentence)", f"{res['difference']:.3f}",
+              help="log p(target) − log p(alternative), whole sentences with </s>; > 0: the model prefers the target.")
+    c2.metric("log p target", f"{res['logprob_target']:.3f}")
+    c3.metric("log p alternative", f"{res['logprob_contrast']:.3f}")
+    if not res["positions"]:
+        st.info("The two targets are the same words: nothing differs, the difference is 0.")
+        return
+    view = views.contrast_view(res["positions"], res["source_words"])
+    st.dataframe(pd.DataFrame(view["table"]), hide_index=True, width="content",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in
+                                ("log p target", "log p contrast", "difference")}
+                 | {"completeness gap": st.column_config.NumberColumn(format="percent")})
+    st.caption("Per differing place: log p of each side's words given the source and that side's own prefix, "
+               "and their difference (> 0: the target is preferred there).")
+    attr, att = charts.contrast_heatmaps(view)
+    c1, c2 = st.columns(2)
+    with c1:
+        st.markdown("**Contrastive attribution**")
+        if attr is not None:
+            show_chart(attr, "why-not-attribution", compact=True)
+    with c2:
+        st.markdown("**Attention of that step**")
+        if att is not None:
+            show_chart(att, "why-not-attention", compact=True)
+    gaps = [r["completeness gap"] for r in view["table"] if r["completeness gap"] == r["completeness gap"]]
+    st.caption("Red = the source word pushes toward the target, blue = toward the alternative. Completeness gap: "
+               + (f"at most {max(gaps):.1%} of the difference explained" if gaps else "not defined (no difference "
+                  "between input and baseline)") + "; if it is large, use more steps. Attention: cross-attention of "
+               "the decoder step that emits the target's words there (sidebar layer/heads).")
 
 
 def alignment_tab(cfg, rec, gold, links) -> None:
@@ -592,21 +652,156 @@ def compare_page(cfg: dict[str, Any], query: dict[str, Any]) -> None:
                                           "(and each layer's head mean), against the same gold.")
 
 
+# ----------------------------------------------------------------------------- suite
+
+def suite_inputs() -> dict[str, Any]:
+    """Which contrastive suite: an uploaded TSV or a built-in probe; how many items, how much IG."""
+    st.caption("A contrastive suite: one item a line, `source <TAB> correct <TAB> wrong [<TAB> tags]`. An item "
+               "passes when the model gives the correct target the higher log-probability. Failing items show "
+               "which source words pushed toward the wrong one.")
+    how = st.radio("Suite", ["Built-in probe", "Upload"], horizontal=True, key="su_how")
+    inp: dict[str, Any] = {}
+    if how == "Upload":
+        inp["upload"] = st.file_uploader("Suite TSV", key="su_up")
+    else:
+        inp["name"] = st.selectbox("Probe", list(suite.BUILTIN), key="su_name",
+                                   help="gender-de-en: occupations in feminine and masculine German forms; is the "
+                                        "English pronoun the one the German marks? (datasets/probes/SOURCE.txt)")
+    c1, c2, c3, c4 = st.columns(4)
+    inp["limit"] = int(c1.number_input("Max items", 1, 100000, 40, key="su_limit",
+                                       help="Score the first N items (about half a second each on a CPU)."))
+    inp["steps"] = c2.select_slider("IG steps", [4, 8, 16, 32], value=16, key="su_steps")
+    inp["attribute"] = c3.selectbox("Attribution for", suite.ATTRIBUTE, key="su_attr",
+                                    help="Which items get the contrastive attribution: all (needed for the "
+                                         "marker-word rates), failing ones only (faster), or none.")
+    inp["go"] = c4.button("Run", type="primary", key="su_go")
+    return inp
+
+
+def read_suite_input(inp: dict[str, Any]) -> tuple[list, str]:
+    """The suite's items and its name; an upload is read from a temporary folder removed afterwards, and
+    its errors name the uploaded file, not the temporary copy."""
+    if inp.get("upload") is None:
+        if "name" not in inp:
+            raise InputError(None, None, "no suite file uploaded", "a TSV file")
+        return suite.read_suite(suite.resolve_suite(inp["name"])), inp["name"]
+    upload = inp["upload"]
+    name = Path(upload.name).name
+    with tempfile.TemporaryDirectory(prefix="aligndebug-app-") as folder:
+        path = Path(folder) / name
+        path.write_bytes(upload.getvalue())
+        try:
+            return suite.read_suite(path), name
+        except InputError as exc:
+            raise InputError(name, exc.line, exc.message, exc.expected) from None
+        except UnicodeDecodeError:
+            raise InputError(name, None, "the file is not UTF-8 text", "a UTF-8 TSV file") from None
+
+
+def suite_page(cfg: dict[str, Any], inp: dict[str, Any]) -> None:
+    if inp["go"]:
+        try:
+            items, name = read_suite_input(inp)
+            items = items[: inp["limit"]]
+            bar = st.progress(0.0, text="Scoring…")
+            done = [0]
+
+            def progress(n: int) -> None:
+                done[0] += n
+                bar.progress(min(1.0, done[0] / len(items)), text=f"{done[0]} / {len(items)} items")
+
+            opts = suite.SuiteOptions(steps=inp["steps"], attribute=inp["attribute"], layer=cfg["layer"],
+                                      head=cfg["head"], chunk_size=8)
+            rows = suite.run_suite(cfg["bundle"], items, opts, source=name, on_progress=progress)
+            st.session_state.suite = {"name": name, "rows": rows, "summary": suite.summarize(rows)}
+        except Exception as exc:  # noqa: BLE001
+            fail(exc, "Cannot run this suite")
+            return
+    res = st.session_state.get("suite")
+    if not res:
+        return
+    suite_results(res)
+
+
+def _acc_row(label: str, a: dict[str, Any]) -> dict[str, Any]:
+    return {"": label, "n": a["n"], "accuracy": a["accuracy"], "95% CI low": a["ci"][0], "95% CI high": a["ci"][1]}
+
+
+def suite_results(res: dict[str, Any]) -> None:
+    import pandas as pd
+
+    rows, summary = res["rows"], res["summary"]
+    overall = summary["overall"]
+    failing = [r for r in suite.iter_failing(rows)]
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Items", overall["n"])
+    c2.metric("Accuracy", f"{overall['accuracy']:.1%}",
+              help="Share of items whose correct target has the higher log-probability.")
+    c3.metric("Failing", len(failing))
+    pct = {c: st.column_config.NumberColumn(format="percent") for c in ("accuracy", "95% CI low", "95% CI high")}
+    table = [_acc_row("overall", overall)] + [_acc_row(t, a) for t, a in summary["per_tag"].items()]
+    st.dataframe(pd.DataFrame(table), hide_index=True, width="content", column_config=pct)
+    st.caption(f"{md_escape(res['name'])} · 95% percentile bootstrap intervals ({summary['n_boot']} resamples, "
+               f"seed {summary['seed']}).")
+    g = summary.get("gender")
+    if g:
+        st.subheader("Gender")
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Feminine forms", f"{g['fem']['accuracy']:.1%}")
+        c2.metric("Masculine forms", f"{g['masc']['accuracy']:.1%}")
+        c3.metric("Gap masc − fem", f"{100 * g['gap']['value']:+.1f} pts",
+                  help=f"95% interval [{100 * g['gap']['ci'][0]:+.1f}, {100 * g['gap']['ci'][1]:+.1f}] points.")
+        split = [_acc_row(label, g[k]) for k, label in (("pro", "pro-stereotypical"), ("anti", "anti-stereotypical"))
+                 if k in g]
+        split += [_acc_row(f"form / stereotype {cell}", a) for cell, a in g.get("by_stereotype", {}).items()]
+        if split:
+            st.dataframe(pd.DataFrame(split), hide_index=True, width="content", column_config=pct)
+    m = summary.get("markers")
+    if m:
+        st.caption(f"Marker words among the top-{summary['top_k']} source words by |contrastive attribution|: "
+                   f"{m['rate']:.1%} of {m['n']} items (a random ranking: {m['chance']:.1%}); their attribution "
+                   f"favours the correct target in {m['supports_correct']:.1%}.")
+    st.download_button("Rows (JSONL)", data=export.rows_to_jsonl(rows), file_name="suite.jsonl",
+                       mime="application/jsonl", on_click="ignore", icon=":material/download:", key="su_jsonl")
+    st.subheader(f"Failing items ({len(failing)})")
+    shown = 20
+    if len(failing) > shown:
+        st.caption(f"The first {shown} shown; all are in the JSONL rows.")
+    for r in failing[:shown]:
+        with st.expander(f"item {r['index']} (line {r['line']}) · Δ log p = {r['difference']:+.3f}"):
+            st.markdown(f"**Source** · {md_escape(r['source'])}  \n**Correct** · {md_escape(r['correct'])}  \n"
+                        f"**Wrong** · {md_escape(r['wrong'])}")
+            view = views.contrast_view(r["positions"], r["source_words"], target_key="correct", contrast_key="wrong")
+            attr, att = charts.contrast_heatmaps(view, target="correct", contrast="wrong")
+            if attr is None:
+                st.caption("No contrastive attribution for this item (see “Attribution for”).")
+                continue
+            c1, c2 = st.columns(2)
+            with c1:
+                show_chart(attr, f"suite-{r['index']}-attribution", compact=True)
+            with c2:
+                show_chart(att, f"suite-{r['index']}-attention", compact=True)
+            st.caption("Red = toward the correct target, blue = toward the wrong one. Attention: the decoder step "
+                       "that emits the correct target's words there.")
+
+
 # ----------------------------------------------------------------------------- main
 
 def main() -> None:
     page, model = sidebar_model()
-    inputs = testset_inputs() if page == PAGES[1] else sentence_form()
+    inputs = {PAGES[0]: sentence_form, PAGES[1]: testset_inputs, PAGES[2]: suite_inputs, PAGES[3]: sentence_form}[page]()
     cfg = sidebar_settings(model)
     if cfg is None:
         st.info("Enter a model in the sidebar: `default`, a Hugging Face id, or a local model folder.")
         return
     if page == PAGES[0]:
         sentence_page(cfg, inputs)
-    elif page == PAGES[2]:
-        compare_page(cfg, inputs)
-    else:
+    elif page == PAGES[1]:
         testset_page(cfg, inputs)
+    elif page == PAGES[2]:
+        suite_page(cfg, inputs)
+    else:
+        compare_page(cfg, inputs)
 
 
 try:

@@ -468,3 +468,22 @@ def coverage_chart(src_words: Sequence[str], coverage: Sequence[float], content:
     rule = alt.Chart(alt.InlineData(values=rules)).mark_rule(strokeDash=[4, 3], color="#555").encode(
         y="y:Q", tooltip=["what:N", "y:Q"])
     return alt.layer(bars, marks, rule).properties(width=alt.Step(step), height=160, title=title)
+
+
+def contrast_heatmaps(view: dict[str, Any], *, target: str = "target", contrast: str = "contrast",
+                      cell: int | None = None, legend: str = "bottom") -> tuple[Any, Any]:
+    """(contrastive attribution, attention) heatmaps of `views.contrast_view`: differing positions (rows) x
+    source words (columns); either is None when the view holds no such matrix.
+
+    The attribution is IG of log p(target) − log p(contrast) on a red-blue scale centred on 0 (red: toward
+    the target); the attention is the cross-attention of the target's step at that position.
+    """
+    words, labels = view["source_words"], view["labels"]
+    attr = att = None
+    if view.get("attribution") is not None:
+        attr = matrix_heatmap(view["attribution"], words, labels, value_title=f"IG Δ {target}−{contrast}",
+                              y_title="position", cell=cell, diverging=True, legend=legend)
+    if view.get("attention") is not None:
+        att = matrix_heatmap(view["attention"], words, labels, value_title="attention", y_title="position",
+                             cell=cell, diverging=False, legend=legend)
+    return attr, att

@@ -1,12 +1,12 @@
 """What the app and the charts show of a Record, as arrays and labels: source x target matrices at word or
 subword level, the layer x head grid, self-attention, per-token log-probabilities and entropies, source
-coverage, and the AER of every layer and head. No drawing here (charts.py draws); pooling to words goes
+coverage, the AER of every layer and head, and the differing positions of a contrast of two targets. No drawing here (charts.py draws); pooling to words goes
 through `words.pool_record`, the one path every view shares.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -144,3 +144,34 @@ def coverage_values(rec: Record, *, layer: int | str | None = None, head: int | 
     """(relative coverage, content-word mask) per source word; 1 = the share uniform attention gives."""
     w = word_matrix(rec, method, layer, head)
     return relative_coverage(w), content_mask(rec.src_words)
+
+
+def contrast_view(positions: Sequence[Mapping[str, Any]], source_words: Sequence[str], *,
+                  target_key: str = "target", contrast_key: str = "contrast") -> dict[str, Any]:
+    """What the app shows of a contrast: [D, S] contrastive attribution and attention (differing position x
+    source word, None when not computed), row labels, and one table row per differing position.
+
+    ``positions``: `ContrastResult.to_dict()["positions"]` (keys ``target_text``, ``attention_target``...)
+    or a suite row's ``positions`` (``target_key="correct", contrast_key="wrong"``, key ``attention``).
+    """
+    n = len(source_words)
+    labels, table, attr, att = [], [], [], []
+    for d, p in enumerate(positions):
+        good, bad = p[f"{target_key}_text"] or "∅", p[f"{contrast_key}_text"] or "∅"
+        labels.append(f"{d}: {good} / {bad}")
+        rel = p.get("relative_delta")
+        table.append({"position": d, "kind": p["kind"], target_key: p[f"{target_key}_text"],
+                      contrast_key: p[f"{contrast_key}_text"],
+                      f"log p {target_key}": p[f"logprob_{target_key}"],
+                      f"log p {contrast_key}": p[f"logprob_{contrast_key}"], "difference": p["difference"],
+                      "completeness gap": float("nan") if rel is None else rel})
+        attr.append(p.get("attribution") or [])
+        att.append(p.get("attention_target", p.get("attention")) or [])
+
+    def matrix(rows: list[list[float]]) -> np.ndarray | None:
+        if not rows or any(len(r) != n for r in rows):  # not computed (IG skipped, no attention kept)
+            return None
+        return np.asarray(rows, dtype=np.float64)
+
+    return {"source_words": list(source_words), "labels": labels, "table": table,
+            "attribution": matrix(attr), "attention": matrix(att)}

@@ -2,7 +2,9 @@
 
 Every rule takes a non-negative matrix (attention rows, a learned aligner's distributions, rollout or
 IG scores) and a mask of the columns that may be linked (special source tokens excluded), and
-returns the linked cells as two parallel index arrays (rows, cols). Rules are plain numpy and know
+returns the linked cells as two parallel index arrays (rows, cols). Columns in the optional `null`
+mask compete (they take part in the argmax and in the shares) but are never linked: a row whose
+mass goes to a null column (a learned aligner's "no source" slot, e.g. `</s>`) stays unaligned. Rules are plain numpy and know
 nothing of models or words; `DECODERS` maps each name to its function so that a method, the CLI and
 a score's signature can name the rule.
 
@@ -29,43 +31,53 @@ DEFAULT_DECODE = "argmax"
 DEFAULT_THRESHOLDS = {"argmax": None, "threshold": 0.1, "bidir": 0.1}
 
 
-def _check(mat: np.ndarray, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _mask(mat: np.ndarray, mask: np.ndarray | None, default: bool, what: str) -> np.ndarray:
+    if mask is None:
+        return np.full(mat.shape[1], default, dtype=bool)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != (mat.shape[1],):
+        raise ValueError(f"the {what} mask has shape {mask.shape}, expected ({mat.shape[1]},) for a matrix of {mat.shape}")
+    return mask
+
+
+def _check(mat: np.ndarray, allowed: np.ndarray | None, null: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mat = np.asarray(mat, dtype=np.float64)
     if mat.ndim != 2:
         raise ValueError(f"a decoding rule needs a [target rows, source columns] matrix, got shape {mat.shape}")
-    if allowed is None:
-        allowed = np.ones(mat.shape[1], dtype=bool)
-    allowed = np.asarray(allowed, dtype=bool)
-    if allowed.shape != (mat.shape[1],):
-        raise ValueError(f"the column mask has shape {allowed.shape}, expected ({mat.shape[1]},) for a matrix of {mat.shape}")
+    allowed, null = _mask(mat, allowed, True, "column"), _mask(mat, null, False, "null")
     if np.isnan(mat).any() or (mat < 0).any():
         raise ValueError("a decoding rule needs non-negative weights without NaN (probabilities or attention)")
-    return mat, allowed
+    return mat, allowed & ~null, null
 
 
 def _empty() -> Links:
     return np.zeros(0, np.int64), np.zeros(0, np.int64)
 
 
-def decode_argmax(mat: np.ndarray, allowed: np.ndarray | None = None, threshold: float | None = None) -> Links:
-    """One link per row, at its largest allowed column; rows whose maximum is below `threshold` stay unaligned."""
-    mat, allowed = _check(mat, allowed)
+def decode_argmax(mat: np.ndarray, allowed: np.ndarray | None = None, threshold: float | None = None,
+                  null: np.ndarray | None = None) -> Links:
+    """One link per row, at its largest allowed column; rows whose maximum is below `threshold`, or is a null
+    column, stay unaligned."""
+    mat, allowed, null = _check(mat, allowed, null)
     if mat.shape[0] == 0 or not allowed.any():
         return _empty()
-    masked = np.where(allowed, mat, -np.inf)
+    masked = np.where(allowed | null, mat, -np.inf)
     cols = masked.argmax(axis=1)
     rows = np.arange(mat.shape[0])
+    keep = ~null[cols]
     if threshold is not None:
-        keep = masked[rows, cols] >= threshold
-        rows, cols = rows[keep], cols[keep]
+        keep &= masked[rows, cols] >= threshold
+    rows, cols = rows[keep], cols[keep]
     return rows.astype(np.int64), cols.astype(np.int64)
 
 
-def decode_threshold(mat: np.ndarray, allowed: np.ndarray | None = None, threshold: float | None = 0.1) -> Links:
-    """Every allowed cell with weight >= `threshold`."""
+def decode_threshold(mat: np.ndarray, allowed: np.ndarray | None = None, threshold: float | None = 0.1,
+                     null: np.ndarray | None = None) -> Links:
+    """Every allowed (non-null) cell with weight >= `threshold`."""
     if threshold is None:
         raise ValueError("the 'threshold' decoding rule needs a threshold")
-    mat, allowed = _check(mat, allowed)
+    mat, allowed, _ = _check(mat, allowed, null)
     rows, cols = np.nonzero((mat >= threshold) & allowed[None, :])
     return rows.astype(np.int64), cols.astype(np.int64)
 
@@ -75,14 +87,16 @@ def _share(mat: np.ndarray, axis: int) -> np.ndarray:
     return np.divide(mat, total, out=np.zeros_like(mat), where=total > 0)
 
 
-def decode_bidir(mat: np.ndarray, allowed: np.ndarray | None = None, threshold: float | None = 0.1) -> Links:
-    """Cells whose share of their row (over allowed columns) and of their column (over rows) are both >= `threshold`."""
+def decode_bidir(mat: np.ndarray, allowed: np.ndarray | None = None, threshold: float | None = 0.1,
+                 null: np.ndarray | None = None) -> Links:
+    """Cells whose share of their row (over allowed and null columns) and of their column (over rows) are both
+    >= `threshold`; null columns are never linked."""
     if threshold is None:
         raise ValueError("the 'bidir' decoding rule needs a threshold")
-    mat, allowed = _check(mat, allowed)
-    mat = np.where(allowed[None, :], mat, 0.0)
+    mat, allowed, null = _check(mat, allowed, null)
+    mat = np.where((allowed | null)[None, :], mat, 0.0)
     over_source, over_target = _share(mat, 1), _share(mat, 0)
-    rows, cols = np.nonzero((over_source >= threshold) & (over_target >= threshold) & (mat > 0))
+    rows, cols = np.nonzero((over_source >= threshold) & (over_target >= threshold) & (mat > 0) & allowed[None, :])
     return rows.astype(np.int64), cols.astype(np.int64)
 
 
@@ -90,7 +104,7 @@ DECODERS: dict[str, Decoder] = {"argmax": decode_argmax, "threshold": decode_thr
 
 
 def decode(mat: np.ndarray, rule: str = DEFAULT_DECODE, allowed: np.ndarray | None = None,
-           threshold: float | None = None) -> Links:
+           threshold: float | None = None, null: np.ndarray | None = None) -> Links:
     """Links of `mat` by the rule named `rule` (see DECODERS); `threshold` None takes the rule's default."""
     try:
         fn = DECODERS[rule]
@@ -98,4 +112,4 @@ def decode(mat: np.ndarray, rule: str = DEFAULT_DECODE, allowed: np.ndarray | No
         raise ValueError(f"unknown decoding rule {rule!r}: expected one of {sorted(DECODERS)}") from None
     if threshold is None:
         threshold = DEFAULT_THRESHOLDS.get(rule)
-    return fn(mat, allowed, threshold=threshold)
+    return fn(mat, allowed, threshold=threshold, null=null)

@@ -89,3 +89,14 @@ def test_signature_names_the_rule_only_when_given():
     assert old.format() == f"model:m|method:naive|layer:1|heads:mean|thr:0.05|gold:none|v:{__version__}"
     new = AlignmentSignature(model="m", method="learned", layer=1, threshold=0.1, decode="bidir")
     assert new.format() == f"model:m|method:learned|layer:1|heads:mean|thr:0.1|decode:bidir|gold:none|v:{__version__}"
+
+
+def test_null_columns_compete_but_are_never_linked():
+    null = ~ALLOWED  # column 3 as the "no source" slot
+    # row 2 puts 0.80 on the null column: it stays unaligned instead of falling back to column 2
+    assert pairs(decode_argmax(M, ALLOWED, null=null)) == [(0, 0), (1, 1)]
+    assert pairs(decode_threshold(M, threshold=0.5, null=null)) == [(0, 0)]
+    # bidir with the null column in the row shares: row 2 shares .05/.05/.10/.80 -> (2,2) is .10 of its row
+    # column 2 shares (rows .05,.40,.10 of .55): (1,2) .7273; row 1 share .40 -> linked
+    assert pairs(decode_bidir(M, threshold=0.2, null=null)) == [(0, 0), (0, 1), (1, 1), (1, 2)]
+    assert pairs(decode_bidir(M, threshold=0.15, null=null)) == [(0, 0), (0, 1), (1, 1), (1, 2)]

@@ -50,13 +50,17 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_method_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", choices=("shift-att", "naive"), default="shift-att",
-                   help="shift-att: row where the target token is the decoder input; naive: where it is the output")
+    p.add_argument("--method", choices=("shift-att", "naive", "learned"), default="shift-att",
+                   help="shift-att: row where the target token is the decoder input; naive: where it is the output; "
+                        "learned: a trained aligner on top of the model (--aligner)")
     p.add_argument("--layer", type=parse_selector, default=None,
                    help="decoder layer, 0-based (negative from the end), a list, or 'mean' (default: middle-upper)")
     p.add_argument("--head", type=parse_selector, default="mean", help="head index, a list, or 'mean' (default)")
     p.add_argument("--threshold", type=float, default=None,
                    help="link every subword pair with attention >= this instead of the argmax")
+    from .learned_cli import add_learned_args  # --aligner, --decode (learned aligner, issue 14)
+
+    add_learned_args(p)
 
 
 def add_run_args(p: argparse.ArgumentParser, chunk_help: str) -> None:
@@ -114,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .triage import add_triage_parser
 
     add_triage_parser(sub)
+    from .learned_train import add_train_parser
+
+    add_train_parser(sub, _add_model_args)
     return parser
 
 
@@ -150,6 +157,10 @@ def _pairs(args: argparse.Namespace):
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    if args.method == "learned" or args.decode is not None:
+        from .learned_cli import score_learned
+
+        return score_learned(args)
     if args.pairs is None and args.src is None:
         raise InputError(None, None, "no input given", "--src FILE (with optional --tgt FILE) or --pairs FILE")
     if args.resume and args.out is None:
@@ -236,6 +247,10 @@ def format_summary(result: dict[str, Any]) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    if args.method == "learned" or args.decode is not None:
+        from .learned_cli import inspect_learned
+
+        return inspect_learned(args)
     bundle = _bundle(args)
     rec = extract(bundle, [args.source], None if args.target is None else [args.target], beam=args.beam)[0]
     layer = default_layer(bundle.num_layers) if args.layer is None else args.layer

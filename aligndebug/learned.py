@@ -35,7 +35,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -287,7 +287,8 @@ class LearnedAligner:
         return out
 
     def align_encoded(self, bundle: ModelBundle, encoded: Sequence[Encoded], rule: str = "argmax",
-                      threshold: float | None = None, batch_size: int = 32) -> list[Links]:
+                      threshold: float | None = None, batch_size: int = 32,
+                      on_progress: Callable[[int], None] | None = None) -> list[Links]:
         """Word links (source word, target word) for every pre-encoded pair, in input order."""
         was_training = self.module.training
         self.module.eval()
@@ -296,6 +297,8 @@ class LearnedAligner:
             for idx in length_batches([len(e.src_ids) + len(e.label_ids) for e in encoded], batch_size):
                 for i, mat in zip(idx, self.word_matrices(bundle, [encoded[i] for i in idx])):
                     result[i] = links_from_word_matrix(mat, rule, threshold)
+                if on_progress is not None:
+                    on_progress(len(idx))
         finally:
             self.module.train(was_training)
         return result

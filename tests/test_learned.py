@@ -157,3 +157,61 @@ def test_resume_continues_from_the_checkpoint(tiny_bundle, tmp_path):
     al = train_aligner(bundle, DE, EN, SILVER, out, epochs=2, batch_size=4, progress=False, log=msgs.append)
     assert any(m.startswith("resuming from") and "epoch 2" in m for m in msgs)
     assert al.card["steps"] == 4 and len(al.card["aer_curve"]) == 2  # 2 batches an epoch, 2 epochs, none redone
+
+
+# ------------------------------------------------------------------------------------ command line
+
+def _write(path, lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def test_cli_train_score_inspect(model_dir, tmp_path, capsys):
+    from aligndebug.cli import main
+
+    src = _write(tmp_path / "s.de", [" ".join(s) for s in DE])
+    tgt = _write(tmp_path / "t.en", [" ".join(t) for t in EN])
+    silver = _write(tmp_path / "silver.align", [" ".join(f"{i}-{j}" for i, j in sorted(ls)) for ls in SILVER])
+    out = tmp_path / "al"
+    assert main(["train-aligner", "--model", str(model_dir), "--src", str(src), "--tgt", str(tgt), "--silver",
+                 str(silver), "--epochs", "1", "--batch-size", "4", "--no-progress", "--out", str(out)]) == 0
+    card = json.loads((out / CARD).read_text())
+    assert card["objective"] == "supervised" and card["steps"] == 2
+    capsys.readouterr()
+    summary = tmp_path / "sum.json"
+    rows = tmp_path / "rows.jsonl"
+    assert main(["score", "--model", str(model_dir), "--method", "learned", "--aligner", str(out), "--src", str(src),
+                 "--tgt", str(tgt), "--gold", str(silver), "--gold-base", "0", "--decode", "bidir", "--no-progress",
+                 "--summary-json", str(summary), "--out", str(rows)]) == 0
+    res = json.loads(summary.read_text())
+    assert res["sentences"] == len(DE) and 0 <= res["aer"] <= 1
+    assert "|method:learned:al|" in res["signature"] and "|decode:bidir|" in res["signature"]
+    assert "|thr:0.1|" in res["signature"]
+    got = [json.loads(line) for line in rows.read_text().splitlines()]
+    # the rows' per-sentence counts add up to the corpus AER
+    c = corpus_counts([{tuple(map(int, x.split("-"))) for x in r["links"].split()} for r in got], SILVER)
+    assert abs(c.aer - res["aer"]) <= 1e-9 * max(1.0, res["aer"])
+    capsys.readouterr()
+    assert main(["inspect", "--model", str(model_dir), "--method", "learned", "--aligner", str(out),
+                 "--source", " ".join(DE[0]), "--target", " ".join(EN[0]), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    mat = np.asarray(shown["word_alignment"])
+    assert mat.shape == (len(EN[0]), len(DE[0]))
+    np.testing.assert_allclose(mat.sum(1) + np.asarray(shown["no_source"]), 1.0, rtol=1e-3)
+    # argmax links: one per target word whose largest mass is on a source word
+    assert {j for _, j in shown["links"]} == {j for j in range(len(EN[0])) if mat[j].max() >= shown["no_source"][j]}
+
+
+def test_cli_refuses_foreign_aligner_and_decode_without_learned(model_dir, tiny_bundle, tmp_path, capsys):
+    from aligndebug.cli import main
+
+    foreign = tmp_path / "t5al"
+    train_aligner(tiny_bundle("t5"), DE, EN, SILVER, foreign, epochs=1, batch_size=4, progress=False, log=lambda m: None)
+    capsys.readouterr()
+    assert main(["inspect", "--model", str(model_dir), "--method", "learned", "--aligner", str(foreign),
+                 "--source", "Der Hund schläft .", "--target", "The dog sleeps ."]) == 2
+    err = capsys.readouterr().err
+    assert "was trained for model" in err and "but the loaded model is" in err
+    assert main(["inspect", "--model", str(model_dir), "--decode", "bidir",
+                 "--source", "Der Hund schläft .", "--target", "The dog sleeps ."]) == 2
+    assert "--decode is only available with --method learned" in capsys.readouterr().err

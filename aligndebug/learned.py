@@ -233,7 +233,7 @@ class LearnedAligner:
     def _pass(self, bundle: ModelBundle, batch: Sequence[Encoded]):
         with torch.no_grad():
             out, (src, src_mask, labels, lab_mask, dec) = teacher_forced_pass(bundle, batch, attentions=False,
-                                                                              hidden_states=True)
+                                                                              hidden_states=True, logits=False)
             enc = out.encoder_last_hidden_state.float()
             states = _states(out, self.config.layers)
             keys_in = enc if self.config.enc_layers is None else \

@@ -29,18 +29,23 @@ def add_learned_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aligner", type=Path, default=None,
                    help="learned aligner folder for --method learned (default: the embedded model's aligner)")
     p.add_argument("--decode", choices=("argmax", "threshold", "bidir"), default=None,
-                   help="decoding rule for --method learned (default argmax; --threshold sets its threshold)")
+                   help="decoding rule for --method learned (default: the rule in the aligner's card, else argmax; "
+                        "--threshold sets its threshold)")
 
 
-def _threshold(args: argparse.Namespace) -> float | None:
+def _rule(args: argparse.Namespace, aligner: LearnedAligner) -> tuple[str, float | None]:
+    """--decode/--threshold when given; else the rule the aligner's card names (chosen on its dev set); else argmax."""
+    if args.decode is None and args.threshold is None and aligner.card.get("decode"):
+        return aligner.card["decode"]["rule"], aligner.card["decode"].get("threshold")
     rule = args.decode or "argmax"
-    return args.threshold if args.threshold is not None else DEFAULT_THRESHOLDS.get(rule)
+    return rule, args.threshold if args.threshold is not None else DEFAULT_THRESHOLDS.get(rule)
 
 
 def _signature(args: argparse.Namespace, bundle, aligner: LearnedAligner, gold) -> str:
     name = "default" if args.aligner is None else Path(args.aligner).name
+    rule, thr = _rule(args, aligner)
     sig = dict(model=bundle.name, method=f"learned:{name}", layer="states:" + ",".join(map(str, aligner.config.layers)),
-               heads="-", threshold=_threshold(args), decode=args.decode or "argmax")
+               heads="-", threshold=thr, decode=rule)
     return (AlignmentSignature.for_gold(gold, **sig) if gold else AlignmentSignature(**sig)).format()
 
 
@@ -87,7 +92,7 @@ def score_learned(args: argparse.Namespace) -> int:
         except SentenceError as exc:
             raise InputError(args.pairs or args.src, p.line, exc.reason) from exc
     with tqdm(total=count_lines(args.pairs or args.src), unit="sent", disable=args.no_progress, file=sys.stderr) as bar:
-        links = aligner.align_encoded(bundle, encoded, args.decode or "argmax", _threshold(args), args.batch_size,
+        links = aligner.align_encoded(bundle, encoded, *_rule(args, aligner), args.batch_size,
                                       on_progress=bar.update)
     golds = list(gold) if gold is not None else [None] * len(pairs)
     totals, rows = ScoreTotals(), []
@@ -124,18 +129,19 @@ def inspect_learned(args: argparse.Namespace) -> int:
     target = args.target if args.target is not None else translate(bundle, [args.source], beam=args.beam)[0]
     enc = encode_pair(bundle, args.source, target)
     mat = aligner.word_matrices(bundle, [enc])[0]  # last column: mass on special tokens (no source)
-    links = links_from_word_matrix(mat, args.decode or "argmax", _threshold(args))
+    rule, thr = _rule(args, aligner)
+    links = links_from_word_matrix(mat, rule, thr)
     if args.json:
         print(json.dumps({
             "model": bundle.name, "method": "learned", "aligner": str(args.aligner or "default"),
-            "decode": args.decode or "argmax", "threshold": _threshold(args), "translated": args.target is None,
+            "decode": rule, "threshold": thr, "translated": args.target is None,
             "source_words": enc.src_words, "target_words": enc.tgt_words, "links": sorted(links),
             "word_alignment": [[round(float(x), 4) for x in row[:-1]] for row in mat],
             "no_source": [round(float(x), 4) for x in mat[:, -1]],
         }, ensure_ascii=False))
         return 0
     print(f"model: {bundle.name} ({bundle.family})   method: learned   aligner: {args.aligner or 'default'}   "
-          f"decode: {args.decode or 'argmax'}")
+          f"decode: {rule}{'' if thr is None else f' @ {thr:g}'}")
     print(f"target ({'model translation' if args.target is None else 'forced'}): {' '.join(enc.tgt_words)}")
     print("links (source-target, 0-based): " + " ".join(f"{i}-{j}" for i, j in sorted(links)))
     print(format_matrix(np.asarray(mat[:, :-1]), enc.src_words, enc.tgt_words, links))

@@ -33,7 +33,7 @@ from aligndebug.metrics import corpus_counts  # noqa: E402
 from aligndebug.models import load_model  # noqa: E402
 from aligndebug.pairs import iter_pairs  # noqa: E402
 
-RULES = [("argmax", None), ("argmax", 0.3), ("bidir", 0.1), ("bidir", 0.2), ("threshold", 0.3)]
+RULES = [("argmax", None), ("argmax", 0.3), ("bidir", 0.2), ("bidir", 0.3), ("threshold", 0.3)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         results["bicici"][name] = {"aer": round(c.aer, 4), "precision": round(c.precision, 4), "recall": round(c.recall, 4)}
         results["dev"][name] = round(d.aer, 4)
         print(f"{name:<14} dev AER {d.aer:.4f}   Biçici AER {c.aer:.4f} (P {c.precision:.3f} R {c.recall:.3f})")
+    best = min(RULES, key=lambda r: results["dev"][r[0] + ("" if r[1] is None else f"@{r[1]:g}")])
+    card = json.loads((args.out / CARD).read_text(encoding="utf-8"))
+    card["decode"] = {"rule": best[0], "threshold": best[1],
+                      "chosen_on": "lowest dev AER (held-out 500, silver S/P) among " + ", ".join(results["dev"])}
+    card["eval"] = {"bicici_aer": results["bicici"], "dev_aer": results["dev"]}
+    (args.out / CARD).write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"decoding rule chosen on dev: {best}")
     src2, tgt2 = (dev[0] * 2)[:1000], (dev[1] * 2)[:1000]
     t = time.time()
     aligner.align(bundle, src2, tgt2)

@@ -63,7 +63,7 @@ def train_aligner(bundle: ModelBundle, sources: Sequence[Words], targets: Sequen
                   dev: tuple[Sequence[Words], Sequence[Words], Sequence[Any]] | None = None,
                   dev_rule: str = "argmax", dev_threshold: float | None = None, lowercase: float = 0.0,
                   seed: int = 0, checkpoint_every: int = 200, resume: bool = True, progress: bool = True,
-                  max_steps: int | None = None, data: str = "", dim: int | None = None,
+                  max_steps: int | None = None, data: str = "", dim: int | None = None, enc_layers: str | None = "all",
                   log: Callable[[str], None] | None = None) -> LearnedAligner:
     """Train an aligner for `bundle` on word-split pairs and return the best one (by dev AER; the last without dev).
 
@@ -82,7 +82,7 @@ def train_aligner(bundle: ModelBundle, sources: Sequence[Words], targets: Sequen
     ckpt = out / "checkpoint"
     bundle.model.eval()  # frozen: its pass runs without gradients and the optimizer holds only the module
 
-    aligner = LearnedAligner.new(bundle, layers=layers, objective=objective, dim=dim, seed=seed)
+    aligner = LearnedAligner.new(bundle, layers=layers, objective=objective, dim=dim, seed=seed, enc_layers=enc_layers)
     opt = torch.optim.AdamW(aligner.module.parameters(), lr=lr, weight_decay=0.01)
     state: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "curve": [], "best_aer": None, "seconds": 0.0}
     if resume and (ckpt / CARD).exists():

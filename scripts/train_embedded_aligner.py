@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--lowercase", type=float, default=0.5, help="share of pairs seen lowercased (Biçici is lowercased)")
     ap.add_argument("--max-pairs", type=int, default=None)
+    ap.add_argument("--keys", choices=("all", "output"), default="all",
+                    help="keys from a mix of every encoder layer (all) or from the encoder output only (the shipped aligner)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--ship", action="store_true", help=f"copy the result to {DEFAULT_ALIGNER_DIR}")
     ap.add_argument("--eval-only", action="store_true", help="score the aligner in --out without training")
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                       [silver[k] for k in keep], args.out, objective=args.objective,
                       layers=args.layer if args.layer == "all" else [int(x) for x in args.layer.split(",")],
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, dev=dev, lowercase=args.lowercase,
+                      enc_layers=None if args.keys == "output" else "all",
                       data=f"datasets/train/europarl-comtrans-deen minus heldout-500, silver={args.silver}")
         print(f"trained in {time.time() - start:.0f} s (this call)")
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 from tqdm import tqdm
 
 from . import __version__
@@ -16,15 +17,19 @@ from .align import Selector, align_record, default_layer, word_matrix
 from .compare import CompareOptions, finish_compare, format_table, run_compare
 from .contrast import contrast
 from .datasets import add_testset, echo, load_testset, table
-from .errors import InputError, ModelLoadError
-from .extract import extract
-from .gold import scan_gold
+from .decoding import DEFAULT_THRESHOLDS
+from .errors import InputError, ModelLoadError, SentenceError
+from .extract import encode_pair, extract, translate
+from .gold import format_pharaoh, read_gold, scan_gold
+from .learned import LearnedAligner, links_from_word_matrix, load_aligner
+from .learned_train import read_words, read_silver, train_aligner
+from .metrics import AlignmentSignature, count_links
 from .methods import DEFAULT_ROW_RULE, ROW_RULES, compared_aligners
 from .models import load_model
 from .pairs import count_lines, iter_pair_lengths, iter_pairs, read_text_lines
 from . import ray_backend
 from .report import write_report
-from .rows import ScoreOptions, TriageRow, read_links, summary
+from .rows import ScoreOptions, ScoreTotals, TriageRow, read_links, summary
 from .runner import calibration_path, partial_path, run_triage, score_stream
 from .store import claim_run, file_fingerprint, run_record_path, write_json_atomic, write_lines_atomic
 from .suite import SuiteOptions, read_suite, resolve_suite, run_suite, summarize, write_html
@@ -134,13 +139,16 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_method_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", choices=tuple(ROW_RULES), default=DEFAULT_ROW_RULE,
-                   help="; ".join(f"{k}: {v}" for k, v in ROW_RULES.items()))
+    p.add_argument("--method", choices=(*ROW_RULES, "learned"), default=DEFAULT_ROW_RULE,
+                   help="; ".join(f"{k}: {v}" for k, v in ROW_RULES.items())
+                        + "; learned: a trained aligner on top of the model (--aligner)")
     p.add_argument("--layer", type=parse_selector, default=None,
                    help="decoder layer, 0-based (negative from the end), a list, or 'mean' (default: middle-upper)")
     p.add_argument("--head", type=parse_selector, default="mean", help="head index, a list, or 'mean' (default)")
     p.add_argument("--threshold", type=probability, default=None,
                    help="link every subword pair with attention >= this instead of the argmax")
+
+    add_learned_args(p)
 
 
 def add_run_args(p: argparse.ArgumentParser, chunk_help: str) -> None:
@@ -266,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--gold-format", choices=("pharaoh", "sp", "naacl"), help="gold format (default: detect)")
     a.add_argument("--direction", help="language direction, e.g. de-en")
     d.set_defaults(func=cmd_datasets)
+
+    add_train_parser(sub)
     return parser
 
 
@@ -372,6 +382,8 @@ def score_run(args: argparse.Namespace, bundle: Any, layer: Selector) -> dict[st
 
 def cmd_score(args: argparse.Namespace) -> int:
     apply_testset(args, {"src": "src", "tgt": "tgt", "gold": "gold"})
+    if args.method == "learned" or args.decode is not None:
+        return score_learned(args)
     if args.pairs is None and args.src is None:
         raise InputError(None, None, "no input given", "--src FILE (with optional --tgt FILE) or --pairs FILE")
     if args.resume and args.out is None:
@@ -454,6 +466,8 @@ def format_summary(result: dict[str, Any]) -> str:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     check_outputs(args.record)
+    if args.method == "learned" or args.decode is not None:
+        return inspect_learned(args)
     bundle = _bundle(args)
     check_layer(args.layer, bundle.num_layers)
     rec = extract(bundle, [args.source], None if args.target is None else [args.target], beam=args.beam)[0]
@@ -768,6 +782,180 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print("   ".join(f"{k}: {v}" for k, v in [("rows", args.out), *result.files.items()]))
     return 0
 
+
+
+
+
+# ------------------------------------------------------------------ learned aligner (--method learned)
+
+UNSUPPORTED = (("per_head", "--per-head"), ("compare", "--compare"), ("ray", "--ray"), ("resume", "--resume"))
+
+
+def add_learned_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--aligner", type=Path, default=None,
+                   help="learned aligner folder for --method learned (default: the embedded model's aligner)")
+    p.add_argument("--decode", choices=("argmax", "threshold", "bidir"), default=None,
+                   help="decoding rule for --method learned (default: the rule in the aligner's card, else argmax; "
+                        "--threshold sets its threshold)")
+
+
+def _rule(args: argparse.Namespace, aligner: LearnedAligner) -> tuple[str, float | None]:
+    """--decode/--threshold when given; else the rule the aligner's card names (chosen on its dev set); else argmax."""
+    if args.decode is None and args.threshold is None and aligner.card.get("decode"):
+        return aligner.card["decode"]["rule"], aligner.card["decode"].get("threshold")
+    rule = args.decode or "argmax"
+    return rule, args.threshold if args.threshold is not None else DEFAULT_THRESHOLDS.get(rule)
+
+
+def _signature(args: argparse.Namespace, bundle, aligner: LearnedAligner, gold) -> str:
+    name = "default" if args.aligner is None else Path(args.aligner).name
+    rule, thr = _rule(args, aligner)
+    sig = dict(model=bundle.name, method=f"learned:{name}", layer="states:" + ",".join(map(str, aligner.config.layers)),
+               heads="-", threshold=thr, decode=rule)
+    return (AlignmentSignature.for_gold(gold, **sig) if gold else AlignmentSignature(**sig)).format()
+
+
+def _load(args: argparse.Namespace):
+    if args.method != "learned":  # decoding rules for attention rows are not wired into the attention paths yet
+        raise InputError(None, None, f"--decode is only available with --method learned, not with --method {args.method}",
+                         "--method learned, or no --decode")
+
+    bundle = _bundle(args)
+    return bundle, load_aligner(args.aligner, bundle)
+
+
+def score_learned(args: argparse.Namespace) -> int:
+    """`score --method learned`: links for every pair, AER against --gold, summary like the attention methods'."""
+
+    for attr, flag in UNSUPPORTED:
+        if getattr(args, attr, False):
+            raise InputError(None, None, f"{flag} is not available with --method learned", "--method shift-att or naive")
+    if args.pairs is None and args.src is None:
+        raise InputError(None, None, "no input given", "--src FILE (with optional --tgt FILE) or --pairs FILE")
+    gold = None
+    if args.gold is not None:
+        if args.pairs is None and args.tgt is None:
+            raise InputError(args.gold, None, "gold alignments index the target words, but no target was given",
+                             "--tgt FILE or --pairs FILE together with --gold")
+        gold = scan_gold(args.gold, base=args.gold_base, fmt=args.gold_format,
+                         sentences=iter_pair_lengths(_pairs(args)), skip_invalid=args.skip_invalid)
+        for w in gold.warnings:
+            print(f"aligndebug: warning: {w}", file=sys.stderr)
+    bundle, aligner = _load(args)
+    pairs = list(_pairs(args))
+    forced = all(p.tgt_words is not None for p in pairs)
+    targets = [p.tgt_words for p in pairs] if forced else translate(bundle, [p.src_words for p in pairs], beam=args.beam)
+    encoded = []
+    for p, t in zip(pairs, targets):
+        try:
+            encoded.append(encode_pair(bundle, p.src_words, t, p.index))
+        except SentenceError as exc:
+            raise InputError(args.pairs or args.src, p.line, exc.reason) from exc
+    with tqdm(total=count_lines(args.pairs or args.src), unit="sent", disable=args.no_progress, file=sys.stderr) as bar:
+        links = aligner.align_encoded(bundle, encoded, *_rule(args, aligner), args.batch_size,
+                                      on_progress=bar.update)
+    golds = list(gold) if gold is not None else [None] * len(pairs)
+    totals, rows = ScoreTotals(), []
+    for p, e, ls, g in zip(pairs, encoded, links, golds):
+        row: dict[str, Any] = {"index": p.index, "line": p.line, "source_words": e.src_words, "target_words": e.tgt_words,
+                               "translated": not forced, "links": format_pharaoh(ls)}
+        if g is not None:
+            c = count_links(ls, g)
+            row.update({"gold": format_pharaoh(g), "counts": [c.predicted, c.sure, c.pred_and_sure, c.pred_and_possible],
+                        "precision": c.precision, "recall": c.recall, "aer": c.aer})
+        totals.add_row(row)
+        rows.append(row)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    result = summary(totals, _signature(args, bundle, aligner, gold), extra={
+        "gold": gold.describe() if gold else None, "gold_skipped": gold.skipped if gold else 0,
+        "aligner": {k: aligner.card.get(k) for k in ("base_model", "objective", "steps", "data")}})
+    print(format_summary(result))
+    if args.summary_json:
+        write_json_atomic(args.summary_json, result)
+    if args.alignments_out:
+        tmp = args.alignments_out.with_name(args.alignments_out.name + ".tmp")
+        tmp.write_text("".join(r["links"] + "\n" for r in rows), encoding="utf-8")
+        tmp.replace(args.alignments_out)
+    return 0
+
+
+def inspect_learned(args: argparse.Namespace) -> int:
+    """`inspect --method learned`: the aligner's word matrix and links for one sentence."""
+
+    bundle, aligner = _load(args)
+    target = args.target if args.target is not None else translate(bundle, [args.source], beam=args.beam)[0]
+    enc = encode_pair(bundle, args.source, target)
+    mat = aligner.word_matrices(bundle, [enc])[0]  # last column: mass on special tokens (no source)
+    rule, thr = _rule(args, aligner)
+    links = links_from_word_matrix(mat, rule, thr)
+    if args.json:
+        print(json.dumps({
+            "model": bundle.name, "method": "learned", "aligner": str(args.aligner or "default"),
+            "decode": rule, "threshold": thr, "translated": args.target is None,
+            "source_words": enc.src_words, "target_words": enc.tgt_words, "links": sorted(links),
+            "word_alignment": [[round(float(x), 4) for x in row[:-1]] for row in mat],
+            "no_source": [round(float(x), 4) for x in mat[:, -1]],
+        }, ensure_ascii=False))
+        return 0
+    print(f"model: {bundle.name} ({bundle.family})   method: learned   aligner: {args.aligner or 'default'}   "
+          f"decode: {rule}{'' if thr is None else f' @ {thr:g}'}")
+    print(f"target ({'model translation' if args.target is None else 'forced'}): {' '.join(enc.tgt_words)}")
+    print("links (source-target, 0-based): " + " ".join(f"{i}-{j}" for i, j in sorted(links)))
+    print(format_matrix(np.asarray(mat[:, :-1]), enc.src_words, enc.tgt_words, links))
+    return 0
+
+
+def add_train_parser(sub: Any) -> None:
+    p = sub.add_parser("train-aligner", help="train a learned aligner on top of a frozen model (silver links or none)",
+                       description="Train a small alignment module on a frozen encoder-decoder: supervised by silver "
+                                   "Pharaoh links, self-supervised, or both; saved as safetensors plus a JSON card.")
+    _add_model_args(p)
+    p.add_argument("--src", type=Path, required=True, help="source sentences, one a line (words split on spaces)")
+    p.add_argument("--tgt", type=Path, required=True, help="target sentences, one a line")
+    p.add_argument("--silver", type=Path, help="silver links, Pharaoh i-j 0-based, one line per pair")
+    p.add_argument("--objective", choices=("supervised", "self", "both"), default=None,
+                   help="default: supervised with --silver, self without")
+    p.add_argument("--layer", default="all", help="decoder layer(s) the queries read: 'all', an index or a list")
+    p.add_argument("--epochs", type=positive_int, default=2, help="passes over the training pairs")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="sentence pairs per step")
+    p.add_argument("--lr", type=non_negative_float, default=1e-3, help="AdamW learning rate")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps")
+    p.add_argument("--lowercase", type=probability, default=0.0, help="probability a pair is seen lowercased in an epoch")
+    p.add_argument("--dev-src", type=Path, help="dev source sentences for the AER after each epoch")
+    p.add_argument("--dev-tgt", type=Path, help="dev target sentences")
+    p.add_argument("--dev-gold", type=Path, help="dev alignments (any gold format) for the AER after each epoch")
+    p.add_argument("--seed", type=int, default=0, help="random seed (initialisation and batch order)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--out", type=Path, required=True, help="folder for the aligner (and its checkpoint/)")
+    p.set_defaults(func=cmd_train_aligner)
+
+
+def cmd_train_aligner(args: argparse.Namespace) -> int:
+    objective = args.objective or ("supervised" if args.silver else "self")
+    if objective != "self" and args.silver is None:
+        raise InputError(None, None, f"the {objective!r} objective needs silver links", "--silver FILE")
+    src, tgt = read_words(args.src), read_words(args.tgt)
+    if len(src) != len(tgt):
+        raise InputError(args.tgt, None, f"{len(tgt)} lines, but {args.src} has {len(src)}", "one target per source")
+    silver = read_silver(args.silver, [(len(s), len(t)) for s, t in zip(src, tgt)]) if args.silver else None
+    dev = None
+    if args.dev_gold is not None:
+        if args.dev_src is None or args.dev_tgt is None:
+            raise InputError(args.dev_gold, None, "a dev gold needs its sentences", "--dev-src and --dev-tgt")
+        ds, dt = read_words(args.dev_src), read_words(args.dev_tgt)
+        dev = (ds, dt, list(read_gold(args.dev_gold, sentences=[(len(a), len(b)) for a, b in zip(ds, dt)],
+                                      skip_invalid=True)))
+    bundle = _bundle(args)
+    layer = args.layer if args.layer == "all" else parse_selector(args.layer)
+    aligner = train_aligner(bundle, src, tgt, silver, args.out, objective=objective, layers=layer, epochs=args.epochs,
+                            batch_size=args.batch_size, lr=args.lr, dev=dev, lowercase=args.lowercase, seed=args.seed,
+                            progress=not args.no_progress, max_steps=args.max_steps,
+                            data=f"{args.src} {args.tgt} {args.silver or ''}".strip())
+    print(json.dumps({k: aligner.card.get(k) for k in ("base_model", "fingerprint", "objective", "steps",
+                                                         "parameters", "train_seconds")}, ensure_ascii=False))
+    return 0
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()

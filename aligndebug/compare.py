@@ -45,7 +45,6 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
 from .align import align_grid, default_layer
 from .errors import InputError
 from .extract import SentenceError, iter_extract, translate

@@ -9,7 +9,7 @@ earlier rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -67,6 +67,25 @@ def _pad(seqs: Sequence[Sequence[int]], value: int) -> tuple[torch.Tensor, torch
     return out, mask
 
 
+def teacher_forced_pass(bundle: ModelBundle, batch: Sequence[Encoded], attentions: bool = True,
+                        hidden_states: bool = False, logits: bool = True) -> tuple[Any, tuple[torch.Tensor, ...]]:
+    """The model's raw output for one padded, teacher-forced batch, and (src, src_mask, labels, label_mask,
+    decoder_input) as CPU tensors (labels padded with -100). The caller picks the grad mode; with
+    `hidden_states` the output holds encoder_last_hidden_state and decoder_hidden_states (embeddings first).
+    `logits=False` runs the base model without the output projection where the family has one apart (the
+    vocabulary projection is a quarter of a small model's cost); the output then has no `logits`."""
+    model, tok, dev = bundle.model, bundle.tokenizer, bundle.device
+    src, src_mask = _pad([e.src_ids for e in batch], tok.pad_token_id)
+    labels, lab_mask = _pad([e.label_ids for e in batch], -100)
+    dec = decoder_inputs(model, labels)
+    if not logits:
+        model = getattr(model, "base_model", model)  # T5's base_model is the model itself
+    out = model(input_ids=src.to(dev), attention_mask=src_mask.long().to(dev), decoder_input_ids=dec.to(dev),
+                decoder_attention_mask=lab_mask.long().to(dev), output_attentions=attentions,
+                output_hidden_states=hidden_states, return_dict=True)
+    return out, (src, src_mask, labels, lab_mask, dec)
+
+
 def forward_batch(bundle: ModelBundle, batch: Sequence[Encoded], keep: Iterable[str] = ATTENTIONS,
                   reduce: Callable[[str, np.ndarray], np.ndarray] | None = None) -> list[Record]:
     """One teacher-forced pass over a batch; returns one Record per pair, in batch order.
@@ -78,13 +97,9 @@ def forward_batch(bundle: ModelBundle, batch: Sequence[Encoded], keep: Iterable[
     unknown = set(keep) - set(ATTENTIONS)
     if unknown:
         raise ValueError(f"unknown attention kind(s) {sorted(unknown)}: expected some of {ATTENTIONS}")
-    model, tok, dev = bundle.model, bundle.tokenizer, bundle.device
-    src, src_mask = _pad([e.src_ids for e in batch], tok.pad_token_id)
-    labels, lab_mask = _pad([e.label_ids for e in batch], -100)
-    dec = decoder_inputs(model, labels)
+    tok, dev = bundle.tokenizer, bundle.device
     with torch.inference_mode():
-        out = model(input_ids=src.to(dev), attention_mask=src_mask.long().to(dev), decoder_input_ids=dec.to(dev),
-                    decoder_attention_mask=lab_mask.long().to(dev), output_attentions=bool(keep), return_dict=True)
+        out, (src, src_mask, labels, lab_mask, dec) = teacher_forced_pass(bundle, batch, attentions=bool(keep))
         logp = torch.log_softmax(out.logits.float(), dim=-1)
         token_logp = logp.gather(-1, labels.clamp(min=0).to(dev)[..., None])[..., 0].cpu().numpy()
         stacked = {}

@@ -124,6 +124,7 @@ class AlignmentSignature:
     base_source: str = "given"  # "given" | "detected" | "guessed", as in GoldSet.base_source
     threshold: float | None = None
     version: str = __version__
+    decode: str | None = None  # decoding rule (aligndebug.decoding); None: the legacy argmax/threshold reading
 
     @classmethod
     def for_gold(cls, gold_set, **kwargs) -> AlignmentSignature:
@@ -139,6 +140,8 @@ class AlignmentSignature:
         parts = [f"model:{self.model}", f"method:{self.method}", f"layer:{self.layer}", f"heads:{heads}"]
         if self.threshold is not None:
             parts.append(f"thr:{self.threshold:g}")
+        if self.decode is not None:
+            parts.append(f"decode:{self.decode}")
         parts.append(f"gold:{os.path.basename(self.gold) if self.gold else 'none'}")
         if self.fmt is not None:
             parts.append(f"fmt:{self.fmt}")

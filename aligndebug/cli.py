@@ -138,12 +138,25 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source-prefix", default="", help="text put before every source, e.g. T5's 'translate German to English: '")
 
 
+VIEW_DEFAULT = ("Default: the model's recommended view (its aligndebug.json; the embedded model's is naive, layer 1), "
+                f"else {DEFAULT_ROW_RULE} and a middle-upper layer")
+
+
+def apply_view(args: argparse.Namespace, bundle: Any) -> None:
+    """--method and --layer left unset take the model's recommended view, else the package's one default
+    (Shift-Att, a middle-upper layer): one rule for score, inspect, triage and the app."""
+    if getattr(args, "method", None) is None:
+        args.method = bundle.view.get("method", DEFAULT_ROW_RULE)
+    if getattr(args, "layer", None) is None:
+        args.layer = bundle.view.get("layer", default_layer(bundle.num_layers))
+
+
 def _add_method_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", choices=(*ROW_RULES, "learned"), default=DEFAULT_ROW_RULE,
+    p.add_argument("--method", choices=(*ROW_RULES, "learned"), default=None,
                    help="; ".join(f"{k}: {v}" for k, v in ROW_RULES.items())
-                        + "; learned: a trained aligner on top of the model (--aligner)")
+                        + f"; learned: a trained aligner on top of the model (--aligner). {VIEW_DEFAULT}")
     p.add_argument("--layer", type=parse_selector, default=None,
-                   help="decoder layer, 0-based (negative from the end), a list, or 'mean' (default: middle-upper)")
+                   help=f"decoder layer, 0-based (negative from the end), a list, or 'mean'. {VIEW_DEFAULT}")
     p.add_argument("--head", type=parse_selector, default="mean", help="head index, a list, or 'mean' (default)")
     p.add_argument("--threshold", type=probability, default=None,
                    help="link every subword pair with attention >= this instead of the argmax")
@@ -401,6 +414,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     bundle, ray_kwargs = driver_setup(args)
     n_layers = bundle.num_layers
     check_layer(args.layer, n_layers)
+    apply_view(args, bundle)
     layer = default_layer(n_layers) if args.layer is None else args.layer
     opts = ScoreOptions(method=args.method, layer=layer, head=args.head, threshold=args.threshold,
                         per_head=args.per_head, compare=args.compare, ig_steps=args.ig_steps, batch_size=args.batch_size, beam=args.beam, chunk_size=args.chunk_size)
@@ -470,6 +484,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return inspect_learned(args)
     bundle = _bundle(args)
     check_layer(args.layer, bundle.num_layers)
+    apply_view(args, bundle)
     rec = extract(bundle, [args.source], None if args.target is None else [args.target], beam=args.beam)[0]
     layer = default_layer(bundle.num_layers) if args.layer is None else args.layer
     links = align_record(rec, args.method, layer, args.head, args.threshold)
@@ -584,9 +599,9 @@ def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--calibration", type=Path, help="calibration JSON from an earlier run on a clean set "
                                                      "(default: calibrate on this set)")
     p.add_argument("--percentile", type=percentile, default=95.0, help="flag threshold percentile when calibrating")
-    p.add_argument("--method", choices=tuple(ROW_RULES), default=DEFAULT_ROW_RULE,
-                   help="; ".join(f"{k}: {v}" for k, v in ROW_RULES.items()))
-    p.add_argument("--layer", type=parse_selector, default="mean", help="decoder layer (0-based) or 'mean' (default)")
+    p.add_argument("--method", choices=tuple(ROW_RULES), default=None,
+                   help="; ".join(f"{k}: {v}" for k, v in ROW_RULES.items()) + f". {VIEW_DEFAULT}")
+    p.add_argument("--layer", type=parse_selector, default=None, help=f"decoder layer (0-based) or 'mean'. {VIEW_DEFAULT}")
     p.add_argument("--head", type=parse_selector, default="mean", help="head index or 'mean' (default)")
     add_run_args(p, "sentences translated and scored at a time, in input order (what a kill can cost)")
     p.set_defaults(func=cmd_triage)
@@ -611,6 +626,7 @@ def cmd_triage(args: argparse.Namespace) -> int:
     check_outputs(args.out, args.html)
     bundle, ray_kwargs = driver_setup(args)
     check_layer(args.layer, bundle.num_layers)
+    apply_view(args, bundle)
     common = dict(batch_size=args.batch_size, calibration=calibration, beam=args.beam, layer=args.layer,
                   head=args.head, method=args.method, percentile=args.percentile, out=args.out,
                   chunk_size=args.chunk_size)

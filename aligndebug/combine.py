@@ -1,0 +1,471 @@
+"""A learned, label-free combination of triage signals (issue 16).
+
+Fisher's method gives every signal family the same weight, so many weak attention signals can
+drown a strong one. Here the weights are learned from the calibration set itself, without labels:
+
+1. **Synthetic errors** (`make_variants`): from the calibration rows, *detached* variants (another
+   row's translation), *omission* variants (a contiguous third of the words removed) and
+   *repetition* variants (a span of one to four words said twice). Sentence-final punctuation is
+   taken off before an edit and put back after, so no edit shows as a missing or doubled full stop.
+   Their signals come from forcing them through the model (`forced_signal_rows`); they are used
+   for fitting only and never shown as rows.
+2. **Features** (`Combiner.features`): each signal's value as a *suspect z-score*: its mid-rank
+   percentile among the clean calibration values, turned to the suspect side and mapped through
+   the normal quantile function (0 = the calibration median, 2 ≈ more suspect than 97.7 % of it).
+   Beyond the calibration range the score keeps growing linearly in units of the reference's
+   robust spread (IQR/1.349), so outliers are not all tied; it is capped at ±10. A two-sided signal
+   (length ratio) gives two features, its low side and its high side. Undefined values are 0.
+3. **One logistic regression per error type** (`fit`), clean calibration rows (label 0) against
+   that type's variants (label 1), the two classes weighted equally; L2-regularised (strength
+   `l2` on the weights, none on the intercept) and with **non-negative weights**: every feature
+   is already oriented towards "suspect", so a signal can only raise a score, and one that does
+   not help gets weight 0 rather than a sign that fits an artefact of the synthetic errors. Solved
+   with scipy's L-BFGS-B (bounds) on the exact gradient; scikit-learn is not needed (and has no
+   non-negativity constraint).
+4. **Score** (`Combiner.score`): per type, the fitted probability that the row is an error of
+   that type rather than a clean row *at even odds*; the overall score is the largest of them,
+   and the type with it is the verdict. Ranking uses the matching log-odds (`Combiner.logit`),
+   which keeps distinct values where probabilities round to 1.
+
+`Combiner.clean_z` is an alternative overall score (each type's log-odds as a z-score among the clean
+rows' own, largest over types); on scripts/triage_auc.py it ranked no better than the largest log-odds.
+`fit_with_model` forces 50 variants per error type by default: on that benchmark 50, 100 and all
+(248) gave learned AUCs within 0.012 of each other, and the forced passes are most of the fit's cost
+(500 sentences, CPU time: triage 29.4 s; ALTI+ traced in the signal pass +6.5 s; variants, fit and
+scoring +5.8 s with 50 per type, +9.8 s with 100).
+
+`Combiner.to_dict` / `from_dict` round-trip through JSON (weights, intercepts, the reference
+quantiles of every signal used).
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import optimize, special
+
+ERROR_TYPES = ("detached", "omission", "repetition")
+# signals that are not in triage.SIGNALS: name -> (suspect direction, label for reasons)
+EXTRA_SIGNALS: dict[str, tuple[str, str]] = {
+    "alti_source": ("low", "ALTI+ source contribution (share of each prediction that comes from the source)"),
+}
+# derived from per-word lists with token thresholds (NaN in raw signal rows), and needing a reference
+SKIP = ("scattered_share", "omission_share", "overattended_share")
+Z_CAP = 10.0
+MAX_SAMPLES = 1001
+VERSION = 1
+
+
+def signal_catalogue() -> dict[str, tuple[str, str]]:
+    """Every known signal: name -> (suspect direction 'high'/'low'/'both', label)."""
+    from .triage import SIGNALS
+
+    cat = {name: (d, label) for name, (d, _fam, _flag, label) in SIGNALS.items()}
+    cat.update(EXTRA_SIGNALS)
+    return cat
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float, np.floating, np.integer)) and not isinstance(x, bool) and math.isfinite(float(x))
+
+
+# --------------------------------------------------------------------------- synthetic errors
+
+def split_final_punct(text: str) -> tuple[list[str], str]:
+    """Words of `text` without its trailing punctuation, and that punctuation with the space before
+    it (" ." in tokenized text, "." in plain text), so that `_join` gives back the same spelling."""
+    text = text.strip()
+    end = len(text)
+    while end > 0 and unicodedata.category(text[end - 1])[0] == "P":
+        end -= 1
+    body = text[:end].rstrip()
+    return body.split(), text[len(body):]
+
+
+def _join(words: list[str], punct: str) -> str:
+    return " ".join(words) + punct if words else punct.strip()
+
+
+def omit_span(text: str, rng: np.random.Generator) -> str | None:
+    """`text` with a contiguous ceil(n/3) of its n words removed (None when n < 3)."""
+    words, punct = split_final_punct(text)
+    n = len(words)
+    if n < 3:
+        return None
+    length = math.ceil(n / 3)
+    start = int(rng.integers(0, n - length + 1))
+    return _join(words[:start] + words[start + length:], punct)
+
+
+def repeat_span(text: str, rng: np.random.Generator) -> str | None:
+    """`text` with a span of 1 to 4 of its words said again right after itself (None when it has no word)."""
+    words, punct = split_final_punct(text)
+    n = len(words)
+    if n < 1:
+        return None
+    length = int(rng.integers(1, min(4, n) + 1))
+    start = int(rng.integers(0, n - length + 1))
+    return _join(words[:start + length] + words[start:start + length] + words[start + length:], punct)
+
+
+def make_variants(rows: Sequence[Mapping[str, Any]], seed: int = 0, max_per_type: int | None = None
+                  ) -> dict[str, list[dict[str, Any]]]:
+    """Synthetic errors of every type from rows holding "source" and "translation" (and maybe
+    "reference"): per type a list of {"base": index of the row, "source", "translation"[, "reference"]}.
+
+    *detached*: the translation of another row with a different text (a random derangement);
+    *omission*: a contiguous ceil(n/3) of the n words removed (rows of 3+ words);
+    *repetition*: a span of 1-4 words doubled. `max_per_type` keeps a random subset of the rows.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(rows)
+    base = np.arange(n)
+    if max_per_type is not None and n > max_per_type:
+        base = np.sort(rng.choice(n, size=max_per_type, replace=False))
+    texts = [str(r.get("translation", "")) for r in rows]
+
+    def variant(i: int, translation: str) -> dict[str, Any]:
+        v = {"base": int(i), "source": rows[i]["source"], "translation": translation}
+        if rows[i].get("reference") is not None:
+            v["reference"] = rows[i]["reference"]
+        return v
+
+    out: dict[str, list[dict[str, Any]]] = {k: [] for k in ERROR_TYPES}
+    if n >= 2:
+        shift = rng.permutation(n)
+        for i in base:
+            # the next row in a random cycle whose text differs (a cycle has no fixed point)
+            pos = int(np.flatnonzero(shift == i)[0])
+            for step in range(1, n):
+                j = int(shift[(pos + step) % n])
+                if texts[j] != texts[i] and texts[j].strip():
+                    out["detached"].append(variant(i, texts[j]))
+                    break
+    for i in base:
+        if (t := omit_span(texts[i], rng)) is not None:
+            out["omission"].append(variant(i, t))
+        if (t := repeat_span(texts[i], rng)) is not None:
+            out["repetition"].append(variant(i, t))
+    return out
+
+
+def forced_signal_rows(bundle: Any, items: Sequence[Mapping[str, Any]], *, alti: bool = True, batch_size: int = 16,
+                       layer: int | str = "mean", head: int | str = "mean", method: str = "shift-att"
+                       ) -> list[dict[str, Any]]:
+    """Signal rows (as `triage.iter_signal_rows` makes them) of items holding "source", "translation"
+    and maybe "reference", forced through the model, in input order. With `alti` every row also gets
+    "alti_source", the mean ALTI+ source contribution, traced in the very same forward pass
+    (`alti.AltiTracer` hooked on the model while `extract.iter_extract` runs its batches)."""
+    import numpy as np
+
+    from .alti import AltiTracer
+    from .extract import iter_extract
+    from .signals import logprob_positions
+    from .triage import _layer_reducer, signal_row
+
+    sources = [it["source"] for it in items]
+    targets = [it["translation"] for it in items]
+    refs = [it.get("reference") for it in items]
+    references = refs if refs and all(r is not None for r in refs) else None
+    reduce, read_layer = _layer_reducer(layer)
+    rows: list[dict[str, Any] | None] = [None] * len(items)
+    tracer = AltiTracer(bundle.model, encoder=False) if alti else None
+    share, k = None, 0
+    try:
+        if tracer is not None:
+            tracer.__enter__()
+        # iter_extract runs one pass per batch, then yields that batch's records in batch order
+        for i, rec in iter_extract(bundle, sources, targets, batch_size=batch_size, keep=("cross",), reduce=reduce):
+            row = signal_row(rec, i, sources[i], None if references is None else references[i],
+                             layer=read_layer, head=head, method=method)
+            if tracer is not None:
+                if tracer.dec_self:  # the pass of a new batch
+                    share, k = tracer.source_share().cpu().numpy().astype(np.float64), 0
+                    tracer.reset()
+                pos = logprob_positions(rec.tgt_word_ids)
+                row["alti_source"] = float(np.clip(share[k, pos], 0, 1).mean()) if len(pos) else float("nan")
+                k += 1
+            rows[i] = row
+    finally:
+        if tracer is not None:
+            tracer.__exit__(None, None, None)
+    return rows  # type: ignore[return-value]
+
+
+def add_alti(bundle: Any, rows: Sequence[dict[str, Any]], batch_size: int = 16) -> None:
+    """Set "alti_source" (mean ALTI+ source contribution) on every row, from its source and translation."""
+    from .alti import source_contribution
+
+    results = source_contribution(bundle, [(r["source"], r["translation"]) for r in rows], batch_size=batch_size)
+    for r, res in zip(rows, results):
+        r["alti_source"] = res.sentence_score
+
+
+# --------------------------------------------------------------------------- features
+
+def _tail_scale(ref: np.ndarray) -> float:
+    q1, q3 = np.percentile(ref, [25, 75])
+    scale = (q3 - q1) / 1.349
+    if scale <= 0:
+        scale = float(np.std(ref))
+    return scale if scale > 0 else 1.0
+
+
+def suspect_z(values: np.ndarray, ref: np.ndarray, scale: float) -> np.ndarray:
+    """Upper-side z-score of `values` against the sorted reference `ref` (see the module docstring):
+    probit of the mid-rank percentile, extended linearly beyond the range, capped at ±Z_CAP; NaN -> 0."""
+    v = np.asarray(values, dtype=np.float64)
+    n = len(ref)
+    below = np.searchsorted(ref, v, side="left")
+    upto = np.searchsorted(ref, v, side="right")
+    p = (below + 0.5 * (upto - below) + 0.5) / (n + 1)
+    z = special.ndtri(p)
+    z_hi, z_lo = special.ndtri((n + 0.5) / (n + 1)), special.ndtri(0.5 / (n + 1))
+    z = np.where(v > ref[-1], z_hi + (v - ref[-1]) / scale, z)
+    z = np.where(v < ref[0], z_lo - (ref[0] - v) / scale, z)
+    z = np.clip(z, -Z_CAP, Z_CAP)
+    return np.where(np.isfinite(v), z, 0.0)
+
+
+def feature_names(signals: Sequence[str], directions: Mapping[str, str]) -> list[str]:
+    """One feature per signal ("name"), two for a two-sided one ("name:low", "name:high")."""
+    out = []
+    for s in signals:
+        out += [f"{s}:low", f"{s}:high"] if directions[s] == "both" else [s]
+    return out
+
+
+# --------------------------------------------------------------------------- the model
+
+@dataclass
+class Combiner:
+    """Fitted weights of the learned combination; JSON round-trips with `to_dict` / `from_dict`."""
+
+    signals: list[str]
+    directions: dict[str, str]
+    samples: dict[str, list[float]]  # signal -> sorted clean reference values (or their quantiles)
+    weights: dict[str, dict[str, float]]  # error type -> feature -> weight (>= 0)
+    intercepts: dict[str, float]
+    l2: float
+    n_fit: dict[str, dict[str, int]]  # error type -> {"clean": n, "errors": n}
+    train_auc: dict[str, float] = field(default_factory=dict)  # on the fitting rows themselves
+    clean_logits: dict[str, list[float]] = field(default_factory=dict)  # error type -> sorted log-odds of the clean rows
+    version: int = VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Combiner":
+        missing = {"signals", "directions", "samples", "weights", "intercepts"} - set(data)
+        if missing:
+            raise ValueError(f"not a learned combination: it lacks {sorted(missing)}")
+        return cls(**{k: data[k] for k in data if k in cls.__dataclass_fields__})
+
+    @property
+    def features_order(self) -> list[str]:
+        return feature_names(self.signals, self.directions)
+
+    def _refs(self) -> dict[str, tuple[np.ndarray, float]]:
+        cache = self.__dict__.get("_ref_cache")
+        if cache is None:
+            cache = {s: (np.asarray(v, dtype=np.float64), _tail_scale(np.asarray(v, dtype=np.float64)))
+                     for s, v in self.samples.items()}
+            self.__dict__["_ref_cache"] = cache  # not a dataclass field: never serialised
+        return cache
+
+    def features(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """[n_rows, n_features] suspect z-scores, in `features_order`."""
+        refs = self._refs()
+        cols = []
+        for s in self.signals:
+            v = np.array([float(r[s]) if _finite(r.get(s)) else np.nan for r in rows], dtype=np.float64)
+            ref, scale = refs[s]
+            z = suspect_z(v, ref, scale)
+            d = self.directions[s]
+            if d == "both":
+                cols += [-z, z]
+            else:
+                cols.append(z if d == "high" else -z)
+        return np.stack(cols, axis=1) if cols else np.zeros((len(rows), 0))
+
+    def logits(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """Error type -> log-odds per row (error of that type vs clean, at even odds)."""
+        x = self.features(rows)
+        order = self.features_order
+        return {k: x @ np.array([w.get(f, 0.0) for f in order]) + self.intercepts[k] for k, w in self.weights.items()}
+
+    def probabilities(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        return {k: special.expit(v) for k, v in self.logits(rows).items()}
+
+    def logit(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """The ranking score: the largest log-odds over the error types, per row."""
+        lg = self.logits(rows)
+        return np.max(np.stack([lg[k] for k in self.weights]), axis=0)
+
+    def clean_z(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """An alternative ranking score: each type's log-odds as a suspect z-score among the clean
+        rows' own log-odds (so every type has the same false-alarm tail), largest over the types."""
+        lg = self.logits(rows)
+        zs = []
+        for k in self.weights:
+            ref = np.asarray(self.clean_logits[k], dtype=np.float64)
+            zs.append(suspect_z(lg[k], ref, _tail_scale(ref)))
+        return np.max(np.stack(zs), axis=0)
+
+    def score(self, row: Mapping[str, Any]) -> tuple[float, str]:
+        """(largest error probability, the error type that has it) of one row."""
+        probs = {k: float(v[0]) for k, v in self.probabilities([row]).items()}
+        kind = max(probs, key=probs.get)
+        return probs[kind], kind
+
+    def reasons(self, row: Mapping[str, Any], k: int = 3) -> list[str]:
+        """The verdict in words: the most likely error type and the (up to `k`) signals that pushed it
+        most, among those more suspect than about 84 % of the calibration rows (z > 1)."""
+        from . import triage
+
+        cat = signal_catalogue()
+        prob, kind = self.score(row)
+        x = self.features([row])[0]
+        order = self.features_order
+        w = np.array([self.weights[kind].get(f, 0.0) for f in order])
+        push = w * x
+        article = "an" if kind[0] in "aeiou" else "a"
+        out = [f"most like {article} {kind} error: learned probability {prob:.2f} (at even odds against a clean row)"]
+        for i in np.argsort(-push)[:k]:
+            if push[i] <= 0 or x[i] < 1.0:  # only signals beyond one standard deviation on the suspect side
+                continue
+            name, _, side = order[i].partition(":")
+            side = side or self.directions[name]
+            v = float(row[name])
+            ref = self._refs()[name][0]
+            share = float(np.mean(ref < v)) if side == "high" else float(np.mean(ref > v))
+            word = "higher" if side == "high" else "lower"
+            out.append(f"{cat.get(name, (None, name))[1]} {triage._fmt(v)} is {word} than {100 * share:.0f}% of the "
+                       f"calibration rows (weight {w[i]:.2f})")
+        return out
+
+
+def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
+    """Class-balanced, L2-regularised logistic regression with non-negative weights (L-BFGS-B)."""
+    n, m = x.shape
+    sw = np.where(y, 0.5 / max(1, y.sum()), 0.5 / max(1, (~y).sum()))  # each class weighs 1/2 in all
+    t = y.astype(np.float64)
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:m], theta[m]
+        z = x @ w + b
+        # log(1 + e^z) - t z, stable
+        ell = np.logaddexp(0.0, z) - t * z
+        g = sw * (special.expit(z) - t)
+        val = float(sw @ ell) + 0.5 * l2 * float(w @ w)
+        grad = np.r_[x.T @ g + l2 * w, g.sum()]
+        return val, grad
+
+    res = optimize.minimize(loss, np.zeros(m + 1), jac=True, method="L-BFGS-B",
+                            bounds=[(0.0, None)] * m + [(None, None)])
+    return res.x[:m], float(res.x[m])
+
+
+def reference_samples(rows: Sequence[Mapping[str, Any]], signals: Sequence[str] | None = None,
+                      max_samples: int = MAX_SAMPLES, min_share: float = 0.5) -> dict[str, list[float]]:
+    """Sorted finite values (or `max_samples` quantiles) of every signal defined on at least
+    `min_share` of the rows (default: every known signal but the threshold-dependent ones)."""
+    names = [s for s in (signals or signal_catalogue()) if s not in SKIP]
+    out = {}
+    for s in names:
+        v = np.sort([float(r[s]) for r in rows if _finite(r.get(s))])
+        if len(v) < max(2, min_share * len(rows)):
+            continue
+        if len(v) > max_samples:
+            v = np.quantile(v, np.linspace(0, 1, max_samples))
+        out[s] = [float(a) for a in v]
+    return out
+
+
+def fit(clean_rows: Sequence[Mapping[str, Any]], variant_rows: Mapping[str, Sequence[Mapping[str, Any]]],
+        l2: float = 0.01, signals: Sequence[str] | None = None) -> Combiner:
+    """Fit one logistic regression per error type in `variant_rows` (type -> signal rows of its
+    synthetic errors) against `clean_rows` (signal rows, also the reference of the features)."""
+    if len(clean_rows) < 2:
+        raise ValueError("cannot fit a combination on fewer than two clean rows")
+    cat = signal_catalogue()
+    samples = reference_samples(clean_rows, signals)
+    if not samples:
+        raise ValueError("no signal is defined on the clean rows")
+    chosen = list(samples)
+    comb = Combiner(signals=chosen, directions={s: cat[s][0] for s in chosen}, samples=samples, weights={},
+                    intercepts={}, l2=float(l2), n_fit={})
+    x_clean = comb.features(clean_rows)
+    order = comb.features_order
+    from .triage import roc_auc
+
+    for kind, rows in variant_rows.items():
+        if not rows:
+            continue
+        x_err = comb.features(rows)
+        x = np.vstack([x_clean, x_err])
+        y = np.r_[np.zeros(len(x_clean), bool), np.ones(len(x_err), bool)]
+        w, b = _fit_logistic(x, y, l2)
+        comb.weights[kind] = {f: float(v) for f, v in zip(order, w)}
+        comb.intercepts[kind] = b
+        comb.n_fit[kind] = {"clean": len(x_clean), "errors": len(x_err)}
+        comb.train_auc[kind] = roc_auc(x @ w + b, y)
+        own = np.sort(x_clean @ w + b)
+        if len(own) > MAX_SAMPLES:
+            own = np.quantile(own, np.linspace(0, 1, MAX_SAMPLES))
+        comb.clean_logits[kind] = [float(v) for v in own]
+    if not comb.weights:
+        raise ValueError("no synthetic errors to fit on")
+    return comb
+
+
+def fit_with_model(bundle: Any, clean_rows: Sequence[Mapping[str, Any]], *, seed: int = 0,
+                   max_per_type: int | None = 50, l2: float = 0.01, alti: bool = True, batch_size: int = 16,
+                   compute_rows: Callable[..., list[dict[str, Any]]] | None = None, **options: Any) -> Combiner:
+    """Make synthetic variants of `clean_rows`, force them through the model for their signals
+    (`compute_rows(bundle, items, alti=..., batch_size=..., **options)`, default `forced_signal_rows`)
+    and `fit`. With `alti`, clean rows lacking "alti_source" get it first."""
+    compute_rows = compute_rows or forced_signal_rows
+    if alti and any("alti_source" not in r for r in clean_rows):
+        add_alti(bundle, clean_rows, batch_size=batch_size)  # type: ignore[arg-type]
+    variants = make_variants(clean_rows, seed=seed, max_per_type=max_per_type)
+    kinds = [k for k in ERROR_TYPES if variants[k]]
+    items = [v for k in kinds for v in variants[k]]
+    rows = compute_rows(bundle, items, alti=alti, batch_size=batch_size, **options)
+    by_kind, start = {}, 0
+    for k in kinds:
+        by_kind[k] = rows[start:start + len(variants[k])]
+        start += len(variants[k])
+    return fit(clean_rows, by_kind, l2=l2)
+
+
+def fisher_scores(rows: Sequence[Mapping[str, Any]], calibration: Any) -> np.ndarray:
+    """Today's triage score (Fisher combination, `triage.triage_row`) of every row, for comparison."""
+    from .triage import apply_token_thresholds, triage_row
+
+    return np.array([triage_row({**r, **apply_token_thresholds(dict(r), calibration)}, calibration)[0] for r in rows])
+
+
+def describe(comb: Combiner, k: int = 5) -> list[str]:
+    """The fitted weights in words: per error type its largest weights."""
+    cat = signal_catalogue()
+    lines = []
+    for kind, w in comb.weights.items():
+        top = sorted(((v, f) for f, v in w.items() if v > 0), reverse=True)[:k]
+        parts = [f"{cat.get(f.partition(':')[0], (None, f))[1]}{' (' + f.partition(':')[2] + ' side)' if ':' in f else ''}"
+                 f" {v:.2f}" for v, f in top]
+        auc = comb.train_auc.get(kind)
+        lines.append(f"{kind}: " + ("; ".join(parts) or "no signal helps") +
+                     (f"  [fit AUC {auc:.3f}]" if auc is not None else ""))
+    return lines
+
+
+__all__ = ["Combiner", "ERROR_TYPES", "EXTRA_SIGNALS", "add_alti", "describe", "fisher_scores", "fit",
+           "fit_with_model", "forced_signal_rows", "make_variants", "omit_span", "repeat_span", "suspect_z",
+           "reference_samples", "signal_catalogue"]

@@ -1,0 +1,183 @@
+"""Triage signals, Fisher combination, learned combination and ALTI+ on held-out synthetic errors.
+
+Data: datasets/heldout/europarl-deen-500 (500 Europarl pairs the embedded model never trained on).
+The pairs with 4+ source words are split at random (seed `--seed`) into a *fit* half and an
+*evaluation* half. Two suites, each run separately:
+
+* **own**: the targets are the model's own (greedy) translations;
+* **reference**: the targets are the human references, forced through the model as if another
+  system had written them.
+
+Per suite, on the fit half: the clean rows calibrate today's triage (`triage.calibrate`, the Fisher
+score) and fit the learned combination (`combine.fit_with_model`, on synthetic variants of the fit
+half). On the evaluation half only: controls are its clean targets, errors are synthetic variants
+made from them with another seed (detached / omission / repetition, `combine.make_variants`), all
+forced through the model. Printed: ROC-AUC of every signal in its suspect direction, of the Fisher
+score, of the learned combination and of ALTI+, errors of each type against the controls.
+
+"learned combination" is the deployable score (the largest log-odds over the error types); "learned,
+this type only" reads the one model of the error type being tested, which a user cannot pick without
+knowing the error, and shows what the largest-of-three costs.
+
+Timing (`--time`, CPU seconds of this process, so other load on the machine does not count; run with
+OMP_NUM_THREADS=1): `triage.run_triage` on the whole set (translate, force, calibrate, score), against
+what ALTI+ adds (in its own pass, and traced inside the signal pass) and what the learned
+combination adds (synthetic variants of `--max-per-type` rows per error type forced with ALTI+, the
+fit, scoring every row).
+
+    python scripts/triage_auc.py --time
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from aligndebug.combine import (ERROR_TYPES, add_alti, fisher_scores, fit_with_model, forced_signal_rows,
+                                make_variants, describe)
+from aligndebug.extract import translate
+from aligndebug.models import load_model
+from aligndebug.triage import SIGNALS, calibrate, roc_auc, run_triage, suspect_values
+
+DATA = Path(__file__).resolve().parents[1] / "datasets" / "heldout" / "europarl-deen-500"
+
+
+def oriented(name: str, rows: list[dict], cal) -> np.ndarray:
+    """A signal with its suspect direction as 'high' (undefined values: the least suspect)."""
+    if name in SIGNALS:
+        return suspect_values(name, rows, cal)
+    v = -np.array([r.get(name, np.nan) for r in rows], dtype=np.float64)  # alti_source: low = suspect
+    return np.where(np.isnan(v), np.nanmin(v), v)
+
+
+def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args) -> dict:
+    t0 = time.process_time()
+    opts = dict(batch_size=args.batch_size, layer="mean", head="mean", method="shift-att")
+    fit_rows = forced_signal_rows(bundle, [{"source": s, "translation": t} for s, t in zip(fit_src, fit_tgt)], **opts)
+    cal = calibrate(fit_rows, percentile=95.0, source=f"{name}: fit half",
+                    settings={"model": bundle.name, "method": "shift-att", "layer": "mean", "head": "mean"})
+    comb = fit_with_model(bundle, fit_rows, seed=args.seed, max_per_type=args.fit_max_per_type, **opts)
+    controls = [{"source": s, "translation": t} for s, t in zip(ev_src, ev_tgt)]
+    variants = make_variants(controls, seed=args.seed + 1)
+    rows = {"control": forced_signal_rows(bundle, controls, **opts)}
+    for kind in ERROR_TYPES:
+        rows[kind] = forced_signal_rows(bundle, variants[kind], **opts)
+    names = [n for n in list(SIGNALS) + ["alti_source"]
+             if sum(np.isfinite(r.get(n, np.nan)) for r in rows["control"] if isinstance(r.get(n), float)) > 0]
+    table: dict[str, dict[str, float]] = {}
+    for kind in ERROR_TYPES:
+        both = rows["control"] + rows[kind]
+        labels = np.r_[np.zeros(len(rows["control"]), bool), np.ones(len(rows[kind]), bool)]
+        for n in names:
+            table.setdefault(n, {})[kind] = roc_auc(oriented(n, both, cal), labels)
+        table.setdefault("Fisher score (today)", {})[kind] = roc_auc(fisher_scores(both, cal), labels)
+        table.setdefault("learned combination", {})[kind] = roc_auc(comb.logit(both), labels)
+        table.setdefault("learned, this type only", {})[kind] = roc_auc(comb.logits(both)[kind], labels)
+        table.setdefault("learned, clean-percentile max", {})[kind] = roc_auc(comb.clean_z(both), labels)
+    return {"table": table, "weights": describe(comb), "n": {k: len(v) for k, v in rows.items()},
+            "n_fit": len(fit_rows), "seconds": time.process_time() - t0, "combiner": comb.to_dict()}
+
+
+def markdown(table: dict[str, dict[str, float]]) -> str:
+    combined = ("Fisher score (today)", "learned combination", "learned, this type only", "learned, clean-percentile max")
+    single = {k: v for k, v in table.items() if k not in combined}
+    best = {e: max(v[e] for v in single.values()) for e in ERROR_TYPES}
+    lines = ["| signal | direction | " + " | ".join(ERROR_TYPES) + " |", "|---|---|" + "---:|" * len(ERROR_TYPES)]
+    for name, row in table.items():
+        direction = SIGNALS[name][0] if name in SIGNALS else "low" if name == "alti_source" else ""
+        label = f"**{name}**" if name in combined else f"`{name}`"
+        cells = [f"**{row[e]:.3f}**" if name in single and row[e] == best[e] else f"{row[e]:.3f}" for e in ERROR_TYPES]
+        lines.append(f"| {label} | {direction} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def timing(bundle, sources: list[str], args) -> dict:
+    """Seconds of today's triage and of what ALTI+ and the learned combination add to it."""
+    t0 = time.process_time()
+    rows = list(run_triage(bundle, sources, batch_size=args.batch_size))
+    t_triage = time.process_time() - t0
+    items = [{"source": r["source"], "translation": r["translation"]} for r in rows]
+    t1 = time.process_time()
+    forced_signal_rows(bundle, items, alti=False, batch_size=args.batch_size)
+    t_plain = time.process_time() - t1
+    t1 = time.process_time()
+    with_alti = forced_signal_rows(bundle, items, alti=True, batch_size=args.batch_size)
+    t_fused = time.process_time() - t1
+    t1 = time.process_time()
+    add_alti(bundle, [dict(r) for r in rows], batch_size=args.batch_size)
+    t_alone = time.process_time() - t1
+    t1 = time.process_time()
+    comb = fit_with_model(bundle, with_alti, seed=args.seed, max_per_type=args.max_per_type, batch_size=args.batch_size)
+    comb.logit(with_alti)
+    t_fit = time.process_time() - t1
+    alti_fused = max(0.0, t_fused - t_plain)
+    return {"n": len(sources), "triage_s": t_triage, "alti_own_pass_s": t_alone, "alti_in_signal_pass_s": alti_fused,
+            "variants_fit_score_s": t_fit, "max_per_type": args.max_per_type,
+            "ratio_alti_own_pass": (t_triage + t_alone + t_fit) / t_triage,
+            "ratio_alti_in_signal_pass": (t_triage + alti_fused + t_fit) / t_triage}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--data", type=Path, default=DATA, help="folder with test.de and test.en")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N pairs (quick runs)")
+    ap.add_argument("--suites", default="own,reference")
+    ap.add_argument("--time", action="store_true", help="also time triage with and without ALTI+ and the learned combination")
+    ap.add_argument("--max-per-type", type=int, default=50, help="variants per error type when timing (default 50, as fit_with_model)")
+    ap.add_argument("--fit-max-per-type", type=int, default=None,
+                    help="variants per error type for the suites' fits (default: one per fit-half row)")
+    ap.add_argument("--out-json", type=Path)
+    args = ap.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    de = (args.data / "test.de").read_text(encoding="utf-8").splitlines()
+    en = (args.data / "test.en").read_text(encoding="utf-8").splitlines()
+    if args.limit:
+        de, en = de[:args.limit], en[:args.limit]
+    bundle = load_model(args.model)
+    keep = [i for i, s in enumerate(de) if len(s.split()) >= 4]
+    perm = np.random.default_rng(args.seed).permutation(keep)
+    half = len(perm) // 2
+    fit_ids, ev_ids = sorted(perm[:half].tolist()), sorted(perm[half:].tolist())
+    result: dict = {"data": str(args.data), "model": bundle.name, "seed": args.seed, "fit_n": len(fit_ids),
+                    "eval_n": len(ev_ids)}
+    t0 = time.process_time()
+    own = None
+    if "own" in args.suites.split(","):  # the own suite's targets
+        own = translate(bundle, de, batch_size=args.batch_size)
+        result["translate_s"] = time.process_time() - t0
+    for suite in [x for x in args.suites.split(",") if x]:
+        tgt = own if suite == "own" else en
+        res = run_suite(bundle, suite, [de[i] for i in fit_ids], [tgt[i] for i in fit_ids],
+                        [de[i] for i in ev_ids], [tgt[i] for i in ev_ids], args)
+        result[suite] = res
+        print(f"\n## suite: {suite} (targets: {'the model' + chr(39) + 's own translations' if suite == 'own' else 'references forced as another system'}); "
+              f"fit on {res['n_fit']} clean rows + their variants, evaluated on {res['n']}  ({res['seconds']:.0f} CPU s)\n")
+        print(markdown(res["table"]))
+        print("\nlearned weights (largest first):")
+        for line in res["weights"]:
+            print("  " + line)
+    if args.time:
+        result["timing"] = tm = timing(bundle, de, args)
+        print(f"\ntiming on {tm['n']} sentences (own translations): triage {tm['triage_s']:.1f}s; ALTI+ in its own "
+              f"pass {tm['alti_own_pass_s']:.1f}s, or {tm['alti_in_signal_pass_s']:.1f}s more when traced in the "
+              f"signal pass; variants + fit + scoring {tm['variants_fit_score_s']:.1f}s "
+              f"({tm['max_per_type']} variants per type)")
+        print(f"ratio to triage alone: {tm['ratio_alti_own_pass']:.2f}x (ALTI+ in its own pass), "
+              f"{tm['ratio_alti_in_signal_pass']:.2f}x (ALTI+ in the signal pass)")
+    if args.out_json:
+        args.out_json.write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -63,10 +63,10 @@ VERSION = 1
 
 def signal_catalogue() -> dict[str, tuple[str, str]]:
     """Every known signal: name -> (suspect direction 'high'/'low'/'both', label)."""
-    from .triage import SIGNALS
+    from .signals import SIGNALS
 
-    cat = {name: (d, label) for name, (d, _fam, _flag, label) in SIGNALS.items()}
-    cat.update(EXTRA_SIGNALS)
+    cat = dict(EXTRA_SIGNALS)
+    cat.update({s.name: (s.direction, s.label) for s in SIGNALS.values()})
     return cat
 
 
@@ -157,7 +157,7 @@ def make_variants(rows: Sequence[Mapping[str, Any]], seed: int = 0, max_per_type
 def forced_signal_rows(bundle: Any, items: Sequence[Mapping[str, Any]], *, alti: bool = True, batch_size: int = 16,
                        layer: int | str = "mean", head: int | str = "mean", method: str = "shift-att"
                        ) -> list[dict[str, Any]]:
-    """Signal rows (as `triage.iter_signal_rows` makes them) of items holding "source", "translation"
+    """Signal rows (as `rows.signal_row` makes them) of items holding "source", "translation"
     and maybe "reference", forced through the model, in input order. With `alti` every row also gets
     "alti_source", the mean ALTI+ source contribution, traced in the very same forward pass
     (`alti.AltiTracer` hooked on the model while `extract.iter_extract` runs its batches)."""
@@ -166,13 +166,13 @@ def forced_signal_rows(bundle: Any, items: Sequence[Mapping[str, Any]], *, alti:
     from .alti import AltiTracer
     from .extract import iter_extract
     from .signals import logprob_positions
-    from .triage import _layer_reducer, signal_row
+    from .rows import signal_reducer, signal_row
 
     sources = [it["source"] for it in items]
     targets = [it["translation"] for it in items]
     refs = [it.get("reference") for it in items]
     references = refs if refs and all(r is not None for r in refs) else None
-    reduce, read_layer = _layer_reducer(layer)
+    reduce, read_layer = signal_reducer(layer), 0  # the reducer keeps one layer (or the mean): read layer 0
     rows: list[dict[str, Any] | None] = [None] * len(items)
     tracer = AltiTracer(bundle.model, encoder=False) if alti else None
     share, k = None, 0

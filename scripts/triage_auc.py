@@ -20,7 +20,7 @@ this type only" reads the one model of the error type being tested, which a user
 knowing the error, and shows what the largest-of-three costs.
 
 Timing (`--time`, CPU seconds of this process, so other load on the machine does not count; run with
-OMP_NUM_THREADS=1): `triage.run_triage` on the whole set (translate, force, calibrate, score), against
+OMP_NUM_THREADS=1): `runner.run_triage` on the whole set (translate, force, calibrate, score), against
 what ALTI+ adds (in its own pass, and traced inside the signal pass) and what the learned
 combination adds (synthetic variants of `--max-per-type` rows per error type forced with ALTI+, the
 fit, scoring every row).
@@ -42,7 +42,8 @@ from aligndebug.combine import (ERROR_TYPES, add_alti, fisher_scores, fit_with_m
                                 make_variants, describe)
 from aligndebug.extract import translate
 from aligndebug.models import load_model
-from aligndebug.triage import SIGNALS, calibrate, roc_auc, run_triage, suspect_values
+from aligndebug.runner import run_triage
+from aligndebug.triage import SIGNALS, calibrate, roc_auc, suspect_values
 
 DATA = Path(__file__).resolve().parents[1] / "datasets" / "heldout" / "europarl-deen-500"
 
@@ -89,7 +90,7 @@ def markdown(table: dict[str, dict[str, float]]) -> str:
     best = {e: max(v[e] for v in single.values()) for e in ERROR_TYPES}
     lines = ["| signal | direction | " + " | ".join(ERROR_TYPES) + " |", "|---|---|" + "---:|" * len(ERROR_TYPES)]
     for name, row in table.items():
-        direction = SIGNALS[name][0] if name in SIGNALS else "low" if name == "alti_source" else ""
+        direction = SIGNALS[name].direction if name in SIGNALS else "low" if name == "alti_source" else ""
         label = f"**{name}**" if name in combined else f"`{name}`"
         cells = [f"**{row[e]:.3f}**" if name in single and row[e] == best[e] else f"{row[e]:.3f}" for e in ERROR_TYPES]
         lines.append(f"| {label} | {direction} | " + " | ".join(cells) + " |")

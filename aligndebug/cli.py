@@ -543,6 +543,10 @@ def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--calibration", type=Path, help="calibration JSON from an earlier run on a clean set "
                                                      "(default: calibrate on this set)")
     p.add_argument("--percentile", type=percentile, default=95.0, help="flag threshold percentile when calibrating")
+    p.add_argument("--combine", choices=("learned", "fisher"), default="learned",
+                   help="how the signals make one score: learned (default; weights fitted without labels on this "
+                        "set against synthetic errors made from it, saved in the calibration) or fisher (Fisher's "
+                        "method, every signal family the same weight)")
     p.add_argument("--method", choices=tuple(ROW_RULES), default=DEFAULT_ROW_RULE,
                    help="; ".join(f"{k}: {v}" for k, v in ROW_RULES.items()))
     p.add_argument("--layer", type=parse_selector, default="mean", help="decoder layer (0-based) or 'mean' (default)")
@@ -559,8 +563,9 @@ def cmd_triage(args: argparse.Namespace) -> int:
         raise InputError(None, None, "no source sentences given", "--src FILE or --testset NAME")
     if isinstance(args.layer, list) or isinstance(args.head, list):
         raise InputError(None, None, "lists of layers or heads are not supported by triage", "one index or 'mean'")
-    sources = read_text_lines(args.src, "source sentence")
-    targets = read_text_lines(args.tgt, "translation") if args.tgt else None
+    # empty lines are kept: such a sentence is flagged `empty` and ranked among the suspects
+    sources = read_text_lines(args.src, "source sentence", allow_empty=True)
+    targets = read_text_lines(args.tgt, "translation", allow_empty=True) if args.tgt else None
     references = read_text_lines(args.ref, "reference") if args.ref else None
     for path, lines in ((args.tgt, targets), (args.ref, references)):
         if lines is not None and len(lines) != len(sources):
@@ -572,7 +577,7 @@ def cmd_triage(args: argparse.Namespace) -> int:
     check_layer(args.layer, bundle.num_layers)
     common = dict(batch_size=args.batch_size, calibration=calibration, beam=args.beam, layer=args.layer,
                   head=args.head, method=args.method, percentile=args.percentile, out=args.out,
-                  chunk_size=args.chunk_size)
+                  chunk_size=args.chunk_size, combine=args.combine)
     with tqdm(total=len(sources), unit="sent", disable=args.no_progress, file=sys.stderr) as bar:
         try:
             if ray_kwargs is not None:
@@ -589,6 +594,10 @@ def cmd_triage(args: argparse.Namespace) -> int:
         write_report(rows, args.html, bundle=bundle, calibration=calibration, top=args.top,
                      layer=args.layer, head=args.head, method=args.method)
     print(format_top(rows, 10))
+    unusable = getattr(rows, "unusable", {})
+    combine = "learned" if calibration.learned() is not None else "Fisher's method"
+    print(f"{len(rows)} sentences, score: {combine}; the model could not take {sum(unusable.values())}"
+          + (" (" + ", ".join(f"{k} {n}" for k, n in sorted(unusable.items())) + ")" if unusable else ""))
     print(f"rows: {args.out}   calibration: {calibration_path(args.out)}"
           + (f"   report: {args.html}" if args.html else ""))
     return 0

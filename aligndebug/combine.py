@@ -50,10 +50,8 @@ import numpy as np
 from scipy import optimize, special
 
 ERROR_TYPES = ("detached", "omission", "repetition")
-# signals that are not in triage.SIGNALS: name -> (suspect direction, label for reasons)
-EXTRA_SIGNALS: dict[str, tuple[str, str]] = {
-    "alti_source": ("low", "ALTI+ source contribution (share of each prediction that comes from the source)"),
-}
+# signals that are not in signals.SIGNALS: name -> (suspect direction, label for reasons); ALTI+ is registered there now
+EXTRA_SIGNALS: dict[str, tuple[str, str]] = {}
 # derived from per-word lists with token thresholds (NaN in raw signal rows), and needing a reference
 SKIP = ("scattered_share", "omission_share", "overattended_share")
 Z_CAP = 10.0

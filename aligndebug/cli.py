@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .align import Selector, align_record, default_layer, word_matrix
+from .combine import learned
 from .contrast import contrast
 from .datasets import add_testset, echo, load_testset, table
 from .errors import InputError, ModelLoadError
@@ -595,7 +596,7 @@ def cmd_triage(args: argparse.Namespace) -> int:
                      layer=args.layer, head=args.head, method=args.method)
     print(format_top(rows, 10))
     unusable = getattr(rows, "unusable", {})
-    combine = "learned" if calibration.learned() is not None else "Fisher's method"
+    combine = "learned" if learned(calibration) is not None else "Fisher's method"
     print(f"{len(rows)} sentences, score: {combine}; the model could not take {sum(unusable.values())}"
           + (" (" + ", ".join(f"{k} {n}" for k, n in sorted(unusable.items())) + ")" if unusable else ""))
     print(f"rows: {args.out}   calibration: {calibration_path(args.out)}"

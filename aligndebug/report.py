@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .combine import describe, learned
 from .extract import extract
 from .signals import SIGNALS
 from .store import write_text_atomic
@@ -110,10 +111,8 @@ def render_report(rows: Iterable[dict[str, Any]], *, bundle: Any = None, calibra
     if flag_counts:
         parts.append('<p class="meta">sentences with each flag: ' + ", ".join(
             f"{_esc(f)} {n}" for f, n in flag_counts.most_common()) + "</p>")
-    comb = calibration.learned() if calibration is not None else None
+    comb = learned(calibration) if calibration is not None else None
     if comb is not None:
-        from .combine import describe
-
         parts.append('<p class="meta">score = learned log-odds that the sentence is an error (the largest over the '
                      "error types), from weights fitted without labels on the calibration set against synthetic "
                      "errors made from it; higher = more suspect. Largest weights per error type:</p>")

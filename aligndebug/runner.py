@@ -36,7 +36,8 @@ from .record import Record
 from .rows import (ScoreOptions, ScoreTotals, score_reducer, score_row, signal_reducer, signal_row,
                    unusable_row)
 from .store import JsonlStore, parse_row, row_at, row_json, write_lines_atomic, write_text_atomic
-from .triage import SIGNALS, Calibration, calibrate, is_suspect, row_score, scored_row, triage_settings
+from .combine import is_suspect, row_score, scored_row
+from .triage import SIGNALS, Calibration, calibrate, triage_settings
 
 # (rows per builder, in input order) of one chunk, and how many sentences it ran
 ChunkResult = tuple[int, list[list[dict[str, Any]]]]

@@ -101,19 +101,6 @@ class Calibration:
             raise InputError(path, None, f"calibration lacks {sorted(missing)}", "a calibration JSON file written by aligndebug triage")
         return cls.from_dict(data)
 
-    def learned(self):
-        """The learned combination (`combine.Combiner`) this calibration holds, or None (Fisher)."""
-        if self.combine != "learned":
-            return None
-        if self.combiner is None:
-            raise ValueError("the calibration says combine 'learned' but holds no learned combination")
-        hit = self.__dict__.get("_combiner")
-        if hit is None or hit[0] is not self.combiner:
-            from .combine import Combiner
-
-            hit = self.__dict__["_combiner"] = (self.combiner, Combiner.from_dict(self.combiner))
-        return hit[1]
-
     def p_value(self, name: str, value: float) -> float:
         """p-value of `value` in the signal's suspect direction (NaN if undefined); see `log_p_value`."""
         return math.exp(self.log_p_value(name, value))
@@ -316,47 +303,6 @@ def triage_settings(model_name: str | None, *, method: str, layer: int | str, he
 
 
 ROW_ORDER = ("id", "rank", "score", "flags", "reasons", "source", "translation", "reference")
-
-
-UNUSABLE = {"empty": "the model cannot take this sentence (empty)",
-            "too_long_for_model": "the model cannot take this sentence (too long for its positions)"}
-
-
-def row_score(row: dict[str, Any], calibration: Calibration) -> float:
-    """The ranking score of a row (rounded as rows carry it): the learned log-odds when the calibration
-    holds a learned combination, else Fisher's -log10 p (`triage_row`)."""
-    comb = calibration.learned()
-    score = float(comb.logit([row])[0]) if comb is not None else triage_row(row, calibration)[0]
-    return round(score, 4)
-
-
-def is_suspect(row: dict[str, Any], score: float, calibration: Calibration) -> bool:
-    """Above the calibration rows' own q-th percentile score, or a sentence the model cannot take."""
-    threshold = calibration.combine_threshold if calibration.learned() is not None else calibration.score_threshold
-    return bool(row.get("unusable")) or (threshold is not None and score > threshold)
-
-
-def scored_row(row: dict[str, Any], calibration: Calibration) -> None:
-    """Put score, suspect, flags and reasons (and the threshold-dependent signals) into a signal row, in place;
-    id, score, suspect, flags and reasons lead the row. Flags come from the calibrated thresholds (each with
-    its reason); with a learned combination the score is its log-odds and its verdict leads the reasons."""
-    row.update(apply_token_thresholds(row, calibration))
-    score, flags, reasons = triage_row(row, calibration)
-    comb = calibration.learned()
-    if comb is not None:
-        score = float(comb.logit([row])[0])
-        reasons = comb.reasons(row) + reasons
-    score = round(score, 4)
-    if row.get("unusable"):
-        flags.insert(0, row["unusable"])
-        reasons.insert(0, f"{UNUSABLE.get(row['unusable'], 'the model cannot take this sentence')}: "
-                          f"{row.get('unusable_reason', '')}; only signals needing no forward pass are scored")
-    head = {"id": row["id"], "score": score, "suspect": is_suspect(row, score, calibration), "flags": flags,
-            "reasons": reasons}
-    rest = {k: v for k, v in row.items() if k not in head}
-    row.clear()
-    row.update(head)
-    row.update(rest)
 
 
 # --------------------------------------------------------------------------- statistics

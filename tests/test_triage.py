@@ -492,3 +492,16 @@ def test_report_shows_the_learned_weights_and_keeps_unusable_rows(tiny, tmp_path
     fisher = run_triage(bundle, SOURCES, TARGETS, batch_size=2, layer=1, combine="fisher")
     assert "Fisher&#x27;s method" in render_report(fisher, calibration=fisher.calibration) or \
         "Fisher's method" in render_report(fisher, calibration=fisher.calibration)
+
+
+def test_unusable_sources_are_kept_when_the_model_translates(tiny):
+    bundle, _ = tiny
+    limit = bundle.model.config.max_position_embeddings
+    sources = SOURCES[:3] + ["", " ".join(["Hund"] * limit)]
+    rows = run_triage(bundle, sources, batch_size=2, layer=1)
+    by_id = {r["id"]: r for r in rows}
+    assert rows.unusable == {"empty": 1, "too_long_for_model": 1} and rows.calibration.n == 3
+    assert by_id[3]["flags"][0] == "empty" and "source is empty" in by_id[3]["reasons"][0]
+    assert by_id[4]["flags"][0] == "too_long_for_model" and by_id[4]["translation"] == ""
+    assert by_id[3]["suspect"] and by_id[4]["suspect"] and by_id[4]["length_ratio"] == 0.0
+    assert all("alti_source" in by_id[k] and not math.isnan(by_id[k]["alti_source"]) for k in range(3))

@@ -56,6 +56,11 @@ def analyse(model: str, source: str, reference: str, beam: int):
     return extract(bundle, [source], [reference] if split_words(reference) else None, beam=beam)[0]
 
 
+@st.cache_data(show_spinner="ALTI+…", max_entries=16)
+def alti_contributions(model: str, record_json: str):
+    return views.alti_view(get_bundle(model), Record.from_json(record_json))
+
+
 @st.cache_data(show_spinner="Integrated Gradients…", max_entries=16)
 def integrated_gradients(model: str, record_json: str, steps: int):
     rec = Record.from_json(record_json)
@@ -326,7 +331,7 @@ def rollout_tab(cfg, rec, gold) -> None:
                "(Abnar & Zuidema 2020); **Integrated Gradients** measures which source words change the "
                "output's probability (Sundararajan et al. 2017). Where they disagree, attention is not "
                "explaining the output.")
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c4, c3 = st.columns(4)
     with c1:
         st.markdown("**Cross-attention**")
         show_chart(charts.alignment_heatmap(rec, layer=layer, head=head, method=method, level=level, gold=gold,
@@ -338,6 +343,19 @@ def rollout_tab(cfg, rec, gold) -> None:
             show_chart(charts.source_target_heatmap(rec, mat, level=level, method=method, value_title="rollout",
                                                     gold=gold, cell=18, legend="bottom"), "rollout", compact=True)
         except ValueError as exc:
+            st.info(str(exc))
+    with c4:
+        st.markdown("**ALTI+ source contribution**")
+        try:
+            alti = alti_contributions(cfg["model"], rec.to_json(arrays=False))
+            show_chart(charts.source_target_heatmap(rec, alti["matrix"], level=level, value_title="ALTI+",
+                                                    gold=gold, cell=18, legend="bottom"), "alti", compact=True)
+            st.caption(f"Share of each prediction that comes from the source (Ferrando et al. 2022): "
+                       f"{alti['sentence']:.0%} on average; the rest comes from the target prefix. "
+                       "Low = the output leans on its own prefix, the pattern of detached output.")
+            st.caption("⚠ Contribution is not causation: ALTI+ measures how much of each vector a token "
+                       "accounts for, not what would change without it (Integrated Gradients asks that).")
+        except (ValueError, RuntimeError) as exc:  # a model family whose layout ALTI+ does not know
             st.info(str(exc))
     ig = None
     with c3:

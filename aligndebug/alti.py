@@ -371,3 +371,28 @@ def sentence_source_contribution(bundle: Any, items: Sequence[Any], batch_size: 
     """The sentence-level signal: mean ALTI+ source contribution over each target's word tokens and
     closing </s> (the label positions Seq-Logprob scores); low = suspect."""
     return np.array([r.sentence_score for r in source_contribution(bundle, items, batch_size)])
+
+
+# --------------------------------------------------------------------------- inside another run's passes
+
+def supports(model: Any) -> bool:
+    """Whether ALTI+ knows the block layout of `model` (see PRE_LN)."""
+    return getattr(getattr(model, "config", None), "model_type", None) in PRE_LN
+
+
+def traced_records(model: Any, records: Any) -> Any:
+    """Yield the (index, Record) of `records` (a teacher-forced `extract.iter_extract` run, not yet
+    started) with ``rec.meta["alti_source"]``, the sentence's mean ALTI+ source contribution, traced
+    in the very pass that made the Record (no second pass). `iter_extract` runs one pass per batch and
+    then yields that batch's Records in batch order, so a new traced pass marks a new batch."""
+    share, k = None, 0
+    with AltiTracer(model, check=False, encoder=False) as tracer:
+        for i, rec in records:
+            if tracer.dec_self:  # the pass of a new batch
+                # clipped: float32 rounding can put a row's sum a hair above 1
+                share, k = tracer.source_share().float().cpu().numpy().astype(np.float64).clip(0.0, 1.0), 0
+                tracer.reset()
+            pos = logprob_positions(rec.tgt_word_ids)
+            rec.meta["alti_source"] = float(share[k, pos].mean()) if share is not None and len(pos) else float("nan")
+            k += 1
+            yield i, rec

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from . import __version__
 from .align import Selector, align_record, default_layer, word_matrix
 from .compare import CompareOptions, finish_compare, format_table, run_compare
+from .combine import learned
 from .contrast import contrast
 from .datasets import add_testset, echo, load_testset, table
 from .decoding import DEFAULT_THRESHOLDS
@@ -599,6 +600,10 @@ def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--calibration", type=Path, help="calibration JSON from an earlier run on a clean set "
                                                      "(default: calibrate on this set)")
     p.add_argument("--percentile", type=percentile, default=95.0, help="flag threshold percentile when calibrating")
+    p.add_argument("--combine", choices=("learned", "fisher"), default="learned",
+                   help="how the signals make one score: learned (default; weights fitted without labels on this "
+                        "set against synthetic errors made from it, saved in the calibration) or fisher (Fisher's "
+                        "method, every signal family the same weight)")
     p.add_argument("--method", choices=tuple(ROW_RULES), default=None,
                    help="; ".join(f"{k}: {v}" for k, v in ROW_RULES.items()) + f". {VIEW_DEFAULT}")
     p.add_argument("--layer", type=parse_selector, default=None, help=f"decoder layer (0-based) or 'mean'. {VIEW_DEFAULT}")
@@ -615,8 +620,9 @@ def cmd_triage(args: argparse.Namespace) -> int:
         raise InputError(None, None, "no source sentences given", "--src FILE or --testset NAME")
     if isinstance(args.layer, list) or isinstance(args.head, list):
         raise InputError(None, None, "lists of layers or heads are not supported by triage", "one index or 'mean'")
-    sources = read_text_lines(args.src, "source sentence")
-    targets = read_text_lines(args.tgt, "translation") if args.tgt else None
+    # empty lines are kept: such a sentence is flagged `empty` and ranked among the suspects
+    sources = read_text_lines(args.src, "source sentence", allow_empty=True)
+    targets = read_text_lines(args.tgt, "translation", allow_empty=True) if args.tgt else None
     references = read_text_lines(args.ref, "reference") if args.ref else None
     for path, lines in ((args.tgt, targets), (args.ref, references)):
         if lines is not None and len(lines) != len(sources):
@@ -629,11 +635,11 @@ def cmd_triage(args: argparse.Namespace) -> int:
     apply_view(args, bundle)
     common = dict(batch_size=args.batch_size, calibration=calibration, beam=args.beam, layer=args.layer,
                   head=args.head, method=args.method, percentile=args.percentile, out=args.out,
-                  chunk_size=args.chunk_size)
+                  chunk_size=args.chunk_size, combine=args.combine)
     # a triage rerun with the same --out resumes from <out>.partial: only when that file is this run's
     triage_run = {"command": "triage", "aligndebug": __version__, "model": bundle.name,
                   "model_fingerprint": bundle.fingerprint(), "method": args.method, "layer": args.layer,
-                  "head": args.head, "percentile": args.percentile,
+                  "head": args.head, "percentile": args.percentile, "combine": args.combine,
                   "text": {k: file_fingerprint(getattr(args, k)) for k in ("src", "tgt", "ref")},
                   "inputs": {"calibration": file_fingerprint(args.calibration)},
                   **({"beam": args.beam} if args.tgt is None else {})}
@@ -659,6 +665,10 @@ def cmd_triage(args: argparse.Namespace) -> int:
         write_report(rows, args.html, bundle=bundle, calibration=calibration, top=args.top,
                      layer=args.layer, head=args.head, method=args.method)
     print(format_top(rows, 10))
+    unusable = getattr(rows, "unusable", {})
+    combine = "learned" if learned(calibration) is not None else "Fisher's method"
+    print(f"{len(rows)} sentences, score: {combine}; the model could not take {sum(unusable.values())}"
+          + (" (" + ", ".join(f"{k} {n}" for k, n in sorted(unusable.items())) + ")" if unusable else ""))
     print(f"rows: {args.out}   calibration: {calibration_path(args.out)}"
           + (f"   report: {args.html}" if args.html else ""))
     return 0

@@ -49,11 +49,12 @@ from typing import Any
 import numpy as np
 from scipy import optimize, special
 
+from . import triage
+from .triage import apply_token_thresholds, roc_auc, triage_row
+
 ERROR_TYPES = ("detached", "omission", "repetition")
-# signals that are not in triage.SIGNALS: name -> (suspect direction, label for reasons)
-EXTRA_SIGNALS: dict[str, tuple[str, str]] = {
-    "alti_source": ("low", "ALTI+ source contribution (share of each prediction that comes from the source)"),
-}
+# signals that are not in signals.SIGNALS: name -> (suspect direction, label for reasons); ALTI+ is registered there now
+EXTRA_SIGNALS: dict[str, tuple[str, str]] = {}
 # derived from per-word lists with token thresholds (NaN in raw signal rows), and needing a reference
 SKIP = ("scattered_share", "omission_share", "overattended_share")
 Z_CAP = 10.0
@@ -63,10 +64,10 @@ VERSION = 1
 
 def signal_catalogue() -> dict[str, tuple[str, str]]:
     """Every known signal: name -> (suspect direction 'high'/'low'/'both', label)."""
-    from .triage import SIGNALS
+    from .signals import SIGNALS
 
-    cat = {name: (s.direction, s.label) for name, s in SIGNALS.items()}
-    cat.update(EXTRA_SIGNALS)
+    cat = dict(EXTRA_SIGNALS)
+    cat.update({s.name: (s.direction, s.label) for s in SIGNALS.values()})
     return cat
 
 
@@ -172,7 +173,7 @@ def forced_signal_rows(bundle: Any, items: Sequence[Mapping[str, Any]], *, alti:
     targets = [it["translation"] for it in items]
     refs = [it.get("reference") for it in items]
     references = refs if refs and all(r is not None for r in refs) else None
-    reduce, read_layer = signal_reducer(layer), 0  # the signals then read the one layer kept
+    reduce, read_layer = signal_reducer(layer), 0  # the reducer keeps one layer (or the mean): read layer 0
     rows: list[dict[str, Any] | None] = [None] * len(items)
     tracer = AltiTracer(bundle.model, encoder=False) if alti else None
     share, k = None, 0
@@ -327,8 +328,6 @@ class Combiner:
     def reasons(self, row: Mapping[str, Any], k: int = 3) -> list[str]:
         """The verdict in words: the most likely error type and the (up to `k`) signals that pushed it
         most, among those more suspect than about 84 % of the calibration rows (z > 1)."""
-        from . import triage
-
         cat = signal_catalogue()
         prob, kind = self.score(row)
         x = self.features([row])[0]
@@ -403,8 +402,6 @@ def fit(clean_rows: Sequence[Mapping[str, Any]], variant_rows: Mapping[str, Sequ
                     intercepts={}, l2=float(l2), n_fit={})
     x_clean = comb.features(clean_rows)
     order = comb.features_order
-    from .triage import roc_auc
-
     for kind, rows in variant_rows.items():
         if not rows:
             continue
@@ -447,9 +444,62 @@ def fit_with_model(bundle: Any, clean_rows: Sequence[Mapping[str, Any]], *, seed
 
 def fisher_scores(rows: Sequence[Mapping[str, Any]], calibration: Any) -> np.ndarray:
     """Today's triage score (Fisher combination, `triage.triage_row`) of every row, for comparison."""
-    from .triage import apply_token_thresholds, triage_row
-
     return np.array([triage_row({**r, **apply_token_thresholds(dict(r), calibration)}, calibration)[0] for r in rows])
+
+
+# --------------------------------------------------------------------------- scoring triage rows
+
+def learned(calibration: Any) -> "Combiner | None":
+    """The learned combination a `triage.Calibration` holds (cached on it), or None when it ranks by Fisher."""
+    if calibration.combine != "learned":
+        return None
+    if calibration.combiner is None:
+        raise ValueError("the calibration says combine 'learned' but holds no learned combination")
+    hit = calibration.__dict__.get("_combiner")  # not a dataclass field: never serialised
+    if hit is None or hit[0] is not calibration.combiner:
+        hit = calibration.__dict__["_combiner"] = (calibration.combiner, Combiner.from_dict(calibration.combiner))
+    return hit[1]
+
+
+UNUSABLE = {"empty": "the model cannot take this sentence (empty)",
+            "too_long_for_model": "the model cannot take this sentence (too long for its positions)"}
+
+
+def row_score(row: dict[str, Any], calibration: triage.Calibration) -> float:
+    """The ranking score of a row (rounded as rows carry it): the learned log-odds when the calibration
+    holds a learned combination, else Fisher's -log10 p (`triage_row`)."""
+    comb = learned(calibration)
+    score = float(comb.logit([row])[0]) if comb is not None else triage_row(row, calibration)[0]
+    return round(score, 4)
+
+
+def is_suspect(row: dict[str, Any], score: float, calibration: triage.Calibration) -> bool:
+    """Above the calibration rows' own q-th percentile score, or a sentence the model cannot take."""
+    threshold = calibration.combine_threshold if learned(calibration) is not None else calibration.score_threshold
+    return bool(row.get("unusable")) or (threshold is not None and score > threshold)
+
+
+def scored_row(row: dict[str, Any], calibration: triage.Calibration) -> None:
+    """Put score, suspect, flags and reasons (and the threshold-dependent signals) into a signal row, in place;
+    id, score, suspect, flags and reasons lead the row. Flags come from the calibrated thresholds (each with
+    its reason); with a learned combination the score is its log-odds and its verdict leads the reasons."""
+    row.update(apply_token_thresholds(row, calibration))
+    score, flags, reasons = triage_row(row, calibration)
+    comb = learned(calibration)
+    if comb is not None:
+        score = float(comb.logit([row])[0])
+        reasons = comb.reasons(row) + reasons
+    score = round(score, 4)
+    if row.get("unusable"):
+        flags.insert(0, row["unusable"])
+        reasons.insert(0, f"{UNUSABLE.get(row['unusable'], 'the model cannot take this sentence')}: "
+                          f"{row.get('unusable_reason', '')}; only signals needing no forward pass are scored")
+    head = {"id": row["id"], "score": score, "suspect": is_suspect(row, score, calibration), "flags": flags,
+            "reasons": reasons}
+    rest = {k: v for k, v in row.items() if k not in head}
+    row.clear()
+    row.update(head)
+    row.update(rest)
 
 
 def describe(comb: Combiner, k: int = 5) -> list[str]:
@@ -466,6 +516,6 @@ def describe(comb: Combiner, k: int = 5) -> list[str]:
     return lines
 
 
-__all__ = ["Combiner", "ERROR_TYPES", "EXTRA_SIGNALS", "add_alti", "describe", "fisher_scores", "fit",
+__all__ = ["Combiner", "is_suspect", "learned", "row_score", "scored_row", "ERROR_TYPES", "EXTRA_SIGNALS", "add_alti", "describe", "fisher_scores", "fit",
            "fit_with_model", "forced_signal_rows", "make_variants", "omit_span", "repeat_span", "suspect_z",
            "reference_samples", "signal_catalogue"]

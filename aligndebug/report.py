@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .combine import describe, learned
 from .extract import extract
 from .signals import SIGNALS
 from .store import write_text_atomic
@@ -51,12 +52,14 @@ def _heatmaps(rows: Sequence[dict[str, Any]], bundle: Any, layer: Any, head: Any
 
     if not rows:
         return []
-    recs = extract(bundle, [r["source"] for r in rows], [r["translation"] for r in rows],
-                   batch_size=batch_size, keep=("cross",))
+    usable = [r for r in rows if not r.get("unusable")]  # a sentence the model cannot take has no attention
+    recs = iter(extract(bundle, [r["source"] for r in usable], [r["translation"] for r in usable],
+                        batch_size=batch_size, keep=("cross",)) if usable else [])
     out: list[str | None] = []
-    for rec in recs:
-        if not rec.tgt_words:
-            out.append(None)  # empty translation: nothing to draw
+    for r in rows:
+        rec = None if r.get("unusable") else next(recs)
+        if rec is None or not rec.tgt_words:
+            out.append(None)  # unusable or empty translation: nothing to draw
             continue
         chart = alignment_heatmap(rec, layer=layer, head=head, method=method,
                                   title=f"cross-attention · layer {layer} · head {head} · {method}")
@@ -83,7 +86,8 @@ def render_report(rows: Iterable[dict[str, Any]], *, bundle: Any = None, calibra
                   title: str = "aligndebug triage report") -> str:
     """The report as one HTML string. `rows` are triage rows (a list, or a RankedFile read as it goes);
     heatmaps need the model `bundle` (without it the report lists the suspects only)."""
-    shown = heapq.nsmallest(top, rows, key=lambda r: -r["score"])  # sorted(...)[:top], holding only `top` rows
+    # sorted(...)[:top] in the rows' own order (suspects first), holding only `top` rows
+    shown = heapq.nsmallest(top, rows, key=lambda r: (not r.get("suspect"), -r["score"], r["id"]))
     svgs = _heatmaps(shown, bundle, layer, head, method) if bundle is not None else [None] * len(shown)
     flag_counts: Counter[str] = Counter()
     n_rows = n_suspect = 0
@@ -107,8 +111,15 @@ def render_report(rows: Iterable[dict[str, Any]], *, bundle: Any = None, calibra
     if flag_counts:
         parts.append('<p class="meta">sentences with each flag: ' + ", ".join(
             f"{_esc(f)} {n}" for f, n in flag_counts.most_common()) + "</p>")
-    parts.append('<p class="meta">score = −log10 of the combined p-value of all signals against the calibration '
-                 "(Fisher's method over signal families); higher = more suspect.</p>")
+    comb = learned(calibration) if calibration is not None else None
+    if comb is not None:
+        parts.append('<p class="meta">score = learned log-odds that the sentence is an error (the largest over the '
+                     "error types), from weights fitted without labels on the calibration set against synthetic "
+                     "errors made from it; higher = more suspect. Largest weights per error type:</p>")
+        parts.append('<ul class="reasons weights">' + "".join(f"<li>{_esc(x)}</li>" for x in describe(comb)) + "</ul>")
+    else:
+        parts.append('<p class="meta">score = −log10 of the combined p-value of all signals against the calibration '
+                     "(Fisher's method over signal families); higher = more suspect.</p>")
     for r, svg in zip(shown, svgs):
         badges = ['<span class="flag suspect">suspect</span>'] if r.get("suspect") else []
         badges += [f'<span class="flag">{_esc(f)}</span>' for f in r.get("flags", [])]

@@ -24,7 +24,7 @@ from .methods import DEFAULT_ROW_RULE, compared_aligners
 from .metrics import AlignmentCounts, AlignmentSignature, count_links
 from .models import ModelBundle
 from .record import Record
-from .signals import SIGNALS, record_signals
+from .signals import SIGNALS, length_ratio, record_signals, reference_scores, repetition_stats
 from .words import token_links_to_words
 
 COUNT_FIELDS = ("predicted", "sure", "pred_and_sure", "pred_and_possible")
@@ -291,4 +291,24 @@ def signal_row(rec: Record, id_: int, source: str, reference: str | None = None,
         row["reference"] = reference
     row["src_words"] = rec.src_words
     row.update(sig)
+    if "alti_source" in rec.meta:  # traced in the pass that made the Record (`alti.traced_records`)
+        row["alti_source"] = rec.meta["alti_source"]
+    return row
+
+
+def unusable_row(id_: int, source: str, translation: str, reference: str | None, reason: str,
+                 message: str) -> dict[str, Any]:
+    """The row of a sentence the model cannot take (`reason`: ``empty``, ``too_long_for_model``): kept, with
+    the signals that need no forward pass (length ratio, output repetition, reference scores); the others
+    are undefined (NaN)."""
+    src_words, tgt_words = source.split(), translation.split()
+    row: dict[str, Any] = {"id": id_, "source": source, "translation": translation}
+    if reference is not None:
+        row["reference"] = reference
+    row.update({"src_words": src_words, "unusable": reason, "unusable_reason": message})
+    row.update({name: float("nan") for name in SIGNALS})
+    row["length_ratio"] = length_ratio(len(tgt_words), len(src_words))
+    row.update(repetition_stats(tgt_words))
+    if reference is not None:
+        row.update(reference_scores(translation, reference))
     return row

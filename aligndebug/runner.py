@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import warnings
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,15 +27,17 @@ import numpy as np
 
 from .align import Selector
 from .errors import InputError, SentenceError
-from .extract import iter_extract
+from .extract import encode_pair, iter_extract, translate
 from .gold import GoldAlignment
 from .methods import compared_aligners
 from .models import ModelBundle
 from .pairs import SentencePair
 from .record import Record
-from .rows import ScoreOptions, ScoreTotals, score_reducer, score_row, signal_reducer, signal_row
+from .rows import (ScoreOptions, ScoreTotals, score_reducer, score_row, signal_reducer, signal_row,
+                   unusable_row)
 from .store import JsonlStore, parse_row, row_at, row_json, write_lines_atomic, write_text_atomic
-from .triage import SIGNALS, Calibration, calibrate, scored_row, triage_row, triage_settings
+from .combine import is_suspect, row_score, scored_row
+from .triage import SIGNALS, Calibration, calibrate, triage_settings
 
 # (rows per builder, in input order) of one chunk, and how many sentences it ran
 ChunkResult = tuple[int, list[list[dict[str, Any]]]]
@@ -88,12 +91,17 @@ class ScoreRows:
 
 @dataclass(frozen=True)
 class SignalRows:
-    """Triage signal rows (`rows.signal_row`, unscored) read at `layer`, `head` with `method`."""
+    """Triage signal rows (`rows.signal_row`, unscored) read at `layer`, `head` with `method`; with `alti`
+    also ALTI+ source contribution, traced in the same forward pass (models whose layout ALTI+ knows).
+
+    A sentence the model cannot take (`unusable`) does not stop the run: its row (`fallback`) holds the
+    signals that need no forward pass and the reason."""
 
     layer: int | str = "mean"
     head: int | str = "mean"
     method: str = "shift-att"
     keep: tuple[str, ...] = ("cross",)
+    alti: bool = True
 
     def reducer(self):
         return signal_reducer(self.layer)
@@ -101,6 +109,27 @@ class SignalRows:
     def build(self, rec: Record, item: Item, bundle: ModelBundle, reduced: bool) -> dict[str, Any]:
         return signal_row(rec, item.index, item.source_text, item.reference, layer=0 if reduced else self.layer,
                           head=self.head, method=self.method)
+
+    def fallback(self, item: Item, reason: str, message: str) -> dict[str, Any]:
+        return unusable_row(item.index, item.source_text, _text(item.target), item.reference, reason, message)
+
+
+def _text(x: str | list[str] | None) -> str:
+    return "" if x is None else x if isinstance(x, str) else " ".join(x)
+
+
+def unusable_reason(bundle: ModelBundle, item: Item) -> tuple[str, str] | None:
+    """(code, message) when the model cannot take `item` -- ``empty`` (no source word, or a given target
+    with no word) or ``too_long_for_model`` (past the model's positions) -- else None."""
+    if not _text(item.source).split():
+        return "empty", "the source is empty"
+    if item.target is not None and not _text(item.target).split():
+        return "empty", "the target is empty"
+    try:
+        encode_pair(bundle, item.source, item.target if item.target is not None else [], item.index)
+    except SentenceError as exc:
+        return ("empty" if "empty" in exc.reason else "too_long_for_model"), exc.reason
+    return None
 
 
 # ------------------------------------------------------------------------------------------ cutting, running
@@ -148,19 +177,43 @@ def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuil
     """Every builder's rows for `items`, in input order, from one forward pass per batch.
 
     One builder keeps only what its rows read of each sentence's attention (its reducer); several keep all
-    of it. A sentence that cannot be used raises InputError naming its line (the caller adds the file).
+    of it. A sentence that cannot be used raises InputError naming its line (the caller adds the file),
+    unless every builder has a `fallback` row for it (triage: the sentence is kept, with the reason).
+    A builder asking for `alti` gets ALTI+ traced in the same passes (``rec.meta["alti_source"]``).
     """
+    from . import alti as alti_mod
+
     out: list[dict[int, dict[str, Any]]] = [{} for _ in builders]
     keep = tuple(dict.fromkeys(k for b in builders for k in b.keep))
     reduce = builders[0].reducer() if len(builders) == 1 else None
-    forced = [x for x in items if x.target is not None]
-    free = [x for x in items if x.target is None]
+    if all(hasattr(b, "fallback") for b in builders):
+        usable = []
+        for x in items:
+            bad = unusable_reason(bundle, x)
+            if bad is None:
+                usable.append(x)
+            else:
+                for rows, b in zip(out, builders):
+                    rows[x.index] = b.fallback(x, *bad)
+    else:
+        usable = items
+    traced = any(getattr(b, "alti", False) for b in builders) and alti_mod.supports(bundle.model)
+    forced = [x for x in usable if x.target is not None]
+    free = [x for x in usable if x.target is None]
     for group, targets in ((forced, [x.target for x in forced]), (free, None)):
         if not group:
             continue
+        translated = traced and targets is None
         try:
-            for i, rec in iter_extract(bundle, [x.source for x in group], targets, batch_size=batch_size, beam=beam,
-                                       keep=keep, reduce=reduce):
+            if translated:  # generation is not traced: translate first, then trace the forced pass
+                targets = translate(bundle, [x.source for x in group], beam=beam)
+            records = iter_extract(bundle, [x.source for x in group], targets, batch_size=batch_size, beam=beam,
+                                   keep=keep, reduce=reduce)
+            if traced:
+                records = alti_mod.traced_records(bundle.model, records)
+            for i, rec in records:
+                if translated:
+                    rec.meta.update({"forced_target": False, "beam": beam})
                 for rows, b in zip(out, builders):
                     rows[group[i].index] = b.build(rec, group[i], bundle, reduce is not None)
         except SentenceError as exc:  # name the input line, not the position inside this chunk
@@ -304,32 +357,97 @@ class TriageRows(list):
     def __init__(self, rows: Iterable[dict[str, Any]], calibration: Calibration):
         super().__init__(rows)
         self.calibration = calibration
+        self.unusable: dict[str, int] = {}
+
+
+COMBINES = ("learned", "fisher")
+
+
+class UsableRows:
+    """The rows of `store` that the model could take (re-iterable, as `calibrate` reads them several times):
+    sentences kept with an `unusable` reason are left out of calibration and of the learned fit."""
+
+    def __init__(self, store: Iterable[dict[str, Any]]):
+        self.store = store
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (r for r in self.store if not r.get("unusable"))
+
+
+def fit_combination(calibration: Calibration, clean_rows: Iterable[dict[str, Any]], compute_rows: Callable[..., list],
+                    *, seed: int = 0, max_per_type: int = 50) -> Calibration:
+    """Fit the learned combination (`combine.fit_with_model`) on `clean_rows` and store it in `calibration`
+    (`combiner`, `combine_threshold`: the q-th percentile of the clean rows' own learned scores).
+
+    `compute_rows(items)` gives the signal rows of synthetic variants ({"source", "translation"[, "reference"]}),
+    forced through the model as the run's own rows were; the variants are used for fitting only, never ranked.
+    """
+    from . import combine as comb_mod
+
+    keys = ("source", "translation", "reference", *SIGNALS)
+    clean = [{k: r[k] for k in keys if k in r} for r in clean_rows]
+    try:
+        comb = comb_mod.fit_with_model(None, clean, seed=seed, max_per_type=max_per_type, alti=False,
+                                       compute_rows=lambda _b, items, **_: compute_rows(items))
+    except ValueError as exc:  # too few rows, or none long enough for a variant: rank as Fisher does
+        warnings.warn(f"no learned combination could be fitted ({exc}); ranking by Fisher's method", stacklevel=2)
+        return calibration
+    calibration.combine, calibration.combiner = "learned", comb.to_dict()
+    own = comb.logit(clean)
+    calibration.combine_threshold = float(np.percentile(np.round(own, 4), calibration.percentile))
+    return calibration
+
+
+def _variant_rows(execute: Execute, builder: SignalRows, chunk_size: int) -> Callable[[list], list[dict[str, Any]]]:
+    """Signal rows of variant items forced through the model with `execute`, in input order."""
+    def compute(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        items = [Item(k, k + 1, v["source"], v["translation"], None, v.get("reference")) for k, v in enumerate(variants)]
+        rows: list[dict[str, Any]] = []
+        run_chunks(iter_chunks(items, chunk_size), [builder], [rows], execute)
+        return rows
+    return compute
 
 
 def finish_triage(store: PartialRows | list[dict[str, Any]], calibration: Calibration | None, *,
                   settings: dict[str, Any], percentile: float = 95.0,
-                  out: str | os.PathLike[str] | None = None) -> TriageRows | RankedFile:
-    """Calibrate on the rows (unless `calibration` is given), score, rank (most suspect first, then by id).
+                  out: str | os.PathLike[str] | None = None,
+                  fit: Callable[[Calibration, UsableRows], Calibration] | None = None) -> TriageRows | RankedFile:
+    """Calibrate on the rows (unless `calibration` is given; `fit` then adds the learned combination), score,
+    rank: suspects first (a sentence the model could not take is always one), each group most suspect first,
+    then by id.
 
     Rows in a list are ranked in place and returned as TriageRows. Rows in ``<out>.partial`` are
     streamed: only their scores and offsets are held, `out` and the calibration are written atomically,
     the partial file is removed, and the ranked rows are returned as a RankedFile reading `out`.
+    Either carries `unusable`: how many sentences the model could not take, by reason.
     """
+    usable = UsableRows(store)
     if calibration is None:
-        calibration = calibrate(store, percentile=percentile, source="self", settings=settings)
+        calibration = calibrate(usable, percentile=percentile, source="self", settings=settings)
+        if fit is not None:
+            calibration = fit(calibration, usable)
+    unusable: dict[str, int] = {}
     if not isinstance(store, PartialRows):
         for row in store:
+            if row.get("unusable"):
+                unusable[row["unusable"]] = unusable.get(row["unusable"], 0) + 1
             scored_row(row, calibration)
-        store.sort(key=lambda r: (-r["score"], r["id"]))
+        store.sort(key=lambda r: (not r["suspect"], -r["score"], r["id"]))
         for rank, row in enumerate(store, start=1):
             row["rank"] = rank
-        return TriageRows(store, calibration)
-    scores, ids, offsets = array("d"), array("q"), array("q")
+        ranked_rows = TriageRows(store, calibration)
+        ranked_rows.unusable = unusable
+        return ranked_rows
+    scores, ids, offsets, plain = array("d"), array("q"), array("q"), array("b")
     for offset, row in store.with_offsets():
-        scores.append(round(triage_row(row, calibration)[0], 4))  # the score a row carries, as the list sort uses
+        if row.get("unusable"):
+            unusable[row["unusable"]] = unusable.get(row["unusable"], 0) + 1
+        score = row_score(row, calibration)  # the score a row carries, as the list sort uses
+        scores.append(score)
+        plain.append(not is_suspect(row, score, calibration))
         ids.append(row["id"])
         offsets.append(offset)
-    order = np.lexsort((np.asarray(ids), -np.asarray(scores)))
+    order = np.lexsort((np.asarray(ids), -np.asarray(scores), np.asarray(plain)))
     out = Path(out)
     write_text_atomic(calibration_path(out), calibration.to_json() + "\n")
     ranked = array("q")  # byte offset of each ranked row in `out`
@@ -348,7 +466,9 @@ def finish_triage(store: PartialRows | list[dict[str, Any]], calibration: Calibr
 
     write_lines_atomic(out, ranked_lines())
     store.path.unlink(missing_ok=True)
-    return RankedFile(out, ranked, calibration)
+    ranked_file = RankedFile(out, ranked, calibration)
+    ranked_file.unusable = unusable
+    return ranked_file
 
 
 def signal_rows(bundle: ModelBundle, sources: Sequence[str], targets: Sequence[str] | None = None,
@@ -368,8 +488,15 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
                head: int | str = "mean", method: str = "shift-att", percentile: float = 95.0,
                out: str | os.PathLike[str] | None = None, chunk_size: int = 256,
                on_progress: Callable[[int], None] | None = None, execute: Execute | None = None,
-               model_name: str | None = None) -> TriageRows | RankedFile:
+               model_name: str | None = None, combine: str = "learned", seed: int = 0,
+               max_variants: int = 50) -> TriageRows | RankedFile:
     """Signals, score, flags and reasons for every sentence, most suspect first.
+
+    `combine`: how the signals make one score. "learned" (default): when calibrating on this set, a learned
+    combination (`combine.Combiner`) is fitted on it against synthetic errors made from its own rows
+    (`max_variants` per error type, forced through the model, never ranked), saved in the calibration; a
+    given calibration must hold one. "fisher": Fisher's method over the signal families (`triage`).
+    A sentence the model cannot take is kept, flagged with the reason and ranked among the suspects.
 
     Without `calibration` the thresholds are calibrated on this set (`percentile`). With `out`, each chunk's
     rows are appended to ``<out>.partial`` as they come (a rerun resumes from it); at the end the ranked rows
@@ -378,6 +505,13 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
     else a RankedFile that reads them from `out` (no row is held). `execute` runs the chunks elsewhere
     (`ray_backend`); `model_name` is then the name the calibration records.
     """
+    if combine not in COMBINES:
+        raise ValueError(f"combine must be one of {COMBINES}, not {combine!r}")
+    if calibration is not None:
+        if combine == "learned" and calibration.combiner is None:
+            raise ValueError("the calibration holds no learned combination: make it with combine 'learned' "
+                             "(aligndebug triage --combine learned) or use combine 'fisher'")
+        calibration.combine = combine
     items = items_from_lines(sources, targets, references)
     settings = triage_settings(model_name or getattr(bundle, "name", None), method=method, layer=layer, head=head,
                                calibration=calibration)
@@ -386,14 +520,19 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
     if on_progress and done:
         on_progress(len(done))
     chunks = [c for c in iter_chunks(items, chunk_size, done) if c]
+    builder = SignalRows(layer, head, method)
+    execute = execute or local_execute(bundle, batch_size, beam)
     try:
         if chunks:
-            run_chunks(chunks, [SignalRows(layer, head, method)], [store],
-                       execute or local_execute(bundle, batch_size, beam), on_progress)
+            run_chunks(chunks, [builder], [store], execute, on_progress)
     finally:
         if isinstance(store, PartialRows):
             store.close()
-    return finish_triage(store, calibration, settings=settings, percentile=percentile, out=out)
+    fit = None
+    if combine == "learned":
+        compute = _variant_rows(execute, builder, chunk_size)
+        fit = lambda cal, rows: fit_combination(cal, rows, compute, seed=seed, max_per_type=max_variants)  # noqa: E731
+    return finish_triage(store, calibration, settings=settings, percentile=percentile, out=out, fit=fit)
 
 
 # ------------------------------------------------------------------------------------------ both at once

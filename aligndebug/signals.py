@@ -109,6 +109,9 @@ SIGNALS: dict[str, Signal] = {s.name: s for s in (
            report=True, table=True),
     Signal("chrf", "low", "reference", "low_reference_score", "sentence chrF against the reference", report=True, table=True),
     Signal("bleu", "low", "reference", "low_reference_score", "sentence BLEU against the reference", report=True, table=True),
+    # traced by `alti.traced_records` in the same forward pass (not from `record_signals`: it needs the model)
+    Signal("alti_source", "low", "source_contribution", "detached",
+           "ALTI+ source contribution (share of each prediction that comes from the source)", report=True),
 )}
 """Every sentence-level signal triage scores, by name (registry order is the order rows, calibrations and
 the score's combination read them). Adding a signal is one entry here and its value in `record_signals`."""

@@ -69,6 +69,9 @@ class Calibration:
     samples: dict[str, list[float]]  # signal -> sorted reference values (or quantiles)
     settings: dict[str, Any] = field(default_factory=dict)  # model, method, layer, head, ...
     score_threshold: float | None = None  # q-th percentile of the calibration rows' own scores
+    combine: str = "fisher"  # how signals make the score: "fisher" or "learned" (`combiner`)
+    combiner: dict[str, Any] | None = None  # `combine.Combiner.to_dict()` of the learned combination
+    combine_threshold: float | None = None  # q-th percentile of the calibration rows' own learned scores
     version: int = CAL_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -300,20 +303,6 @@ def triage_settings(model_name: str | None, *, method: str, layer: int | str, he
 
 
 ROW_ORDER = ("id", "rank", "score", "flags", "reasons", "source", "translation", "reference")
-
-
-def scored_row(row: dict[str, Any], calibration: Calibration) -> None:
-    """Put score, suspect, flags and reasons (and the threshold-dependent signals) into a signal row, in place;
-    id, score, suspect, flags and reasons lead the row."""
-    row.update(apply_token_thresholds(row, calibration))
-    score, flags, reasons = triage_row(row, calibration)
-    suspect = calibration.score_threshold is not None and score > calibration.score_threshold
-    head = {"id": row["id"], "score": round(score, 4), "suspect": suspect, "flags": flags, "reasons": reasons}
-    rest = {k: v for k, v in row.items() if k not in head}
-    row.clear()
-    row.update(head)
-    row.update(rest)
-
 
 
 # --------------------------------------------------------------------------- statistics

@@ -175,3 +175,24 @@ def contrast_view(positions: Sequence[Mapping[str, Any]], source_words: Sequence
 
     return {"source_words": list(source_words), "labels": labels, "table": table,
             "attribution": matrix(attr), "attention": matrix(att)}
+
+
+def alti_view(bundle: Any, rec: Record) -> dict[str, Any]:
+    """ALTI+ of a Record (one teacher-forced pass of its token ids, `alti.source_contribution`):
+
+    * ``matrix`` [n target word tokens, S]: how much of the prediction of each target word token comes
+      from each source token (row t of the rollout predicts label t, so rows are the target positions);
+    * ``source_share`` per target word token: the share of its prediction that comes from the source at
+      all (the rest comes from the target prefix); ``sentence``: the triage signal ``alti_source``, their
+      mean over the word tokens and the closing </s>.
+
+    Contribution is not causation: it measures how much of a vector's geometry a token accounts for, not
+    what would change without it.
+    """
+    from .alti import source_contribution
+
+    res = source_contribution(bundle, [rec], keep_matrices=True)[0]
+    pos = rec.target_positions
+    s = len(rec.src_ids)
+    return {"matrix": res.total[pos, :s], "source_share": res.source_share[pos],
+            "labels": [rec.label_tokens[p] for p in pos], "sentence": res.sentence_score}

@@ -100,7 +100,7 @@ def markdown(table: dict[str, dict[str, float]]) -> str:
 def timing(bundle, sources: list[str], args) -> dict:
     """Seconds of today's triage and of what ALTI+ and the learned combination add to it."""
     t0 = time.process_time()
-    rows = list(run_triage(bundle, sources, batch_size=args.batch_size))
+    rows = list(run_triage(bundle, sources, batch_size=args.batch_size, combine="fisher"))
     t_triage = time.process_time() - t0
     items = [{"source": r["source"], "translation": r["translation"]} for r in rows]
     t1 = time.process_time()

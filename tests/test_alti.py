@@ -176,3 +176,34 @@ def test_row_the_rule_cannot_share_goes_by_norms():
     attn = t([[[[1.0, 0.0]]]])  # key 1 masked
     c, _ = sublayer_contributions(attn, t([[[-1, -2], [5, 5]]]), torch.eye(2), None, t([[[1, 2]]]), cross=True)
     np.testing.assert_allclose(c[0, 0].numpy(), [0.5, 0.0, 0.5], atol=1e-7)
+
+
+@pytest.mark.parametrize("family", tiny_models.FAMILIES)
+def test_traced_in_the_signal_pass_equals_its_own_pass(tiny_bundle, family):
+    """Triage's signal rows carry ALTI+ traced in their own forward pass (batched, length-sorted): it equals
+    a separate teacher-forced ALTI+ pass of each pair, forced or translated by the model first."""
+    from aligndebug.runner import signal_rows
+
+    b = tiny_bundle(family)
+    src, tgt = [p[0] for p in PAIRS], [p[1] for p in PAIRS]
+    for targets in (tgt, None):
+        rows = signal_rows(b, src, targets, batch_size=3)
+        got = np.array([r["alti_source"] for r in rows])
+        want = alti.sentence_source_contribution(b, [(r["source"], r["translation"]) for r in rows])
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6)
+        assert ((got >= 0) & (got <= 1)).all()
+
+
+def test_app_view_rows_are_the_target_tokens(tiny_bundle):
+    from aligndebug.extract import extract
+    from aligndebug.views import alti_view
+
+    b = tiny_bundle("marian")
+    rec = extract(b, [PAIRS[0][0]], [PAIRS[0][1]], keep=("cross",))[0]
+    view = alti_view(b, rec)
+    res = source_contribution(b, [rec], keep_matrices=True)[0]
+    pos = rec.target_positions
+    assert view["matrix"].shape == (len(pos), len(rec.src_ids))
+    np.testing.assert_allclose(view["matrix"].sum(1), view["source_share"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(view["source_share"], res.source_share[pos], rtol=1e-6)
+    assert view["labels"] == [rec.label_tokens[p] for p in pos] and view["sentence"] == res.sentence_score

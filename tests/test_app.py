@@ -7,6 +7,7 @@ ends in a clear st.error (never an exception or a stack trace).
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -393,3 +394,16 @@ def test_user_text_is_not_read_as_markdown(app):
     no_crash(at)
     shown = next(m.value for m in at.markdown if m.value.startswith("**Source**"))
     assert "Hund \\* kostet \\$5 \\_ \\." in shown and "costs \\$5" in shown
+
+
+def test_alti_view_beside_rollout_with_its_caution(app):
+    at = analyse(app.run(), "Der Hund schläft .", "The dog sleeps .", "0-0 1-1 2-2 3-3")
+    no_crash(at)
+    assert errors(at) == []
+    tab = at.tabs[2]
+    assert any(m.value == "**ALTI+ source contribution**" for m in tab.markdown)
+    assert charts_in(tab) >= 3  # attention, rollout and ALTI+ before any IG
+    captions = [c.value for c in tab.caption]
+    assert any("Contribution is not causation" in c for c in captions)
+    share = next(c for c in captions if "comes from the source" in c)
+    assert re.search(r"\d+% on average", share)

@@ -321,6 +321,14 @@ def test_overlong_sentence_names_its_line(capsys, data, model_dir, bundle):
     # Line 7 sits third in the second chunk: the error must name the input line, not a position in a batch.
     _expect_error(capsys, ["score", "--model", model_dir, "--src", data["src"], "--tgt", data["tgt"],
                            "--chunk-size", "4"], f"{data['src']}:7: the source has", f"{limit} positions")
+    # a target too long for the model: the error names the TARGET file, not the source
+    data["src"].write_text("\n".join(SRC) + "\n", encoding="utf-8")
+    tgt = TGT.copy()
+    tgt[2] = " ".join(["dog"] * limit)
+    data["tgt"].write_text("\n".join(tgt) + "\n", encoding="utf-8")
+    err = _expect_error(capsys, ["score", "--model", model_dir, "--src", data["src"], "--tgt", data["tgt"]],
+                        f"{data['tgt']}:3: the target has", f"{limit} positions")
+    assert str(data["src"]) + ":" not in err
 
 
 def test_missing_and_decoder_only_models(capsys, tmp_path, data):

@@ -33,8 +33,9 @@ def test_one_pass_gives_the_rows_of_score_and_of_triage(bundle, per_head):
     assert [aligned[r["index"]] for r in want] == want  # the very rows of `aligndebug score`
     assert (totals.sentences, totals.scored, totals.counts) == (9, 9, want_totals.counts)
     assert totals.grid == want_totals.grid and bool(totals.grid) == per_head
+    # the test-set page ranks by Fisher's method (score_and_triage fits no learned combination)
     local = run_triage(bundle, [p.source for p in pairs], [p.target for p in pairs], refs, batch_size=4, layer=0,
-                       method="naive")
+                       method="naive", combine="fisher")
     assert [row_json(r) for r in ranked] == [row_json(r) for r in local]  # and those of `aligndebug triage`
     assert ranked.calibration.thresholds == local.calibration.thresholds
 

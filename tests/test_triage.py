@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import json
 import math
@@ -234,7 +235,7 @@ def triaged(tiny, tmp_path_factory):
     """One self-calibrated run (layer 1, with references) written to disk, shared by the tests below."""
     bundle, _ = tiny
     out = tmp_path_factory.mktemp("triage") / "triage.jsonl"
-    rows = run_triage(bundle, SOURCES, TARGETS, references=TARGETS, batch_size=2, out=out, layer=1)
+    rows = run_triage(bundle, SOURCES, TARGETS, references=TARGETS, batch_size=2, out=out, layer=1, combine="fisher")
     return rows, out
 
 
@@ -261,11 +262,14 @@ def test_run_triage_writes_ranked_rows_and_calibration(tiny, triaged):
     # a fixed calibration scores a new run the same way, and refuses other settings. Same batching: the
     # calibration holds these very values, so a last-digit change from another batching could move a value
     # across its own reference value and change its empirical p-value by a step.
-    again = run_triage(bundle, SOURCES, TARGETS, references=TARGETS, calibration=cal, layer=1, batch_size=2)
+    again = run_triage(bundle, SOURCES, TARGETS, references=TARGETS, calibration=cal, layer=1, batch_size=2,
+                       combine="fisher")
     scores = {r["id"]: r["score"] for r in rows}
     assert {r["id"]: r["score"] for r in again} == {k: approx(v, digits=5) for k, v in scores.items()}
     with pytest.raises(ValueError, match="other settings"):
-        run_triage(bundle, SOURCES, TARGETS, calibration=cal, layer="mean")
+        run_triage(bundle, SOURCES, TARGETS, calibration=cal, layer="mean", combine="fisher")
+    with pytest.raises(ValueError, match="no learned combination"):  # a Fisher calibration cannot rank by learned weights
+        run_triage(bundle, SOURCES, TARGETS, calibration=cal, layer=1)
 
 
 def test_ranking_from_the_partial_file_equals_ranking_in_memory(tiny, triaged, tmp_path):
@@ -276,7 +280,7 @@ def test_ranking_from_the_partial_file_equals_ranking_in_memory(tiny, triaged, t
 
     bundle, _ = tiny
     on_disk, _ = triaged
-    in_memory = run_triage(bundle, SOURCES, TARGETS, references=TARGETS, batch_size=2, layer=1)
+    in_memory = run_triage(bundle, SOURCES, TARGETS, references=TARGETS, batch_size=2, layer=1, combine="fisher")
     assert isinstance(on_disk, RankedFile) and isinstance(in_memory, TriageRows)
     assert [row_json(r) for r in on_disk] == [row_json(r) for r in in_memory]
     assert on_disk.calibration == in_memory.calibration
@@ -361,18 +365,30 @@ def test_cli_triage(tiny, tmp_path, capsys):
     tgt.write_text("\n".join(TARGETS[:3]) + "\n\n", encoding="utf-8")
     assert main(["triage", "--model", str(folder), "--src", str(src), "--tgt", str(tgt), "--out", str(out),
                  "--no-progress"]) == 2
-    assert f"{tgt}:4: empty translation" in capsys.readouterr().err
+    assert f"{tgt}: 4 lines but" in capsys.readouterr().err
 
-    # an overlong source, in the second chunk of two: its line is named, and the first chunk's rows are kept
+    # an overlong source and an empty translation do not stop the run: both rows are kept, flagged with
+    # the reason, scored by the signals needing no forward pass, ranked among the suspects and counted
     limit = tiny[0].model.config.max_position_embeddings
     src.write_text("\n".join(SOURCES[:3] + [" ".join(["Hund"] * limit)] + SOURCES[4:]) + "\n", encoding="utf-8")
+    tgt.write_text("\n".join(TARGETS[:2] + ["", TARGETS[3], TARGETS[4]]) + "\n", encoding="utf-8")
     out = tmp_path / "long.jsonl"
-    assert main(["triage", "--model", str(folder), "--src", str(src), "--out", str(out), "--chunk-size", "3",
-                 "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert f"{src}:4: the source has" in err and f"{limit} positions" in err
-    partial = Path(str(out) + ".partial").read_text(encoding="utf-8").splitlines()
-    assert sorted(json.loads(x)["id"] for x in partial) == [0, 1, 2]
+    for combine in ("learned", "fisher"):
+        assert main(["triage", "--model", str(folder), "--src", str(src), "--tgt", str(tgt), "--out", str(out),
+                     "--chunk-size", "3", "--combine", combine, "--no-progress"]) == 0
+        printed = capsys.readouterr().out
+        assert "could not take 2 (empty 1, too_long_for_model 1)" in printed
+        rows = {r["id"]: r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
+        assert len(rows) == 5
+        assert rows[3]["flags"][0] == "too_long_for_model" and f"{limit} positions" in rows[3]["reasons"][0]
+        assert rows[2]["flags"][0] == "empty" and "target is empty" in rows[2]["reasons"][0]
+        for k in (2, 3):
+            assert rows[k]["suspect"] and rows[k]["rank"] <= sum(r["suspect"] for r in rows.values())
+            assert math.isnan(rows[k]["seq_logprob"] if rows[k]["seq_logprob"] is not None else float("nan"))
+        assert rows[3]["length_ratio"] == pytest.approx(1 / limit * len(TARGETS[3].split()))
+        assert rows[2]["length_ratio"] == 0.0 and rows[3]["repeat_share"] == 0.0
+        cal = Calibration.load(calibration_path(out))
+        assert cal.n == 3 and cal.combine == combine  # the unusable rows calibrate nothing
 
 
 # ----------------------------------------------------------------------------- error suite helpers
@@ -423,3 +439,69 @@ def test_triage_rows_read_typed_and_write_back_as_stored(triaged):
     t = TriageRow.from_json(unscored)
     assert t.rank is None and math.isnan(t.signals["entropy_mean"])
     assert row_json(t.to_json()) == row_json(unscored)
+
+
+def test_learned_combination_ranks_and_round_trips(tiny, tmp_path):
+    """The default triage fits the learned combination on its own rows (synthetic variants never shown),
+    ranks by its log-odds, keeps the flags' reasons in words, and a saved calibration ranks the same way."""
+    from aligndebug.alti import sentence_source_contribution
+    from aligndebug.combine import Combiner
+
+    bundle, _ = tiny
+    out = tmp_path / "learned.jsonl"
+    rows = run_triage(bundle, SOURCES, TARGETS, batch_size=2, out=out, layer=1)
+    cal = rows.calibration
+    assert cal.combine == "learned" and Calibration.load(calibration_path(out)) == cal
+    comb = Combiner.from_dict(cal.combiner)
+    assert set(comb.weights) <= {"detached", "omission", "repetition"} and comb.weights
+    assert sorted(r["id"] for r in rows) == list(range(5))  # the variants are not rows
+    alti = sentence_source_contribution(bundle, list(zip(SOURCES, TARGETS)))
+    for r in rows:
+        assert r["score"] == pytest.approx(float(comb.logit([r])[0]), abs=1e-4)
+        assert r["suspect"] == (r["score"] > cal.combine_threshold)
+        assert r["reasons"][0].startswith("most like")
+        # ALTI+ traced in the signal pass equals its own teacher-forced pass
+        assert 0.0 <= r["alti_source"] <= 1.0 and r["alti_source"] == pytest.approx(alti[r["id"]], rel=1e-3)
+    keys = [(not r["suspect"], -r["score"], r["id"]) for r in rows]
+    assert keys == sorted(keys)
+    again = run_triage(bundle, SOURCES, TARGETS, batch_size=2, layer=1, calibration=Calibration.load(calibration_path(out)))
+    assert {r["id"]: r["score"] for r in again} == {r["id"]: approx(r["score"], digits=4) for r in rows}
+    # the same calibration ranks by Fisher's method when asked
+    fisher = run_triage(bundle, SOURCES, TARGETS, batch_size=2, layer=1, combine="fisher",
+                        calibration=Calibration.load(calibration_path(out)))
+    assert all(not r["reasons"] or not r["reasons"][0].startswith("most like") for r in fisher)
+    with pytest.warns(UserWarning, match="Fisher"):  # one sentence: nothing to fit on
+        single = run_triage(bundle, SOURCES[:1], TARGETS[:1], layer=1)
+    assert single.calibration.combine == "fisher" and len(single) == 1
+
+
+def test_report_shows_the_learned_weights_and_keeps_unusable_rows(tiny, tmp_path):
+    from aligndebug.combine import Combiner, describe
+    from aligndebug.report import render_report
+
+    bundle, _ = tiny
+    limit = bundle.model.config.max_position_embeddings
+    sources = SOURCES + [" ".join(["Hund"] * limit)]
+    rows = run_triage(bundle, sources, TARGETS + ["a dog ."], batch_size=2, layer=1)
+    text = render_report(rows, bundle=bundle, calibration=rows.calibration, top=6, layer=1)
+    assert "learned log-odds" in text and "Fisher" not in text.split("<h2>")[0]
+    for line in describe(Combiner.from_dict(rows.calibration.combiner)):
+        assert html.escape(line) in text
+    assert text.count('class="card"') == 6 and "too_long_for_model" in text
+    assert text.count("<svg") == 5  # no heatmap for the sentence the model cannot take
+    fisher = run_triage(bundle, SOURCES, TARGETS, batch_size=2, layer=1, combine="fisher")
+    assert "Fisher&#x27;s method" in render_report(fisher, calibration=fisher.calibration) or \
+        "Fisher's method" in render_report(fisher, calibration=fisher.calibration)
+
+
+def test_unusable_sources_are_kept_when_the_model_translates(tiny):
+    bundle, _ = tiny
+    limit = bundle.model.config.max_position_embeddings
+    sources = SOURCES[:3] + ["", " ".join(["Hund"] * limit)]
+    rows = run_triage(bundle, sources, batch_size=2, layer=1)
+    by_id = {r["id"]: r for r in rows}
+    assert rows.unusable == {"empty": 1, "too_long_for_model": 1} and rows.calibration.n == 3
+    assert by_id[3]["flags"][0] == "empty" and "source is empty" in by_id[3]["reasons"][0]
+    assert by_id[4]["flags"][0] == "too_long_for_model" and by_id[4]["translation"] == ""
+    assert by_id[3]["suspect"] and by_id[4]["suspect"] and by_id[4]["length_ratio"] == 0.0
+    assert all("alti_source" in by_id[k] and not math.isnan(by_id[k]["alti_source"]) for k in range(3))

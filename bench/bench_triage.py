@@ -1,0 +1,52 @@
+"""What issue 16 adds to `aligndebug triage`: ALTI+ traced in the signal pass and the learned combination.
+
+Three runs of `runner.run_triage` on the same sources (the model translates, then forces), 1 thread,
+process CPU time (other load on the machine does not count):
+
+  (plain)   Fisher's method, no ALTI+ (`alti.supports` patched to refuse the model): triage before issue 16
+  (fisher)  `--combine fisher`: Fisher's method with ALTI+ traced in the signal pass
+  (learned) the default: ALTI+ and the learned combination (synthetic variants forced, the fit, scoring)
+
+    OMP_NUM_THREADS=1 python bench/bench_triage.py --n 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from aligndebug import alti  # noqa: E402
+from aligndebug.models import load_model  # noqa: E402
+from aligndebug.runner import run_triage  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=500, help="sentences (from datasets/heldout/europarl-deen-500)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    sources = (REPO / "datasets/heldout/europarl-deen-500/test.de").read_text(encoding="utf-8").splitlines()[:args.n]
+    bundle = load_model("default")
+    times = {}
+    for name in ("plain", "fisher", "learned"):
+        patch = mock.patch.object(alti, "supports", lambda model: False) if name == "plain" else mock.patch.object(alti, "PRE_LN", alti.PRE_LN)
+        with patch:
+            t0 = time.process_time()
+            rows = run_triage(bundle, sources, batch_size=args.batch_size, combine="learned" if name == "learned" else "fisher")
+            times[name] = time.process_time() - t0
+        print(f"{name:8s} {times[name]:7.1f} s CPU  ({len(rows)} rows, combine {rows.calibration.combine})", flush=True)
+    for name in ("fisher", "learned"):
+        print(f"{name} / plain: {times[name] / times['plain']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -199,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gold", type=Path, help="gold alignment file (Pharaoh i-j / ipj / i?j, 'S|P i j', or 'sentno i j S|P')")
     s.add_argument("--gold-base", type=int, choices=(0, 1), help="gold index base (default: detect and say)")
     s.add_argument("--gold-format", choices=("pharaoh", "sp", "naacl"), help="gold format (default: detect)")
-    s.add_argument("--skip-invalid", action="store_true", help="skip bad gold lines with a warning instead of stopping")
+    s.add_argument("--skip-invalid", action="store_true",
+                   help="skip bad gold lines, and sentences the model cannot take (empty, too long), instead of "
+                        "stopping; skipped sentences are counted and listed (index, line, reason) in the summary")
     s.add_argument("--per-head", action="store_true", help="also AER for every layer x head and each layer's head mean")
     s.add_argument("--compare", action="store_true",
                    help="also score the alignments of " + ", ".join(a.label for a in compared_aligners())
@@ -373,7 +375,8 @@ def driver_setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
 
 
 def _pairs(args: argparse.Namespace):
-    return iter_pairs(src_path=args.src, tgt_path=args.tgt, pairs_path=args.pairs)
+    return iter_pairs(src_path=args.src, tgt_path=args.tgt, pairs_path=args.pairs,
+                      allow_empty=getattr(args, "skip_invalid", False))
 
 
 def score_run(args: argparse.Namespace, bundle: Any, layer: Selector) -> dict[str, Any]:
@@ -418,6 +421,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     apply_view(args, bundle)
     layer = default_layer(n_layers) if args.layer is None else args.layer
     opts = ScoreOptions(method=args.method, layer=layer, head=args.head, threshold=args.threshold,
+                        skip_invalid=args.skip_invalid,
                         per_head=args.per_head, compare=args.compare, ig_steps=args.ig_steps, batch_size=args.batch_size, beam=args.beam, chunk_size=args.chunk_size)
     total = count_lines(args.pairs or args.src)
     if args.out is not None:
@@ -444,6 +448,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     n_heads = bundle.num_heads if args.per_head else None
     result = summary(totals, signature, n_layers, n_heads,
                      extra={"gold": gold.describe() if gold else None, "gold_skipped": gold.skipped if gold else 0})
+    for s in result.get("skipped_sentences", []):  # name the file and line of each skipped sentence
+        target_side = args.tgt is not None and (s.get("message") or "").startswith("the target")
+        s["file"] = str(args.tgt if target_side else (args.pairs or args.src))
     print(format_summary(result))
     if args.summary_json:
         write_json_atomic(args.summary_json, result)
@@ -456,6 +463,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 def format_summary(result: dict[str, Any]) -> str:
     """Plain-text summary table, percentages for reading (the JSON keeps fractions)."""
     lines = [f"{'sentences':>12} {result['sentences']}", f"{'links':>12} {result['links']}"]
+    if result.get("skipped_sentences"):
+        lines.append(f"{'skipped':>12} {len(result['skipped_sentences'])} sentence(s) the model cannot take "
+                     "(listed in the summary JSON)")
     if "aer" in result:
         lines[:0] = [f"{'AER':>12} {100 * result['aer']:.2f}", f"{'precision':>12} {100 * result['precision']:.2f}",
                      f"{'recall':>12} {100 * result['recall']:.2f}", f"{'F1':>12} {100 * result['f1']:.2f}"]

@@ -45,6 +45,7 @@ class ScoreOptions:
     chunk_size: int = 256
     compare: bool = False  # also rollout- and IG-based alignments, and attention-vs-IG agreement
     ig_steps: int = 16
+    skip_invalid: bool = False  # a sentence the model cannot take is kept as a skipped row instead of stopping
 
     def signature(self, model: str, gold: Any = None) -> AlignmentSignature:
         """The settings behind scores read with these options (and `gold`, a GoldStream/GoldSet, when given)."""
@@ -179,10 +180,13 @@ class ScoreTotals:
     links: int = 0
     compared: dict[str, AlignmentCounts] = field(default_factory=dict)  # "rollout" / "ig" -> counts
     agreement: list[float] = field(default_factory=list)  # per-sentence mean Spearman rho, attention vs IG
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # sentences the model could not take (--skip-invalid)
 
     def add_row(self, row: dict[str, Any]) -> None:
         s = SentenceScore.from_json(row)
         self.sentences += 1
+        if row.get("skipped"):
+            self.skipped.append({k: row.get(k) for k in ("index", "line", "skipped", "message")})
         self.links += len(s.links.split())
         if s.counts is not None:
             self.scored += 1
@@ -209,6 +213,8 @@ def summary(totals: ScoreTotals, signature: str, n_layers: int | None = None, n_
         out["compare"] = {name: {"aer": c.aer, "precision": c.precision, "recall": c.recall, "f1": c.f1}
                           for name, c in totals.compared.items()}
         out["compare"]["agreement_rho_mean"] = float(np.mean(totals.agreement)) if totals.agreement else None
+    if totals.skipped:
+        out["skipped_sentences"] = sorted(totals.skipped, key=lambda s: s["index"])
     out["signature"] = signature
     out.update(extra or {})
     return out

@@ -88,6 +88,19 @@ class ScoreRows:
     def build(self, rec: Record, item: Item, bundle: ModelBundle, reduced: bool) -> dict[str, Any]:
         return score_row(rec, item, item.gold, self.opts, bundle, reduced=reduced)
 
+    def fallback(self, item: Item, reason: str, message: str) -> dict[str, Any]:
+        """With `skip_invalid`, a sentence the model cannot take becomes a row that says why (no links, not
+        scored); without, it stops the run naming its line."""
+        if not self.opts.skip_invalid:
+            raise InputError(None, item.line, message)
+        return {"index": item.index, "line": item.line, "source_words": _words(item.source),
+                "target_words": None if item.target is None else _words(item.target), "links": "",
+                "skipped": reason, "message": message}
+
+
+def _words(x: str | list[str]) -> list[str]:
+    return x.split() if isinstance(x, str) else list(x)
+
 
 @dataclass(frozen=True)
 class SignalRows:

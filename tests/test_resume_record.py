@@ -121,3 +121,23 @@ def test_triage_partial_of_another_run_is_refused(capsys, model_dir, inputs, tmp
     assert main(common + ["--layer", "1"]) == 0
     capsys.readouterr()
     assert out.exists() and not partial.exists() and not run_record_path(partial).exists()
+
+
+def test_skip_invalid_keeps_going_past_bad_sentences_and_lists_them(capsys, model_dir, inputs, tmp_path, bundle):
+    """A sentence too long for the model and an empty one: without --skip-invalid the run stops naming the
+    line; with it every other sentence is scored and the two are listed with file, line and reason."""
+    long = " ".join(["Hund"] * (bundle.max_positions + 5))
+    src = tmp_path / "bad.de"
+    src.write_text(f"{tm.DE[0]}\n{long}\n\n{tm.DE[3]}\n", encoding="utf-8")
+    rc = main(["score", "--model", str(model_dir), "--src", str(src), "--no-progress", "--layer", "0"])
+    assert rc == 2 and f"{src}:3: empty source sentence" in capsys.readouterr().err  # the reader finds it first
+    out, summ = tmp_path / "rows.jsonl", tmp_path / "summary.json"
+    rc = main(["score", "--model", str(model_dir), "--src", str(src), "--no-progress", "--layer", "0",
+               "--skip-invalid", "--out", str(out), "--summary-json", str(summ)])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "skipped" in printed and "2 sentence(s)" in printed
+    rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["index"] for r in rows] == [0, 1, 2, 3] and [bool(r.get("skipped")) for r in rows] == [0, 1, 1, 0]
+    skipped = json.loads(summ.read_text(encoding="utf-8"))["skipped_sentences"]
+    assert [(s["index"], s["line"], s["skipped"], s["file"]) for s in skipped] == [
+        (1, 2, "too_long_for_model", str(src)), (2, 3, "empty", str(src))]

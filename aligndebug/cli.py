@@ -71,36 +71,22 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value >= 0.0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, not {text!r}")
-    return value
+def _number_type(ok, expected: str):
+    """An argparse type: a float for which `ok` holds (NaN never does), else a one-line error."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not ok(value):  # comparisons with NaN are false
+            raise argparse.ArgumentTypeError(f"expected {expected}, not {text!r}")
+        return value
+    return parse
 
 
-def probability(text: str) -> float:
-    """A number in [0, 1] (NaN refused)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:  # also false for NaN
-        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, not {text!r}")
-    return value
-
-
-def percentile(text: str) -> float:
-    """A number strictly between 0 and 100."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 < value < 100.0:
-        raise argparse.ArgumentTypeError(f"expected a percentile between 0 and 100 (exclusive), not {text!r}")
-    return value
+non_negative_float = _number_type(lambda v: v >= 0.0, "a number >= 0")
+probability = _number_type(lambda v: 0.0 <= v <= 1.0, "a probability between 0 and 1")
+percentile = _number_type(lambda v: 0.0 < v < 100.0, "a percentile between 0 and 100 (exclusive)")
 
 
 def check_outputs(*paths: Path | None) -> None:

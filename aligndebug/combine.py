@@ -209,14 +209,6 @@ def add_alti(bundle: Any, rows: Sequence[dict[str, Any]], batch_size: int = 16) 
 
 # --------------------------------------------------------------------------- features
 
-def _tail_scale(ref: np.ndarray) -> float:
-    q1, q3 = np.percentile(ref, [25, 75])
-    scale = (q3 - q1) / 1.349
-    if scale <= 0:
-        scale = float(np.std(ref))
-    return scale if scale > 0 else 1.0
-
-
 def suspect_z(values: np.ndarray, ref: np.ndarray, scale: float) -> np.ndarray:
     """Upper-side z-score of `values` against the sorted reference `ref` (see the module docstring):
     probit of the mid-rank percentile, extended linearly beyond the range, capped at ±Z_CAP; NaN -> 0."""
@@ -275,7 +267,7 @@ class Combiner:
     def _refs(self) -> dict[str, tuple[np.ndarray, float]]:
         cache = self.__dict__.get("_ref_cache")
         if cache is None:
-            cache = {s: (np.asarray(v, dtype=np.float64), _tail_scale(np.asarray(v, dtype=np.float64)))
+            cache = {s: (np.asarray(v, dtype=np.float64), triage.tail_scale(np.asarray(v, dtype=np.float64)))
                      for s, v in self.samples.items()}
             self.__dict__["_ref_cache"] = cache  # not a dataclass field: never serialised
         return cache
@@ -316,7 +308,7 @@ class Combiner:
         zs = []
         for k in self.weights:
             ref = np.asarray(self.clean_logits[k], dtype=np.float64)
-            zs.append(suspect_z(lg[k], ref, _tail_scale(ref)))
+            zs.append(suspect_z(lg[k], ref, triage.tail_scale(ref)))
         return np.max(np.stack(zs), axis=0)
 
     def score(self, row: Mapping[str, Any]) -> tuple[float, str]:

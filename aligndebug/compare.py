@@ -54,6 +54,7 @@ from .models import load_model
 from .pairs import SentencePair
 from .rows import signal_row
 from .signals import logprob_positions, seq_logprob
+from .store import json_safe
 from .triage import calibrate, triage_row, triage_settings
 
 DEFAULT_SEED = 12345  # sacreBLEU's default (SACREBLEU_SEED)
@@ -165,7 +166,7 @@ def model_rows(bundle: Any, pairs: Sequence[SentencePair], golds: Sequence[GoldA
     for i, rec in iter_extract(bundle, sources, hyps, batch_size=opts.batch_size, keep=("cross",), reduce=reduce):
         sig = signal_row(rec, pairs[i].index, pairs[i].source, ref_text[i], layer=read_layer, head="mean",
                          method=opts.method)
-        rows[i]["signals"] = _jsonable(sig)
+        rows[i]["signals"] = json_safe(sig)
     return rows
 
 
@@ -178,21 +179,6 @@ def _layer_reducer(layer: int | str):
 
 def _finite_or_none(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
-
-
-def _jsonable(x: Any) -> Any:
-    """JSON-safe: NaN/inf to None, numpy to Python."""
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    return x
 
 
 # --------------------------------------------------------------------------------------- streaming
@@ -663,7 +649,7 @@ def summarize(settings: dict[str, Any], models: list[ModelScores], opts: Compare
             entry["vs_first"] = {name: asdict(paired_bootstrap(base[name], stats[name], METRICS[name][0], idx))
                                  for name in METRICS if name in stats and name in base}
         out_models.append(entry)
-    return _jsonable({"sentences": n, "models": out_models, "bootstrap": opts.bootstrap, "seed": opts.seed,
+    return json_safe({"sentences": n, "models": out_models, "bootstrap": opts.bootstrap, "seed": opts.seed,
                       "triage_score_threshold": None if cal is None else cal.score_threshold,
                       "signature": signature(settings, opts, gold)})
 
@@ -697,7 +683,7 @@ def sentence_deltas(models: list[ModelScores], opts: CompareOptions, pairs: Sequ
                    "translation": [base.translations[j], m.translations[j]]}
             if pairs is not None:
                 row.update({"line": pairs[j].line, "source": pairs[j].source, "reference": pairs[j].target})
-            out.append(_jsonable(row))
+            out.append(json_safe(row))
     return out
 
 

@@ -31,6 +31,8 @@ def json_safe(x: Any) -> Any:
         return [json_safe(v) for v in x]
     if isinstance(x, np.generic):
         return json_safe(x.item())
+    if isinstance(x, np.ndarray):
+        return json_safe(x.tolist())
     return x
 
 

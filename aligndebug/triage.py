@@ -142,11 +142,11 @@ class Calibration:
         hit = cache.get(name)
         if hit is None or hit[0] is not sample:
             ref = np.asarray(sample, dtype=np.float64)
-            hit = cache[name] = (sample, ref, _tail_scale(ref))
+            hit = cache[name] = (sample, ref, tail_scale(ref))
         return hit[1], hit[2]
 
 
-def _tail_scale(ref: np.ndarray) -> float:
+def tail_scale(ref: np.ndarray) -> float:
     """Robust spread of a sorted reference sample: IQR/1.349, else its std, else 1."""
     q1, q3 = np.percentile(ref, [25, 75])
     scale = (q3 - q1) / 1.349

@@ -186,7 +186,7 @@ def iter_chunks(items: Iterable[Item], chunk_size: int, done: Iterable[int] = ()
 
 
 def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuilder], batch_size: int = 16,
-              beam: int = 1) -> list[list[dict[str, Any]]]:
+              beam: int = 1, on_item: Callable[[int], None] | None = None) -> list[list[dict[str, Any]]]:
     """Every builder's rows for `items`, in input order, from one forward pass per batch.
 
     One builder keeps only what its rows read of each sentence's attention (its reducer); several keep all
@@ -208,6 +208,8 @@ def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuil
             else:
                 for rows, b in zip(out, builders):
                     rows[x.index] = b.fallback(x, *bad)
+                if on_item:
+                    on_item(1)
     else:
         usable = items
     traced = any(getattr(b, "alti", False) for b in builders) and alti_mod.supports(bundle.model)
@@ -229,6 +231,8 @@ def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuil
                     rec.meta.update({"forced_target": False, "beam": beam})
                 for rows, b in zip(out, builders):
                     rows[group[i].index] = b.build(rec, group[i], bundle, reduce is not None)
+                if on_item:  # progress a sentence at a time, not a chunk at a time
+                    on_item(1)
         except SentenceError as exc:  # name the input line, not the position inside this chunk
             raise InputError(None, group[exc.index].line, exc.reason) from exc
     return [[rows[x.index] for x in items] for rows in out]
@@ -237,11 +241,14 @@ def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuil
 Execute = Callable[[Iterable[Any], Sequence[RowBuilder]], Iterator[ChunkResult]]
 
 
-def local_execute(bundle: ModelBundle, batch_size: int = 16, beam: int = 1) -> Execute:
-    """Run chunks (lists of Items) one after another in this process."""
+def local_execute(bundle: ModelBundle, batch_size: int = 16, beam: int = 1,
+                  on_item: Callable[[int], None] | None = None) -> Execute:
+    """Run chunks (lists of Items) one after another in this process. With `on_item`, progress is reported
+    a sentence at a time as rows are built (and the chunks then count 0 towards `run_chunks`' progress)."""
     def execute(chunks: Iterable[list[Item]], builders: Sequence[RowBuilder]) -> Iterator[ChunkResult]:
         for chunk in chunks:
-            yield len(chunk), run_chunk(bundle, chunk, builders, batch_size, beam)
+            rows = run_chunk(bundle, chunk, builders, batch_size, beam, on_item)
+            yield (0 if on_item else len(chunk)), rows
     return execute
 
 
@@ -309,7 +316,7 @@ def score_stream(bundle: ModelBundle, pairs: Iterable[SentencePair],
         if on_progress and sink.done:
             on_progress(len(sink.done))
         chunks = iter_chunks(items_from_pairs(pairs, golds), opts.chunk_size, sink.done)
-        run_chunks(chunks, [ScoreRows(opts)], [sink], local_execute(bundle, opts.batch_size, opts.beam), on_progress)
+        run_chunks(chunks, [ScoreRows(opts)], [sink], local_execute(bundle, opts.batch_size, opts.beam, on_progress))
     return sink.totals, sink.rows()
 
 
@@ -534,10 +541,11 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
         on_progress(len(done))
     chunks = [c for c in iter_chunks(items, chunk_size, done) if c]
     builder = SignalRows(layer, head, method)
-    execute = execute or local_execute(bundle, batch_size, beam)
+    local = execute is None
+    execute = execute or local_execute(bundle, batch_size, beam, on_progress)
     try:
         if chunks:
-            run_chunks(chunks, [builder], [store], execute, on_progress)
+            run_chunks(chunks, [builder], [store], execute, None if local else on_progress)
     finally:
         if isinstance(store, PartialRows):
             store.close()
@@ -569,7 +577,7 @@ def score_and_triage(bundle: ModelBundle, pairs: Sequence[SentencePair], golds: 
     sink, signals = ScoreSink(None), []
     builders = [ScoreRows(opts), SignalRows(triage_layer, opts.head, opts.method)]
     run_chunks(iter_chunks(items, opts.chunk_size), builders, [sink, signals],
-               local_execute(bundle, opts.batch_size, opts.beam), on_progress)
+               local_execute(bundle, opts.batch_size, opts.beam, on_progress))
     settings = triage_settings(bundle.name, method=opts.method, layer=triage_layer, head=opts.head)
     ranked = finish_triage(signals, None, settings=settings, percentile=percentile)
     return ranked, {r["index"]: r for r in sink.kept}, sink.totals

@@ -141,3 +141,18 @@ def test_skip_invalid_keeps_going_past_bad_sentences_and_lists_them(capsys, mode
     skipped = json.loads(summ.read_text(encoding="utf-8"))["skipped_sentences"]
     assert [(s["index"], s["line"], s["skipped"], s["file"]) for s in skipped] == [
         (1, 2, "too_long_for_model", str(src)), (2, 3, "empty", str(src))]
+
+
+def test_progress_moves_a_sentence_at_a_time_within_a_chunk(bundle):
+    """A 256-sentence chunk used to report once at its end; now every sentence reports when its row is built."""
+    from aligndebug.pairs import SentencePair
+    from aligndebug.rows import ScoreOptions
+    from aligndebug.runner import run_triage, score_stream
+
+    pairs = [SentencePair(i, i + 1, s.split(), t.split()) for i, (s, t) in enumerate(zip(tm.DE[:5], tm.EN[:5]))]
+    seen: list[int] = []
+    score_stream(bundle, pairs, None, ScoreOptions(layer=0, chunk_size=256, batch_size=2), on_progress=seen.append)
+    assert seen == [1] * 5
+    seen.clear()
+    run_triage(bundle, tm.DE[:5], tm.EN[:5], layer=0, chunk_size=256, combine="fisher", on_progress=seen.append)
+    assert seen == [1] * 5

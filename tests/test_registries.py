@@ -24,8 +24,9 @@ def _choices(parser: argparse.ArgumentParser, command: str, option: str):
 
 def test_cli_method_choices_are_the_row_rules():
     parser = cli.build_parser()
-    for command in ("score", "inspect", "triage"):
-        assert tuple(_choices(parser, command, "--method")) == tuple(methods.ROW_RULES)
+    for command in ("score", "inspect"):  # these also read a learned aligner's matrix (--method learned)
+        assert tuple(_choices(parser, command, "--method")) == (*methods.ROW_RULES, "learned")
+    assert tuple(_choices(parser, "triage", "--method")) == tuple(methods.ROW_RULES)
 
 
 def test_signal_registry_feeds_families_report_and_triage():

@@ -128,3 +128,34 @@ def test_read_only_output_folder_is_refused_before_work(files, model_dir, capsys
     finally:
         ro.chmod(0o700)
     assert rc == 2 and "permission denied" in capsys.readouterr().err
+
+
+def test_every_checked_option_of_every_subcommand_refuses_a_bad_value(capsys):
+    """Walks the parser: every option with a ranged number type or a fixed set of choices, in every
+    subcommand, given a value outside it, exits 2 with one line naming the option (before any work)."""
+    from aligndebug import cli
+
+    bad_value = {cli.positive_int: "0", cli.probability: "1.5", cli.percentile: "100",
+                 cli.non_negative_float: "-1"}
+    parser = build_parser()
+    stack, tried = [((), parser)], 0
+    while stack:
+        path, p = stack.pop()
+        for action in p._actions:
+            if isinstance(action.choices, dict):  # subcommands
+                stack += [((*path, k), sub) for k, sub in action.choices.items()]
+                continue
+            if not action.option_strings:
+                continue
+            value = bad_value.get(action.type) or ("not-a-choice" if action.choices else None)
+            if value is None:
+                continue
+            opt = action.option_strings[-1]
+            with pytest.raises(SystemExit) as exc:
+                main([*path, opt, value] + ([value] if action.nargs == 2 else []))
+            err = capsys.readouterr().err
+            assert exc.value.code == 2 and "Traceback" not in err, (path, opt)
+            lines = err.strip().splitlines()
+            assert len(lines) == 1 and opt in lines[0], (path, opt, err)
+            tried += 1
+    assert tried >= 40

@@ -53,8 +53,6 @@ from . import triage
 from .triage import apply_token_thresholds, roc_auc, triage_row
 
 ERROR_TYPES = ("detached", "omission", "repetition")
-# signals that are not in signals.SIGNALS: name -> (suspect direction, label for reasons); ALTI+ is registered there now
-EXTRA_SIGNALS: dict[str, tuple[str, str]] = {}
 # derived from per-word lists with token thresholds (NaN in raw signal rows), and needing a reference
 SKIP = ("scattered_share", "omission_share", "overattended_share")
 Z_CAP = 10.0
@@ -66,9 +64,7 @@ def signal_catalogue() -> dict[str, tuple[str, str]]:
     """Every known signal: name -> (suspect direction 'high'/'low'/'both', label)."""
     from .signals import SIGNALS
 
-    cat = dict(EXTRA_SIGNALS)
-    cat.update({s.name: (s.direction, s.label) for s in SIGNALS.values()})
-    return cat
+    return {s.name: (s.direction, s.label) for s in SIGNALS.values()}
 
 
 def _finite(x: Any) -> bool:
@@ -508,6 +504,6 @@ def describe(comb: Combiner, k: int = 5) -> list[str]:
     return lines
 
 
-__all__ = ["Combiner", "is_suspect", "learned", "row_score", "scored_row", "ERROR_TYPES", "EXTRA_SIGNALS", "add_alti", "describe", "fisher_scores", "fit",
+__all__ = ["Combiner", "is_suspect", "learned", "row_score", "scored_row", "ERROR_TYPES", "add_alti", "describe", "fisher_scores", "fit",
            "fit_with_model", "forced_signal_rows", "make_variants", "omit_span", "repeat_span", "suspect_z",
            "reference_samples", "signal_catalogue"]

@@ -64,7 +64,10 @@ def local_ray():
     last = None
     for _ in range(2):  # a heavily loaded machine can miss Ray's start-up deadline once
         try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            # actors compute with one thread, as the driver does (one_thread): the Ray tests compare the runner's
+            # rows across processes, and rank-based p-values and fits amplify thread-count rounding
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}})
             break
         except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception on start-up timeouts
             last = exc

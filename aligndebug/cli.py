@@ -383,23 +383,29 @@ def score_run(args: argparse.Namespace, bundle: Any, layer: Selector) -> dict[st
     return run
 
 
+def _score_gold(args: argparse.Namespace):
+    """`score`'s input check and its gold file, scanned against the pairs (warnings printed); None without gold."""
+    if args.pairs is None and args.src is None:
+        raise InputError(None, None, "no input given", "--src FILE (with optional --tgt FILE) or --pairs FILE")
+    if args.gold is None:
+        return None
+    if args.pairs is None and args.tgt is None:
+        raise InputError(args.gold, None, "gold alignments index the target words, but no target was given",
+                         "--tgt FILE or --pairs FILE together with --gold")
+    gold = scan_gold(args.gold, base=args.gold_base, fmt=args.gold_format,
+                     sentences=iter_pair_lengths(_pairs(args)), skip_invalid=args.skip_invalid)
+    for w in gold.warnings:
+        print(f"aligndebug: warning: {w}", file=sys.stderr)
+    return gold
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     apply_testset(args, {"src": "src", "tgt": "tgt", "gold": "gold"})
     if args.method == "learned" or args.decode is not None:
         return score_learned(args)
-    if args.pairs is None and args.src is None:
-        raise InputError(None, None, "no input given", "--src FILE (with optional --tgt FILE) or --pairs FILE")
     if args.resume and args.out is None:
         raise InputError(None, None, "--resume was given without --out", "--out FILE naming the rows file to complete")
-    gold = None
-    if args.gold is not None:
-        if args.pairs is None and args.tgt is None:
-            raise InputError(args.gold, None, "gold alignments index the target words, but no target was given",
-                             "--tgt FILE or --pairs FILE together with --gold")
-        gold = scan_gold(args.gold, base=args.gold_base, fmt=args.gold_format,
-                         sentences=iter_pair_lengths(_pairs(args)), skip_invalid=args.skip_invalid)
-        for w in gold.warnings:
-            print(f"aligndebug: warning: {w}", file=sys.stderr)
+    gold = _score_gold(args)
     check_outputs(args.out, args.summary_json, args.alignments_out)
     bundle, ray_kwargs = driver_setup(args)
     n_layers = bundle.num_layers
@@ -852,17 +858,7 @@ def score_learned(args: argparse.Namespace) -> int:
     for attr, flag in UNSUPPORTED:
         if getattr(args, attr, False):
             raise InputError(None, None, f"{flag} is not available with --method learned", "--method shift-att or naive")
-    if args.pairs is None and args.src is None:
-        raise InputError(None, None, "no input given", "--src FILE (with optional --tgt FILE) or --pairs FILE")
-    gold = None
-    if args.gold is not None:
-        if args.pairs is None and args.tgt is None:
-            raise InputError(args.gold, None, "gold alignments index the target words, but no target was given",
-                             "--tgt FILE or --pairs FILE together with --gold")
-        gold = scan_gold(args.gold, base=args.gold_base, fmt=args.gold_format,
-                         sentences=iter_pair_lengths(_pairs(args)), skip_invalid=args.skip_invalid)
-        for w in gold.warnings:
-            print(f"aligndebug: warning: {w}", file=sys.stderr)
+    gold = _score_gold(args)
     bundle, aligner = _load(args)
     pairs = list(_pairs(args))
     forced = all(p.tgt_words is not None for p in pairs)

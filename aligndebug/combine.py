@@ -57,7 +57,8 @@ ERROR_TYPES = ("detached", "omission", "repetition")
 SKIP = ("scattered_share", "omission_share", "overattended_share")
 Z_CAP = 10.0
 MAX_SAMPLES = 1001
-VERSION = 1
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+VERSION = 2
 
 
 def signal_catalogue() -> dict[str, tuple[str, str]]:
@@ -151,46 +152,31 @@ def make_variants(rows: Sequence[Mapping[str, Any]], seed: int = 0, max_per_type
     return out
 
 
-def forced_signal_rows(bundle: Any, items: Sequence[Mapping[str, Any]], *, alti: bool = True, batch_size: int = 16,
-                       layer: int | str = "mean", head: int | str = "mean", method: str = "shift-att"
-                       ) -> list[dict[str, Any]]:
+def forced_signal_rows(bundle: Any, items: Sequence[Mapping[str, Any]], *, alti: bool = True, prior: bool = True,
+                       batch_size: int = 16, layer: int | str = "mean", head: int | str = "mean",
+                       method: str = "shift-att") -> list[dict[str, Any]]:
     """Signal rows (as `rows.signal_row` makes them) of items holding "source", "translation"
     and maybe "reference", forced through the model, in input order. With `alti` every row also gets
     "alti_source", the mean ALTI+ source contribution, traced in the very same forward pass
-    (`alti.AltiTracer` hooked on the model while `extract.iter_extract` runs its batches)."""
-    import numpy as np
-
-    from .alti import AltiTracer
+    (`alti.traced_records`); with `prior` "source_gain", from one more pass with an empty source."""
+    from .alti import supports, traced_records
     from .extract import iter_extract
-    from .signals import logprob_positions
     from .rows import signal_reducer, signal_row
+    from .source_gain import prior_seq_logprobs_of
 
     sources = [it["source"] for it in items]
     targets = [it["translation"] for it in items]
     refs = [it.get("reference") for it in items]
     references = refs if refs and all(r is not None for r in refs) else None
     reduce, read_layer = signal_reducer(layer), 0  # the reducer keeps one layer (or the mean): read layer 0
+    priors = prior_seq_logprobs_of(bundle, sources, targets, batch_size) if prior else None
+    records = iter_extract(bundle, sources, targets, batch_size=batch_size, keep=("cross",), reduce=reduce)
     rows: list[dict[str, Any] | None] = [None] * len(items)
-    tracer = AltiTracer(bundle.model, encoder=False) if alti else None
-    share, k = None, 0
-    try:
-        if tracer is not None:
-            tracer.__enter__()
-        # iter_extract runs one pass per batch, then yields that batch's records in batch order
-        for i, rec in iter_extract(bundle, sources, targets, batch_size=batch_size, keep=("cross",), reduce=reduce):
-            row = signal_row(rec, i, sources[i], None if references is None else references[i],
+    for i, rec in (traced_records(bundle.model, records) if alti and supports(bundle.model) else records):
+        if priors is not None:
+            rec.meta["seq_logprob_prior"] = float(priors[i])
+        rows[i] = signal_row(rec, i, sources[i], None if references is None else references[i],
                              layer=read_layer, head=head, method=method)
-            if tracer is not None:
-                if tracer.dec_self:  # the pass of a new batch
-                    share, k = tracer.source_share().cpu().numpy().astype(np.float64), 0
-                    tracer.reset()
-                pos = logprob_positions(rec.tgt_word_ids)
-                row["alti_source"] = float(np.clip(share[k, pos], 0, 1).mean()) if len(pos) else float("nan")
-                k += 1
-            rows[i] = row
-    finally:
-        if tracer is not None:
-            tracer.__exit__(None, None, None)
     return rows  # type: ignore[return-value]
 
 
@@ -240,10 +226,11 @@ class Combiner:
     samples: dict[str, list[float]]  # signal -> sorted clean reference values (or their quantiles)
     weights: dict[str, dict[str, float]]  # error type -> feature -> weight (>= 0)
     intercepts: dict[str, float]
-    l2: float
+    l2: dict[str, float]  # error type -> the L2 strength its fit used (chosen by cross-validation by default)
     n_fit: dict[str, dict[str, int]]  # error type -> {"clean": n, "errors": n}
     train_auc: dict[str, float] = field(default_factory=dict)  # on the fitting rows themselves
     clean_logits: dict[str, list[float]] = field(default_factory=dict)  # error type -> sorted log-odds of the clean rows
+    cv_loss: dict[str, dict[str, float]] = field(default_factory=dict)  # error type -> L2 -> out-of-fold log-loss
     version: int = VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -375,10 +362,52 @@ def reference_samples(rows: Sequence[Mapping[str, Any]], signals: Sequence[str] 
     return out
 
 
+def _balanced_log_loss(z: np.ndarray, y: np.ndarray) -> float:
+    """Mean logistic loss of log-odds `z` for labels `y`, each class weighing one half."""
+    ell = np.logaddexp(0.0, z) - y * z
+    return float(0.5 * ell[y].mean() + 0.5 * ell[~y].mean())
+
+
+def choose_l2(x_clean: np.ndarray, x_err: np.ndarray, err_groups: np.ndarray | None = None,
+              grid: Sequence[float] = L2_GRID, folds: int = 5, seed: int = 0) -> tuple[float, dict[str, float]]:
+    """The L2 strength of `grid` with the lowest class-balanced log-loss out of fold, and every strength's loss.
+
+    Clean rows are dealt to `folds` folds at random; an error row goes to the fold of the clean row it was
+    made from (`err_groups`: that row's index), so no fit scores a variant of a sentence it has seen. Too few
+    rows for the folds: the middle of the grid. A type whose errors separate cleanly wants little shrinkage
+    (its log-odds then spread as far as its evidence goes); a noisy one wants more."""
+    n, m = len(x_clean), len(x_err)
+    folds = min(folds, n, m)
+    if folds < 2:
+        return float(grid[len(grid) // 2]), {}
+    rng = np.random.default_rng(seed)
+    fold_clean = rng.permutation(n) % folds
+    fold_err = fold_clean[np.asarray(err_groups)] if err_groups is not None else rng.permutation(m) % folds
+    x = np.vstack([x_clean, x_err])
+    y = np.r_[np.zeros(n, bool), np.ones(m, bool)]
+    fold = np.r_[fold_clean, fold_err]
+    losses = {}
+    for l2 in grid:
+        z = np.zeros(len(y))
+        for f in range(folds):
+            test = fold == f
+            if y[~test].all() or not y[~test].any():
+                continue  # a fold holding every row of one class: no fit without it
+            w, b = _fit_logistic(x[~test], y[~test], l2)
+            z[test] = x[test] @ w + b
+        losses[f"{l2:g}"] = _balanced_log_loss(z, y)
+    best = min(losses, key=losses.get)
+    return float(best), losses
+
+
 def fit(clean_rows: Sequence[Mapping[str, Any]], variant_rows: Mapping[str, Sequence[Mapping[str, Any]]],
-        l2: float = 0.01, signals: Sequence[str] | None = None) -> Combiner:
+        l2: float | None = None, signals: Sequence[str] | None = None,
+        groups: Mapping[str, Sequence[int]] | None = None, seed: int = 0) -> Combiner:
     """Fit one logistic regression per error type in `variant_rows` (type -> signal rows of its
-    synthetic errors) against `clean_rows` (signal rows, also the reference of the features)."""
+    synthetic errors) against `clean_rows` (signal rows, also the reference of the features).
+
+    `l2`: the regularisation strength; None (default) chooses it per error type by cross-validation over
+    `L2_GRID` (`choose_l2`; `groups[type][j]` is the clean row variant j was made from)."""
     if len(clean_rows) < 2:
         raise ValueError("cannot fit a combination on fewer than two clean rows")
     cat = signal_catalogue()
@@ -387,16 +416,22 @@ def fit(clean_rows: Sequence[Mapping[str, Any]], variant_rows: Mapping[str, Sequ
         raise ValueError("no signal is defined on the clean rows")
     chosen = list(samples)
     comb = Combiner(signals=chosen, directions={s: cat[s][0] for s in chosen}, samples=samples, weights={},
-                    intercepts={}, l2=float(l2), n_fit={})
+                    intercepts={}, l2={}, n_fit={})
     x_clean = comb.features(clean_rows)
     order = comb.features_order
     for kind, rows in variant_rows.items():
         if not rows:
             continue
         x_err = comb.features(rows)
+        if l2 is None:
+            strength, comb.cv_loss[kind] = choose_l2(x_clean, x_err, None if groups is None else groups.get(kind),
+                                                     seed=seed)
+        else:
+            strength = float(l2)
         x = np.vstack([x_clean, x_err])
         y = np.r_[np.zeros(len(x_clean), bool), np.ones(len(x_err), bool)]
-        w, b = _fit_logistic(x, y, l2)
+        w, b = _fit_logistic(x, y, strength)
+        comb.l2[kind] = strength
         comb.weights[kind] = {f: float(v) for f, v in zip(order, w)}
         comb.intercepts[kind] = b
         comb.n_fit[kind] = {"clean": len(x_clean), "errors": len(x_err)}
@@ -411,7 +446,7 @@ def fit(clean_rows: Sequence[Mapping[str, Any]], variant_rows: Mapping[str, Sequ
 
 
 def fit_with_model(bundle: Any, clean_rows: Sequence[Mapping[str, Any]], *, seed: int = 0,
-                   max_per_type: int | None = 50, l2: float = 0.01, alti: bool = True, batch_size: int = 16,
+                   max_per_type: int | None = 50, l2: float | None = None, alti: bool = True, batch_size: int = 16,
                    compute_rows: Callable[..., list[dict[str, Any]]] | None = None, **options: Any) -> Combiner:
     """Make synthetic variants of `clean_rows`, force them through the model for their signals
     (`compute_rows(bundle, items, alti=..., batch_size=..., **options)`, default `forced_signal_rows`)
@@ -427,7 +462,7 @@ def fit_with_model(bundle: Any, clean_rows: Sequence[Mapping[str, Any]], *, seed
     for k in kinds:
         by_kind[k] = rows[start:start + len(variants[k])]
         start += len(variants[k])
-    return fit(clean_rows, by_kind, l2=l2)
+    return fit(clean_rows, by_kind, l2=l2, groups={k: [v["base"] for v in variants[k]] for k in kinds}, seed=seed)
 
 
 def fisher_scores(rows: Sequence[Mapping[str, Any]], calibration: Any) -> np.ndarray:

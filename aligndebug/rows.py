@@ -25,6 +25,7 @@ from .metrics import AlignmentCounts, AlignmentSignature, count_links
 from .models import ModelBundle
 from .record import Record
 from .signals import SIGNALS, length_ratio, record_signals, reference_scores, repetition_stats
+from .source_gain import source_gain
 from .words import token_links_to_words
 
 COUNT_FIELDS = ("predicted", "sure", "pred_and_sure", "pred_and_possible")
@@ -299,6 +300,8 @@ def signal_row(rec: Record, id_: int, source: str, reference: str | None = None,
     row.update(sig)
     if "alti_source" in rec.meta:  # traced in the pass that made the Record (`alti.traced_records`)
         row["alti_source"] = rec.meta["alti_source"]
+    if "seq_logprob_prior" in rec.meta:  # the target's Seq-Logprob given an empty source (`source_gain`)
+        row["source_gain"] = source_gain(row["seq_logprob"], rec.meta["seq_logprob_prior"])
     return row
 
 

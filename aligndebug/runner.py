@@ -35,6 +35,7 @@ from .pairs import SentencePair
 from .record import Record
 from .rows import (ScoreOptions, ScoreTotals, score_reducer, score_row, signal_reducer, signal_row,
                    unusable_row)
+from .source_gain import prior_seq_logprobs_of
 from .store import JsonlStore, parse_row, row_at, row_json, write_lines_atomic, write_text_atomic
 from .combine import is_suspect, row_score, scored_row
 from .triage import SIGNALS, Calibration, calibrate, triage_settings
@@ -105,7 +106,8 @@ def _words(x: str | list[str]) -> list[str]:
 @dataclass(frozen=True)
 class SignalRows:
     """Triage signal rows (`rows.signal_row`, unscored) read at `layer`, `head` with `method`; with `alti`
-    also ALTI+ source contribution, traced in the same forward pass (models whose layout ALTI+ knows).
+    also ALTI+ source contribution, traced in the same forward pass (models whose layout ALTI+ knows); with
+    `prior` also the source gain (Seq-Logprob minus that given an empty source; one more pass per batch).
 
     A sentence the model cannot take (`unusable`) does not stop the run: its row (`fallback`) holds the
     signals that need no forward pass and the reason."""
@@ -115,6 +117,7 @@ class SignalRows:
     method: str = "shift-att"
     keep: tuple[str, ...] = ("cross",)
     alti: bool = True
+    prior: bool = True  # source gain: a second pass with an empty source (`source_gain`)
 
     def reducer(self):
         return signal_reducer(self.layer)
@@ -192,7 +195,9 @@ def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuil
     One builder keeps only what its rows read of each sentence's attention (its reducer); several keep all
     of it. A sentence that cannot be used raises InputError naming its line (the caller adds the file),
     unless every builder has a `fallback` row for it (triage: the sentence is kept, with the reason).
-    A builder asking for `alti` gets ALTI+ traced in the same passes (``rec.meta["alti_source"]``).
+    A builder asking for `alti` gets ALTI+ traced in the same passes (``rec.meta["alti_source"]``), one asking
+    for `prior` each target's Seq-Logprob given an empty source (``rec.meta["seq_logprob_prior"]``), from a
+    pass of its own made before the traced ones.
     """
     from . import alti as alti_mod
 
@@ -213,15 +218,18 @@ def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuil
     else:
         usable = items
     traced = any(getattr(b, "alti", False) for b in builders) and alti_mod.supports(bundle.model)
+    prior = any(getattr(b, "prior", False) for b in builders)
     forced = [x for x in usable if x.target is not None]
     free = [x for x in usable if x.target is None]
     for group, targets in ((forced, [x.target for x in forced]), (free, None)):
         if not group:
             continue
-        translated = traced and targets is None
+        translated = (traced or prior) and targets is None
         try:
-            if translated:  # generation is not traced: translate first, then trace the forced pass
+            if translated:  # generation is neither traced nor contrasted: translate first, then force
                 targets = translate(bundle, [x.source for x in group], beam=beam)
+            # before the traced passes, whose hooks would also record this one
+            priors = prior_seq_logprobs_of(bundle, [x.source for x in group], targets, batch_size) if prior else None
             records = iter_extract(bundle, [x.source for x in group], targets, batch_size=batch_size, beam=beam,
                                    keep=keep, reduce=reduce)
             if traced:
@@ -229,6 +237,8 @@ def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuil
             for i, rec in records:
                 if translated:
                     rec.meta.update({"forced_target": False, "beam": beam})
+                if priors is not None:
+                    rec.meta["seq_logprob_prior"] = float(priors[i])
                 for rows, b in zip(out, builders):
                     rows[group[i].index] = b.build(rec, group[i], bundle, reduce is not None)
                 if on_item:  # progress a sentence at a time, not a chunk at a time

@@ -112,6 +112,9 @@ SIGNALS: dict[str, Signal] = {s.name: s for s in (
     # traced by `alti.traced_records` in the same forward pass (not from `record_signals`: it needs the model)
     Signal("alti_source", "low", "source_contribution", "detached",
            "ALTI+ source contribution (share of each prediction that comes from the source)", report=True),
+    # from a second pass with an empty source (`source_gain`), set by the runner like alti_source
+    Signal("source_gain", "low", "source_contribution", "detached",
+           "source gain (Seq-Logprob with the source minus with an empty source)", report=True),
 )}
 """Every sentence-level signal triage scores, by name (registry order is the order rows, calibrations and
 the score's combination read them). Adding a signal is one entry here and its value in `record_signals`."""

@@ -187,3 +187,49 @@ def test_clean_percentile_score():
     assert bad[0] > 3
     again = Combiner.from_dict(json.loads(json.dumps(comb.to_dict())))
     np.testing.assert_allclose(again.clean_z(clean[:5]), comb.clean_z(clean[:5]), rtol=1e-12)
+
+
+def test_cross_validation_shrinks_little_on_clean_evidence_and_much_on_noise():
+    rng = np.random.default_rng(3)
+    clean = rng.normal(0, 1, size=(120, 4))
+    separable = rng.normal(0, 1, size=(60, 4)) + np.array([6.0, 0, 0, 0])  # one feature tells them apart
+    l2, losses = combine.choose_l2(clean, separable)
+    assert l2 == min(combine.L2_GRID) and set(losses) == {f"{v:g}" for v in combine.L2_GRID}
+    noise = rng.normal(0, 1, size=(60, 4))  # errors that look like clean rows: every weight only overfits
+    l2_noise, losses_noise = combine.choose_l2(clean, noise)
+    assert l2_noise == max(combine.L2_GRID)
+    assert losses_noise[f"{l2_noise:g}"] < losses_noise[f"{min(combine.L2_GRID):g}"]
+
+
+def test_variants_share_the_fold_of_the_row_they_were_made_from(monkeypatch):
+    """A fit never scores a variant of a clean row it was fitted on (grouped folds)."""
+    seen = []
+    real = combine._fit_logistic
+
+    def spy(x, y, l2):
+        seen.append({tuple(r) for r in x})
+        return real(x, y, l2)
+
+    monkeypatch.setattr(combine, "_fit_logistic", spy)
+    clean = np.arange(20, dtype=float)[:, None] * np.array([[1.0, 0.0]])
+    errors = clean[[0, 0, 5, 7, 9, 12]] + np.array([[0.0, 0.5]])  # variants of clean rows 0, 0, 5, 7, 9, 12
+    combine.choose_l2(clean, errors, err_groups=np.array([0, 0, 5, 7, 9, 12]), grid=(0.1,), folds=4)
+    for fitted in seen:
+        for e, g in zip(errors, [0, 0, 5, 7, 9, 12]):
+            assert (tuple(e) in fitted) == (tuple(clean[g]) in fitted)
+
+
+def test_fit_chooses_and_records_the_strength_per_error_type():
+    rng = np.random.default_rng(0)
+    clean = [{"seq_logprob": float(v), "length_ratio": 1.0 + 0.1 * float(u)}
+             for v, u in zip(rng.normal(-1, 0.3, 80), rng.normal(0, 1, 80))]
+    errors = {"detached": [{"seq_logprob": float(v), "length_ratio": 1.0} for v in rng.normal(-4, 0.3, 40)],
+              "omission": [{"seq_logprob": float(v), "length_ratio": 1.0 + 0.1 * float(u)}
+                           for v, u in zip(rng.normal(-1, 0.3, 40), rng.normal(0, 1, 40))]}
+    comb = fit(clean, errors, signals=["seq_logprob", "length_ratio"])
+    assert comb.l2["detached"] == min(combine.L2_GRID)  # separable by Seq-Logprob
+    assert comb.l2["omission"] == max(combine.L2_GRID)  # indistinguishable from clean rows
+    again = Combiner.from_dict(json.loads(json.dumps(comb.to_dict())))
+    assert again.l2 == comb.l2 and again.cv_loss == comb.cv_loss
+    np.testing.assert_allclose(again.logit(clean), comb.logit(clean), rtol=1e-12)
+    assert fit(clean, errors, l2=0.05, signals=["seq_logprob", "length_ratio"]).l2 == {"detached": 0.05, "omission": 0.05}

@@ -487,13 +487,23 @@ def testset_inputs() -> dict[str, Any] | None:
         given["typed"] = {key: st.text_input(label, key=f"path-{key}").strip() for key, label in labels.items()}
         st.caption("Readable folders: " + ", ".join(f"`{r}`" for r in allowed_roots())
                    + " (`ALIGNDEBUG_APP_ROOTS` sets them).")
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     base = c1.selectbox("Gold indices", ["detect", 0, 1], key="ts_base",
                         format_func=lambda b: b if b == "detect" else f"{b}-based")
     limit = int(c2.number_input("Max sentences", 1, 100000, 200, key="ts_limit",
                                 help="Score the first N pairs (the CPU is slow on big sets)."))
-    go = c3.button("Run", type="primary", key="ts_go")
-    return {**given, "base": None if base == "detect" else base, "limit": limit, "go": go}
+    combine = ranking_choice(c3)
+    go = c4.button("Run", type="primary", key="ts_go")
+    return {**given, "base": None if base == "detect" else base, "limit": limit, "combine": combine, "go": go}
+
+
+def ranking_choice(col: Any) -> str:
+    """How the suspects are ranked: the learned combination (default) or Fisher's method."""
+    return col.selectbox("Rank suspects by", list(testset.RANKINGS), key="ts_combine",
+                         format_func=lambda k: testset.RANKINGS[k],
+                         help="The learned combination weighs the signals by how well they tell synthetic errors "
+                              "made from this set's own rows from the rows themselves; Fisher's method gives every "
+                              "signal family the same weight.")
 
 
 def named_testset_inputs() -> dict[str, Any]:
@@ -507,11 +517,12 @@ def named_testset_inputs() -> dict[str, Any]:
     src = ts.path("pairs") or ts.path("src")
     paths = ({"src": src, "tgt": ts.path("tgt"), "ref": None, "gold": ts.path("gold")} if ts.gold is not None
              else {"src": src, "tgt": None, "ref": ts.path("tgt"), "gold": None})
-    c2, c3 = st.columns(2)
+    c2, c3, c4 = st.columns(3)
     limit = int(c2.number_input("Max sentences", 1, 100000, min(200, ts.sentences or 200), key="ts_limit",
                                 help="Score the first N pairs (the CPU is slow on big sets)."))
-    go = c3.button("Run", type="primary", key="ts_go")
-    return {**paths, "base": ts.gold_base, "limit": limit, "go": go}
+    combine = ranking_choice(c3)
+    go = c4.button("Run", type="primary", key="ts_go")
+    return {**paths, "base": ts.gold_base, "limit": limit, "combine": combine, "go": go}
 
 
 def run_testset(cfg: dict[str, Any], inp: dict[str, Any]) -> dict[str, Any]:
@@ -519,7 +530,7 @@ def run_testset(cfg: dict[str, Any], inp: dict[str, Any]) -> dict[str, Any]:
     bar = st.progress(0.0, text="Starting…")
     result = testset.run_testset(cfg["bundle"], inp["src"], inp["tgt"], inp["gold"], inp["ref"], base=inp["base"],
                                  limit=inp["limit"], method=cfg["method"], layer=cfg["layer"], head=cfg["head"],
-                                 beam=cfg["beam"], model_name=cfg["model"],
+                                 beam=cfg["beam"], model_name=cfg["model"], combine=inp.get("combine", "learned"),
                                  on_progress=lambda fraction, text: bar.progress(fraction, text=text))
     return result.as_dict()
 

@@ -16,8 +16,11 @@ drown a strong one. Here the weights are learned from the calibration set itself
    robust spread (IQR/1.349), so outliers are not all tied; it is capped at ±10. A two-sided signal
    (length ratio) gives two features, its low side and its high side. Undefined values are 0.
 3. **One logistic regression per error type** (`fit`), clean calibration rows (label 0) against
-   that type's variants (label 1), the two classes weighted equally; L2-regularised (strength
-   `l2` on the weights, none on the intercept) and with **non-negative weights**: every feature
+   that type's variants (label 1), the two classes weighted equally; L2-regularised (on the weights,
+   none on the intercept), the strength chosen per type from `L2_GRID` by 5-fold cross-validation
+   (`choose_l2`; a variant shares the fold of the row it was made from): a type whose variants
+   separate cleanly gets little shrinkage, so its log-odds spread as far as its evidence goes, and
+   a noisy one more. Weights are **non-negative**: every feature
    is already oriented towards "suspect", so a signal can only raise a score, and one that does
    not help gets weight 0 rather than a sign that fits an artefact of the synthetic errors. Solved
    with scipy's L-BFGS-B (bounds) on the exact gradient; scikit-learn is not needed (and has no

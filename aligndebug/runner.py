@@ -570,13 +570,17 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
 
 def score_and_triage(bundle: ModelBundle, pairs: Sequence[SentencePair], golds: Sequence[GoldAlignment | None] | None,
                      references: Sequence[str] | None, opts: ScoreOptions, *, triage_layer: Selector = "mean",
-                     percentile: float = 95.0, on_progress: Callable[[int], None] | None = None
+                     percentile: float = 95.0, on_progress: Callable[[int], None] | None = None,
+                     combine: str = "learned", seed: int = 0, max_variants: int = 50
                      ) -> tuple[TriageRows, dict[int, dict[str, Any]], ScoreTotals]:
     """(ranked triage rows, alignment rows by pair index, corpus totals) from one forward pass per batch.
 
     Every pair needs its target (translate first). Alignment rows are `score_stream`'s and triage rows
-    `run_triage`'s, read with `opts`' method and head and `triage_layer`, self-calibrated.
+    `run_triage`'s, read with `opts`' method and head and `triage_layer`, self-calibrated and ranked by
+    `combine` as `run_triage` ranks (the learned combination's variants are forced after the set's rows).
     """
+    if combine not in COMBINES:
+        raise ValueError(f"combine must be one of {COMBINES}, not {combine!r}")
     if any(p.tgt_words is None for p in pairs):
         raise ValueError("every pair needs a target: translate the sources first")
     if references is not None and len(references) != len(pairs):
@@ -589,7 +593,11 @@ def score_and_triage(bundle: ModelBundle, pairs: Sequence[SentencePair], golds: 
     run_chunks(iter_chunks(items, opts.chunk_size), builders, [sink, signals],
                local_execute(bundle, opts.batch_size, opts.beam, on_progress))
     settings = triage_settings(bundle.name, method=opts.method, layer=triage_layer, head=opts.head)
-    ranked = finish_triage(signals, None, settings=settings, percentile=percentile)
+    fit = None
+    if combine == "learned":
+        compute = _variant_rows(local_execute(bundle, opts.batch_size, opts.beam), builders[1], opts.chunk_size)
+        fit = lambda cal, rows: fit_combination(cal, rows, compute, seed=seed, max_per_type=max_variants)  # noqa: E731
+    ranked = finish_triage(signals, None, settings=settings, percentile=percentile, fit=fit)
     return ranked, {r["index"]: r for r in sink.kept}, sink.totals
 
 

@@ -43,6 +43,9 @@ class TestsetResult:
                 "gold_lines": self.gold_lines}
 
 
+RANKINGS = {"learned": "the learned combination", "fisher": "Fisher's method"}
+
+
 def read_testset(src: Path | None, tgt: Path | None = None, gold: Path | None = None, ref: Path | None = None,
                  *, base: int | None = None, limit: int | None = None):
     """(pairs, gold set or None, references or None), the first `limit` sentences of each. `src` is a source
@@ -72,8 +75,10 @@ def read_testset(src: Path | None, tgt: Path | None = None, gold: Path | None = 
 def run_testset(bundle: ModelBundle, src: Path | None, tgt: Path | None = None, gold: Path | None = None,
                 ref: Path | None = None, *, base: int | None = None, limit: int | None = None,
                 method: str = "shift-att", layer: Any = None, head: Any = "mean", beam: int = 1,
-                model_name: str | None = None, on_progress: Progress | None = None) -> TestsetResult:
-    """Read, translate if needed, then score alignments against gold and triage in one pass.
+                model_name: str | None = None, on_progress: Progress | None = None,
+                combine: str = "learned") -> TestsetResult:
+    """Read, translate if needed, then score alignments against gold and triage in one pass, ranking the
+    suspects by `combine` ("learned" or "fisher", as `aligndebug triage --combine`).
 
     Translation takes the first third of the progress, aligning and triaging the rest.
     """
@@ -101,15 +106,18 @@ def run_testset(bundle: ModelBundle, src: Path | None, tgt: Path | None = None, 
         progress(min(1.0, 1 / 3 + 2 * done[0] / n / 3), f"Aligning and triaging {min(done[0], n)}/{n}")
 
     opts = ScoreOptions(method=method, layer=layer, head=head, per_head=gold_set is not None)
-    ranked, aligned, totals = score_and_triage(bundle, pairs, golds, refs, opts, triage_layer=layer, on_progress=tick)
+    ranked, aligned, totals = score_and_triage(bundle, pairs, golds, refs, opts, triage_layer=layer, on_progress=tick,
+                                               combine=combine)
     rows = list(ranked)
     for r in rows:
         s = aligned.get(r["id"], {})
         r.update({"links": s.get("links"), "gold": s.get("gold"), "aer": s.get("aer"),
                   "precision": s.get("precision"), "recall": s.get("recall")})
     progress(1.0, f"Done: {n} sentences")
-    corpus: dict[str, Any] = {"sentences": n, "settings": f"model {model_name or bundle.name} · layer {layer} · "
-                                                          f"head {head} · {method}"}
+    ranking = ranked.calibration.combine  # "fisher" when a learned fit was asked for but could not be made
+    corpus: dict[str, Any] = {"sentences": n, "ranking": ranking,
+                              "settings": f"model {model_name or bundle.name} · layer {layer} · head {head} · "
+                                          f"{method} · suspects ranked by {RANKINGS[ranking]}"}
     if gold_set is not None and totals.scored:
         c = totals.counts
         corpus.update({"aer": c.aer, "precision": c.precision, "recall": c.recall})

@@ -219,6 +219,21 @@ def test_testset_scores_triages_and_opens_a_row(app, testset):
     assert [t.label for t in at.tabs] == TABS and any(m.label == "AER" for m in at.metric)
 
 
+@pytest.mark.parametrize("ranking", ["learned", "fisher"])
+def test_testset_ranking_is_chosen_and_named(app, testset, ranking):
+    at = app.run()
+    at.radio(key="page").set_value("Test set").run()
+    at.radio(key="ts_how").set_value("Path on the server").run()
+    assert at.selectbox(key="ts_combine").value == "learned"  # the default, as `aligndebug triage`
+    at.selectbox(key="ts_combine").set_value(ranking)
+    at = _run_testset(at, testset)
+    no_crash(at)
+    caption = " ".join(c.value for c in at.caption)
+    named = {"learned": "ranked by the learned combination", "fisher": "ranked by Fisher's method"}
+    assert named[ranking] in caption and named[{"learned": "fisher", "fisher": "learned"}[ranking]] not in caption
+    assert list(at.dataframe[0].value["rank"]) == [1, 2, 3, 4]
+
+
 def test_testset_flag_filter_and_downloads(app, testset):
     at = _run_testset(app.run(), testset)
     table = at.dataframe[0].value

@@ -33,10 +33,15 @@ def test_one_pass_gives_the_rows_of_score_and_of_triage(bundle, per_head):
     assert [aligned[r["index"]] for r in want] == want  # the very rows of `aligndebug score`
     assert (totals.sentences, totals.scored, totals.counts) == (9, 9, want_totals.counts)
     assert totals.grid == want_totals.grid and bool(totals.grid) == per_head
-    # the test-set page ranks by Fisher's method (score_and_triage fits no learned combination)
+    # and those of `aligndebug triage`, with the learned combination (default) and with Fisher's method
+    fisher, _, _ = score_and_triage(bundle, pairs, golds, refs, opts, triage_layer=0, combine="fisher")
+    local_fisher = run_triage(bundle, [p.source for p in pairs], [p.target for p in pairs], refs, batch_size=4,
+                              layer=0, method="naive", combine="fisher")
+    assert [row_json(r) for r in fisher] == [row_json(r) for r in local_fisher]
     local = run_triage(bundle, [p.source for p in pairs], [p.target for p in pairs], refs, batch_size=4, layer=0,
-                       method="naive", combine="fisher")
-    assert [row_json(r) for r in ranked] == [row_json(r) for r in local]  # and those of `aligndebug triage`
+                       method="naive")
+    assert ranked.calibration.combine == "learned"
+    assert [row_json(r) for r in ranked] == [row_json(r) for r in local]
     assert ranked.calibration.thresholds == local.calibration.thresholds
 
 

@@ -276,16 +276,18 @@ class TriageRow:
         return row
 
 
-def signal_reducer(layer: int | str):
+def signal_reducer(layer: int | str | None):
     """What `extract` may keep of each sentence's [L, H, T, S] for `signal_row`: the one layer (or the
-    layer mean) the signals read; `signal_row` then reads layer 0."""
+    layer mean) the signals read, None meaning the default layer as `align.select` reads it; `signal_row`
+    then reads layer 0."""
     def reduce(kind: str, m: np.ndarray) -> np.ndarray:
         if layer == "mean":
             return m.mean(axis=0, keepdims=True)
         n = m.shape[0]
-        if not isinstance(layer, (int, np.integer)) or not -n <= layer < n:
+        at = default_layer(n) if layer is None else layer
+        if not isinstance(at, (int, np.integer)) or not -n <= at < n:
             raise ValueError(f"layer {layer!r} does not exist: the model has {n} decoder layers (0-based) or use 'mean'")
-        return m[[layer]]
+        return m[[at]]
     return reduce
 
 

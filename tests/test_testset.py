@@ -98,3 +98,19 @@ def test_the_test_set_page_translates_and_names_bad_files(bundle, tmp_path):
     f["ref"].write_text("one\n", encoding="utf-8")
     with pytest.raises(InputError, match="1 references for 3 sentences"):
         run_testset(bundle, f["src"], f["tgt"], ref=f["ref"])
+
+
+def test_default_layer_reads_the_same_signals_reduced_or_not(bundle):
+    """Layer None (the model's default view) keeps the layer `align.select` reads, so the learned combination's
+    variants (one builder: reduced) are scored as the set's own rows (two builders: not reduced)."""
+    import warnings
+
+    pairs = _pairs(6)
+    opts = ScoreOptions(method="naive", layer=None, head="mean", batch_size=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fall-back to Fisher
+        ranked, _, _ = score_and_triage(bundle, pairs, None, None, opts, triage_layer=None)
+    assert ranked.calibration.combine == "learned"
+    local = run_triage(bundle, [p.source for p in pairs], [p.target for p in pairs], batch_size=4, layer=None,
+                       method="naive")
+    assert [row_json(r) for r in ranked] == [row_json(r) for r in local]

@@ -1,11 +1,14 @@
-"""What issue 16 adds to `aligndebug triage`: ALTI+ traced in the signal pass and the learned combination.
+"""What issue 16 adds to `aligndebug triage`: ALTI+ traced in the signal pass, the source gain (a second pass with
+an empty source) and the learned combination.
 
 Three runs of `runner.run_triage` on the same sources (the model translates, then forces), 1 thread,
 process CPU time (other load on the machine does not count):
 
-  (plain)   Fisher's method, no ALTI+ (`alti.supports` patched to refuse the model): triage before issue 16
-  (fisher)  `--combine fisher`: Fisher's method with ALTI+ traced in the signal pass
-  (learned) the default: ALTI+ and the learned combination (synthetic variants forced, the fit, scoring)
+  (plain)   Fisher's method, no ALTI+ (`alti.supports` patched to refuse the model) and no source gain (its
+            pass patched out): triage before issue 16
+  (fisher)  `--combine fisher`: Fisher's method with ALTI+ traced in the signal pass and the source gain
+  (learned) the default: ALTI+, source gain and the learned combination (synthetic variants forced, the
+            per-type cross-validated fit, scoring)
 
     OMP_NUM_THREADS=1 python bench/bench_triage.py --n 500
 """
@@ -16,14 +19,16 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from contextlib import ExitStack
 from unittest import mock
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from aligndebug import alti  # noqa: E402
+from aligndebug import alti, runner  # noqa: E402
 from aligndebug.models import load_model  # noqa: E402
 from aligndebug.runner import run_triage  # noqa: E402
 
@@ -38,8 +43,11 @@ def main() -> None:
     bundle = load_model("default")
     times = {}
     for name in ("plain", "fisher", "learned"):
-        patch = mock.patch.object(alti, "supports", lambda model: False) if name == "plain" else mock.patch.object(alti, "PRE_LN", alti.PRE_LN)
-        with patch:
+        with ExitStack() as patches:
+            if name == "plain":
+                patches.enter_context(mock.patch.object(alti, "supports", lambda model: False))
+                patches.enter_context(mock.patch.object(runner, "prior_seq_logprobs_of",
+                                                        lambda _b, src, _t, _bs: np.full(len(src), np.nan)))
             t0 = time.process_time()
             rows = run_triage(bundle, sources, batch_size=args.batch_size, combine="learned" if name == "learned" else "fisher")
             times[name] = time.process_time() - t0

@@ -33,7 +33,8 @@ HeadKey = tuple[int, "int | str"]  # (layer, head index or "mean")
 
 @dataclass
 class ScoreOptions:
-    """How links are read off the attention."""
+    """How links are read: off the attention (row rule, layer, heads), or by a learned aligner (method "learned",
+    `aligner`); either with the decoding rule `decode` at `threshold`."""
 
     method: str = DEFAULT_ROW_RULE  # a name in methods.ROW_RULES
     layer: Selector | None = None

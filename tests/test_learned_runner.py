@@ -150,3 +150,15 @@ def test_a_ray_actor_scores_a_learned_chunk_as_a_local_run(bundle, aligners, fil
     assert rows == list(local)
     with pytest.raises(ValueError, match="runs alone"):
         run_chunk(bundle, [], [score_rows(opts), score_rows(ScoreOptions())])
+
+
+def test_cli_learned_on_a_ray_instance_equals_a_local_run(model_dir, aligners, files, tmp_path, local_ray):
+    pytest.importorskip("ray.data", reason="Ray is not installed: pip install 'aligndebug[ray]'")
+    common = ["score", "--model", str(model_dir), "--method", "learned", "--aligner", str(aligners[0]), "--src",
+              str(files["src"]), "--tgt", str(files["tgt"]), "--gold", str(files["gold"]), "--gold-base", "0",
+              "--batch-size", "3", "--chunk-size", "4", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "local.jsonl"), "--summary-json", str(tmp_path / "local.json")]) == 0
+    assert main([*common, "--out", str(tmp_path / "ray.jsonl"), "--summary-json", str(tmp_path / "ray.json"),
+                 "--ray", "--ray-actors", "2"]) == 0
+    assert _rows(tmp_path / "ray.jsonl") == _rows(tmp_path / "local.jsonl")
+    assert json.loads((tmp_path / "ray.json").read_text()) == json.loads((tmp_path / "local.json").read_text())

@@ -24,12 +24,14 @@ from aligndebug.contrast import contrast
 from aligndebug.align import align_record, default_layer
 from aligndebug.compare import grid_difference
 from aligndebug.datasets import registry
+from aligndebug.decoding import DECODERS, DEFAULT_THRESHOLDS
 from aligndebug.errors import InputError
 from aligndebug.extract import extract
 from aligndebug.gold import format_pharaoh, parse_pharaoh_line
 from aligndebug.methods import ALIGNERS, DEFAULT_ROW_RULE, ROW_RULES
 from aligndebug.metrics import AlignmentSignature, count_links
-from aligndebug.models import ModelLoadError, load_model
+from aligndebug.learned import CARD, WEIGHTS, AlignerMismatchError, load_aligner
+from aligndebug.models import DEFAULT_NAMES, ModelLoadError, load_model
 from aligndebug.record import Record
 from aligndebug.serverfiles import allowed_roots, resolve_server_path, server_paths_allowed
 from aligndebug.words import split_words
@@ -45,6 +47,21 @@ st.set_page_config(page_title="aligndebug", layout="wide")
 @st.cache_resource(show_spinner="Loading model…", max_entries=3)
 def get_bundle(name: str):
     return load_model(name)
+
+
+@st.cache_resource(show_spinner="Loading the learned aligner…", max_entries=4)
+def get_aligner(model: str, folder: str | None):
+    """The learned aligner in `folder` (None: the embedded model's), checked against the model."""
+    return load_aligner(folder, get_bundle(model))
+
+
+@st.cache_resource(show_spinner="Loading the learned aligner…", max_entries=2)
+def uploaded_aligner(model: str, files: tuple[tuple[str, bytes], ...]):
+    """An aligner uploaded as its two files, loaded from a temporary folder removed right after."""
+    with tempfile.TemporaryDirectory(prefix="aligndebug-aligner-") as folder:
+        for name, data in files:
+            (Path(folder) / Path(name).name).write_bytes(data)
+        return load_aligner(folder, get_bundle(model))
 
 
 @st.cache_data(show_spinner="Running the model…", max_entries=64)
@@ -148,18 +165,74 @@ def sidebar_settings(model: str) -> dict[str, Any] | None:
                               "layer, where attention aligns best (Chen et al., 2020).")
     head = sb.selectbox("Head", ["mean", *range(n_heads)], format_func=selector_label, key=f"head-{model}",
                         help="One attention head, or the mean over the layer's heads.")
-    methods = list(ROW_RULES)
-    method = sb.radio("Method", methods, index=methods.index(view.get("method", DEFAULT_ROW_RULE)), horizontal=True,
+    aligner, aligner_name = sidebar_aligner(model)
+    methods = list(ROW_RULES) + (["learned"] if aligner is not None else [])
+    row_rule = view.get("method", DEFAULT_ROW_RULE)
+    method = sb.radio("Method", methods, index=methods.index(row_rule), horizontal=True,
                       key=f"method-{model}",
                       help="Shift-Att reads a target word from the row where it is the decoder *input* "
                            "(Chen et al. 2020); naive from the row that predicts it. Which aligns better "
-                           "depends on the model: compare them on a gold set (Test set page).")
+                           "depends on the model: compare them on a gold set (Test set page). learned: a "
+                           "trained aligner on top of the frozen model (see 'Learned aligner'), shown beside "
+                           "raw attention read with the model's own row rule.")
+    learned = method == "learned"
+    if learned:
+        method = row_rule  # the attention views beside it read the model's own row rule
+    rules = ["default", *DECODERS]
+    rule = sb.selectbox("Link rule", rules, key="decode",
+                        help="How links are read off a matrix: argmax per target token, every cell >= a threshold, "
+                             "or bidir (share of its row and of its column both >= the threshold, as awesome-align). "
+                             "default: argmax for attention, the rule in its card for a learned aligner.")
+    threshold = None
+    if rule in ("threshold", "bidir"):
+        threshold = float(sb.slider("Link threshold", 0.01, 0.99, float(DEFAULT_THRESHOLDS[rule]), 0.01,
+                                    key=f"threshold-{rule}"))
     level = sb.radio("Level", ["word", "subword"], horizontal=True, key="level",
                      help="Words as written (gold alignments index words) or the model's subword tokens.")
     sb.subheader("Decoding")
     beam = int(sb.number_input("Beam size", 1, 8, 1, key="beam", help="1 = greedy. Used when no reference is given."))
     return {"model": model, "bundle": bundle, "layer": layer, "head": head, "method": method,
-            "level": level, "beam": beam, "n_layers": n_layers, "n_heads": n_heads}
+            "level": level, "beam": beam, "n_layers": n_layers, "n_heads": n_heads,
+            "decode": None if rule == "default" else rule, "threshold": threshold,
+            "aligner": aligner if learned else None, "aligner_name": aligner_name}
+
+
+def sidebar_aligner(model: str) -> tuple[Any, str]:
+    """The learned aligner the sidebar offers (the embedded model's own, a folder typed under the app's readable
+    folders, or its two files uploaded) and its name; (None, "none") when there is none."""
+    sb = st.sidebar
+    options = ["model's own"]
+    if server_paths_allowed(st.get_option("server.address")):
+        options.append("folder")
+    options.append("upload")
+    how = sb.radio("Learned aligner", options, key="al_how", horizontal=True,
+                   help="A small module trained on top of the frozen model (`aligndebug train-aligner`); when one "
+                        "is available, 'learned' joins the methods. The embedded model ships one. A folder is "
+                        "read only under the app's readable folders (ALIGNDEBUG_APP_ROOTS).")
+    try:
+        if how == "model's own":
+            if model not in DEFAULT_NAMES:
+                sb.caption("Only the embedded model ships an aligner: give a folder or upload one.")
+                return None, "none"
+            aligner, name = get_aligner(model, None), "default"
+        elif how == "upload":
+            files = sb.file_uploader(f"{CARD} and {WEIGHTS}", accept_multiple_files=True, key="al_up")
+            if len(files or []) < 2:
+                return None, "none"
+            aligner, name = uploaded_aligner(model, tuple((f.name, f.getvalue()) for f in files)), "upload"
+        else:
+            text = sb.text_input("Aligner folder", key="al_path").strip()
+            if not text:
+                return None, "none"
+            folder = resolve_server_path(text, allowed_roots())
+            aligner, name = get_aligner(model, str(folder)), folder.name
+    except (InputError, ModelLoadError, ValueError, OSError) as exc:
+        sb.caption("No learned aligner: " + ("it was trained for another model."
+                                             if isinstance(exc, AlignerMismatchError) else str(exc)))
+        return None, "none"
+    sb.caption(f"Aligner `{name}`: {aligner.card.get('objective', '?')} objective, {aligner.card.get('steps', '?')} "
+               f"steps, trained for `{aligner.card.get('base_model')}`.")
+    return aligner, name
 
 
 # ----------------------------------------------------------------------------- one sentence
@@ -206,7 +279,19 @@ def sentence_views(cfg: dict[str, Any], rec, gold) -> None:
     forced = rec.meta.get("forced_target", True)
     st.markdown(f"**Source** · {md_escape(rec.source)}  \n"
                 f"**{'Reference (forced)' if forced else 'Model translation'}** · {md_escape(rec.target) or '∅ (empty)'}")
-    links = align_record(rec, method=method, layer=layer, head=head)
+    learned = None
+    if cfg.get("aligner") is not None:
+        try:
+            learned = views.learned_vs_attention(cfg["bundle"], cfg["aligner"], rec, layer=layer, head=head,
+                                                 method=method, decode=cfg["decode"], threshold=cfg["threshold"],
+                                                 gold=gold)
+        except Exception as exc:  # noqa: BLE001
+            fail(exc, "The learned aligner failed on this sentence")
+    if learned is not None:
+        links = learned["links"]
+    else:
+        links = align_record(rec, method=method, layer=layer, head=head, threshold=cfg.get("threshold"),
+                             decode=cfg.get("decode"))
     cols = st.columns(5)
     seq_lp = signals.seq_logprob(rec.token_logprobs, signals.logprob_positions(rec.tgt_word_ids))
     cols[0].metric("Seq-Logprob", f"{seq_lp:.2f}", help="Mean log-probability of the target tokens (and </s>) "
@@ -219,12 +304,21 @@ def sentence_views(cfg: dict[str, Any], rec, gold) -> None:
     cols[4].download_button("Record JSON", data=functools.partial(export.record_to_json, rec), file_name="record.json",
                             mime="application/json", on_click="ignore", icon=":material/download:",
                             help="Everything this page shows: tokens, word maps, all attention, log-probs.")
-    sig = AlignmentSignature(model=cfg["model"], method=method, layer=layer, heads=head,
-                             gold="typed line" if gold is not None else None)
+    if learned is not None:
+        sig = AlignmentSignature(model=cfg["model"], method=f"learned:{cfg['aligner_name']}",
+                                 layer="states:" + ",".join(map(str, cfg["aligner"].config.layers)), heads="-",
+                                 threshold=learned["threshold"], decode=learned["rule"],
+                                 gold="typed line" if gold is not None else None)
+    else:
+        sig = AlignmentSignature(model=cfg["model"], method=method, layer=layer, heads=head,
+                                 threshold=cfg.get("threshold") if cfg.get("decode") else None,
+                                 decode=cfg.get("decode"), gold="typed line" if gold is not None else None)
     st.caption(f"Alignment settings: `{sig.format()}`")
 
     tabs = st.tabs(["Alignment", "Self-attention", "Rollout & IG", "Tokens"])
     with tabs[0]:
+        if learned is not None:
+            learned_view(cfg, rec, gold, learned)
         alignment_tab(cfg, rec, gold, links)
     with tabs[1]:
         self_attention_tab(cfg, rec)
@@ -286,9 +380,43 @@ def why_not(cfg: dict[str, Any], rec) -> None:
                "the decoder step that emits the target's words there (sidebar layer/heads).")
 
 
+def learned_view(cfg, rec, gold, learned: dict[str, Any]) -> None:
+    """The learned aligner and raw attention side by side with the gold, and the target words where their argmax
+    source words disagree (the model knows the link but its attention does not look there)."""
+    import pandas as pd
+
+    layer, head, method = cfg["layer"], cfg["head"], cfg["method"]
+    dis = learned["disagreements"]
+    st.subheader("Learned aligner beside raw attention")
+    c1, c2 = st.columns(2)
+    with c1:
+        st.markdown("**Raw cross-attention**")
+        show_chart(charts.alignment_heatmap(rec, layer=layer, head=head, method=method, level="word", gold=gold,
+                                            threshold=cfg["threshold"], decode=cfg["decode"],
+                                            marked=learned["marked"], legend="bottom",
+                                            title=f"layer {layer} · head {head} · {method}"),
+                   "raw-attention-beside-learned", compact=True)
+    with c2:
+        st.markdown(f"**Learned aligner** (`{cfg['aligner_name']}`)")
+        thr = learned["threshold"]
+        show_chart(charts.learned_heatmap(learned["matrix"], rec.src_words, rec.tgt_words, learned["links"], gold=gold,
+                                          marked=learned["marked"], legend="bottom",
+                                          title=f"{learned['rule']}" + ("" if thr is None else f" @ {thr:g}")),
+                   "learned-aligner", compact=True)
+    st.metric("Target words where they disagree", f"{len(dis)} of {len(rec.tgt_words)}",
+              help="Words whose most-attended source word is not the one the learned aligner links most strongly "
+                   "(words the aligner leaves without a source are not counted).")
+    if dis:
+        st.dataframe(pd.DataFrame(dis).drop(columns=["attention source", "learned source"]), hide_index=True,
+                     width="content", key="learned-disagreements")
+    st.caption("≠ marks those target words on both heatmaps. Where the learned aligner is right and attention is "
+               "not, the model *knows* the alignment (its hidden states hold it) but does not *look* there.")
+
+
 def alignment_tab(cfg, rec, gold, links) -> None:
     layer, head, method, level = cfg["layer"], cfg["head"], cfg["method"], cfg["level"]
-    chart = charts.alignment_heatmap(rec, layer=layer, head=head, method=method, level=level, gold=gold)
+    chart = charts.alignment_heatmap(rec, layer=layer, head=head, method=method, level=level, gold=gold,
+                                     threshold=cfg.get("threshold"), decode=cfg.get("decode"))
     note = ("Cell colour = cross-attention from each target word (row) to each source word (column). "
             "Dots = the extracted alignment (each target's most-attended source word).")
     if gold is not None:

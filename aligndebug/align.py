@@ -1,4 +1,9 @@
-"""Alignment methods over a Record: naive / Shift-Att rows, argmax or threshold, any layer or head."""
+"""Alignment methods over a Record: naive / Shift-Att rows, any layer or head, links by a decoding rule.
+
+Links are read off the subword rows and columns and then lifted to words. Without a rule name (`decode`
+None) a row is linked at its argmax, or with `threshold` at every cell >= it, as before rules had names; a
+rule from `decoding.DECODERS` (``argmax``, ``threshold``, ``bidir``) may be named instead.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
+from .decoding import decode as decode_links
 from .record import Record
 from .words import pool_record, token_links_to_words
 
@@ -59,12 +65,16 @@ def word_matrix(rec: Record, method: str = "shift-att", layer: Selector | None =
     return pool_record(rec, mat)
 
 
-def token_links(mat: np.ndarray, src_word_ids: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def token_links(mat: np.ndarray, src_word_ids: np.ndarray, threshold: float | None = None,
+                decode: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(target rows, source columns) of the links in `mat` [..., rows, cols], special source tokens excluded.
 
-    Argmax per row when `threshold` is None, else every cell with weight >= threshold.
+    `decode` None: argmax per row when `threshold` is None, else every cell with weight >= threshold. A rule
+    name: that rule of `decoding` on the [rows, cols] matrix (`threshold` None: the rule's default).
     """
     special = np.asarray(src_word_ids) < 0
+    if decode is not None:
+        return decode_links(mat, decode, allowed=~special, threshold=threshold)
     if threshold is None:
         masked = np.where(special, -np.inf, mat)
         if masked.shape[-1] == 0 or special.all():
@@ -76,15 +86,18 @@ def token_links(mat: np.ndarray, src_word_ids: np.ndarray, threshold: float | No
 
 
 def align_record(rec: Record, method: str = "shift-att", layer: Selector | None = None, head: Selector = "mean",
-                 threshold: float | None = None) -> set[tuple[int, int]]:
-    """Word links (source word, target word), 0-based: a word pair is linked when any subword pair is."""
+                 threshold: float | None = None, decode: str | None = None) -> set[tuple[int, int]]:
+    """Word links (source word, target word), 0-based: a word pair is linked when any subword pair is.
+    `decode`: a decoding rule's name (see `token_links`)."""
     mat = attention_matrix(rec, layer, head, method)
-    rows, cols = token_links(mat, rec.src_word_ids, threshold)
+    rows, cols = token_links(mat, rec.src_word_ids, threshold, decode)
     return token_links_to_words(rows, cols, rec.src_word_ids, target_token_word_ids(rec))
 
 
-def align_grid(rec: Record, method: str = "shift-att", threshold: float | None = None) -> dict[tuple[int, int | str], set[tuple[int, int]]]:
-    """Links for every (layer, head) and every (layer, 'mean'), from one vectorised pass over the Record."""
+def align_grid(rec: Record, method: str = "shift-att", threshold: float | None = None,
+               decode: str | None = None) -> dict[tuple[int, int | str], set[tuple[int, int]]]:
+    """Links for every (layer, head) and every (layer, 'mean'), from one vectorised pass over the Record
+    (`decode`: a decoding rule's name, see `token_links`)."""
     if rec.cross is None:
         raise ValueError("this Record holds no cross-attention (extracted without 'cross')")
     rows = rec.rows_for(method)
@@ -94,7 +107,7 @@ def align_grid(rec: Record, method: str = "shift-att", threshold: float | None =
     n_heads = rec.cross.shape[1]
     special = rec.src_word_ids < 0
     out: dict[tuple[int, int | str], set[tuple[int, int]]] = {}
-    if threshold is None:
+    if threshold is None and decode in (None, "argmax"):
         cols = np.where(special, -np.inf, att).argmax(axis=-1) if len(rows) and not special.all() else None
         for l in range(att.shape[0]):
             for h in range(n_heads + 1):
@@ -104,6 +117,6 @@ def align_grid(rec: Record, method: str = "shift-att", threshold: float | None =
     else:
         for l in range(att.shape[0]):
             for h in range(n_heads + 1):
-                r, c = token_links(att[l, h], rec.src_word_ids, threshold)
+                r, c = token_links(att[l, h], rec.src_word_ids, threshold, decode)
                 out[(l, h if h < n_heads else "mean")] = token_links_to_words(r, c, rec.src_word_ids, tgt_ids)
     return out

@@ -22,7 +22,8 @@ import numpy as np
 
 from .align import attention_matrix, default_layer, target_token_word_ids
 from .record import Record
-from .views import check_gold_range, check_level, layer_head_values, self_attention_matrix, source_target
+from .views import (check_gold_range, check_level, layer_head_values, marked_labels, self_attention_matrix,
+                    source_target)
 
 # Legend placement: beside the chart, or under it (narrow columns), where vertical legends sit side by side.
 _LEGENDS = {"right": {"orient": "right"}, "bottom": {"orient": "bottom", "direction": "vertical", "gradientLength": 80}}
@@ -223,13 +224,16 @@ def source_target_heatmap(
     threshold: float | None = None,
     cell: int | None = None,
     legend: str = "right",
+    decode: str | None = None,
+    marked: Iterable[int] = (),
 ) -> alt.Chart | alt.LayerChart:
     """Heatmap of any target x source matrix of a Record (attention, rollout, Integrated Gradients).
 
     ``matrix`` is either ``[T, S]`` over all decoder rows (rows chosen with ``rec.rows_for(method)``)
     or ``[n target word tokens, S]`` already in target-token order. Word level pools it as the
     design says (sum over source subwords, mean over target subwords). Links are the argmax
-    source word per target token (or cells >= ``threshold``), specials excluded.
+    source word per target token (or cells >= ``threshold``), specials excluded, or those of the decoding
+    rule ``decode``. ``marked``: target words (word level) whose label gets a "≠" mark.
     """
     m = np.asarray(matrix, dtype=np.float64)
     n_targets = len(rec.target_positions)
@@ -240,7 +244,9 @@ def source_target_heatmap(
     elif m.shape[0] != n_targets:
         raise ValueError(f"matrix has {m.shape[0]} rows: expected {len(rec.dec_tokens)} decoder rows "
                          f"or {n_targets} target word tokens")
-    mat, xl, yl, links, to_cells = source_target(rec, m, level, threshold)
+    mat, xl, yl, links, to_cells = source_target(rec, m, level, threshold, decode)
+    if level == "word":
+        yl = marked_labels(yl, marked)
     if gold is not None:
         check_gold_range(gold, len(rec.src_words), len(rec.tgt_words))
         if level == "subword":
@@ -263,16 +269,36 @@ def alignment_heatmap(
     cell: int | None = None,
     title: str | None = None,
     legend: str = "right",
+    decode: str | None = None,
+    marked: Iterable[int] = (),
 ) -> alt.Chart | alt.LayerChart:
-    """Cross-attention heatmap (source on x, target on y) with the extracted alignment marked.
+    """Cross-attention heatmap (source on x, target on y) with the extracted alignment marked (links of the
+    decoding rule ``decode``; None: argmax, or cells >= ``threshold``).
 
-    With ``gold`` every marked cell says correct / missed / spurious against Sure/Possible.
+    With ``gold`` every marked cell says correct / missed / spurious against Sure/Possible; ``marked``
+    target words (word level) get a "≠" after their label.
     """
     mat = attention_matrix(rec, layer, head, method)
     if title is None:
         title = f"cross-attention · layer {_sel(layer, rec.cross.shape[0])} · head {head} · {method}"
     return source_target_heatmap(rec, mat, level=level, method=method, title=title, gold=gold,
-                                 threshold=threshold, cell=cell, legend=legend)
+                                 threshold=threshold, cell=cell, legend=legend, decode=decode, marked=marked)
+
+
+def learned_heatmap(matrix: np.ndarray, src_words: Sequence[str], tgt_words: Sequence[str],
+                    links: Iterable[tuple[int, int]], *, gold: Any | None = None, marked: Iterable[int] = (),
+                    title: str = "learned aligner", cell: int | None = None, legend: str = "right"
+                    ) -> alt.Chart | alt.LayerChart:
+    """A learned aligner's [target words, source words + 1] matrix (last column: no source, not drawn) with its
+    links, judged against ``gold``; ``marked`` target words get a "≠" after their label."""
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape != (len(tgt_words), len(src_words) + 1):
+        raise ValueError(f"learned matrix shape {m.shape}: expected ({len(tgt_words)}, {len(src_words) + 1}) "
+                         "(target words, source words + no source)")
+    if gold is not None:
+        check_gold_range(gold, len(src_words), len(tgt_words))
+    return matrix_heatmap(m[:, :-1], list(src_words), marked_labels(tgt_words, marked), title=title,
+                          value_title="p(source)", links=links, gold=gold, cell=cell, legend=legend)
 
 
 def _sel(layer: int | str | None, n_layers: int) -> str:

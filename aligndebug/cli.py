@@ -18,19 +18,19 @@ from .compare import CompareOptions, finish_compare, format_table, run_compare
 from .combine import learned
 from .contrast import contrast
 from .datasets import add_testset, echo, load_testset, table
-from .decoding import DEFAULT_THRESHOLDS
-from .errors import InputError, ModelLoadError, SentenceError
+from .decoding import DECODERS, DEFAULT_THRESHOLDS
+from .decoding import resolve as resolve_decoding
+from .errors import InputError, ModelLoadError
 from .extract import encode_pair, extract, translate
-from .gold import format_pharaoh, read_gold, scan_gold
-from .learned import LearnedAligner, links_from_word_matrix, load_aligner
+from .gold import read_gold, scan_gold
+from .learned import WEIGHTS, LearnedAligner, links_from_word_matrix, load_aligner
 from .learned_train import read_words, read_silver, train_aligner
-from .metrics import AlignmentSignature, count_links
 from .methods import DEFAULT_ROW_RULE, ROW_RULES, compared_aligners
 from .models import load_model
 from .pairs import count_lines, iter_pair_lengths, iter_pairs, read_text_lines
 from . import ray_backend
 from .report import write_report
-from .rows import ScoreOptions, ScoreTotals, TriageRow, read_links, summary
+from .rows import ScoreOptions, TriageRow, read_links, summary
 from .runner import calibration_path, partial_path, run_triage, score_stream
 from .store import claim_run, file_fingerprint, run_record_path, write_json_atomic, write_lines_atomic
 from .suite import SuiteOptions, read_suite, resolve_suite, run_suite, summarize, write_html
@@ -146,7 +146,8 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
                    help=f"decoder layer, 0-based (negative from the end), a list, or 'mean'. {VIEW_DEFAULT}")
     p.add_argument("--head", type=parse_selector, default="mean", help="head index, a list, or 'mean' (default)")
     p.add_argument("--threshold", type=probability, default=None,
-                   help="link every subword pair with attention >= this instead of the argmax")
+                   help="the decoding rule's threshold; without --decode, link every subword pair with attention >= "
+                        "this instead of the argmax (the threshold rule)")
 
     add_learned_args(p)
 
@@ -365,15 +366,20 @@ def _pairs(args: argparse.Namespace):
                       allow_empty=getattr(args, "skip_invalid", False))
 
 
-def score_run(args: argparse.Namespace, bundle: Any, layer: Selector) -> dict[str, Any]:
+def score_run(args: argparse.Namespace, bundle: Any, opts: ScoreOptions) -> dict[str, Any]:
     """What identifies a `score` run for --resume: its inputs' contents, the model, and every setting that
     changes a row (not batch or chunk sizes, which change nothing but the last digits)."""
+    learned = opts.method == "learned"
     run = {"command": "score", "aligndebug": __version__,
            "text": {k: file_fingerprint(getattr(args, k)) for k in ("src", "tgt", "pairs")},
            "inputs": {"gold": file_fingerprint(args.gold)},
            "model": bundle.name, "model_fingerprint": bundle.fingerprint(),
-           "method": args.method, "layer": layer, "head": args.head, "threshold": args.threshold,
-           "per_head": args.per_head, "compare": args.compare}
+           "method": opts.method, "layer": None if learned else opts.layer, "head": None if learned else opts.head,
+           "threshold": opts.threshold, "per_head": args.per_head, "compare": args.compare}
+    if opts.decode is not None:  # absent from records written before rules had names: the same run
+        run["decode"] = opts.decode
+    if learned:
+        run["aligner"] = aligner_run(opts.aligner)
     if args.compare:
         run["ig_steps"] = args.ig_steps
     if args.tgt is None and args.pairs is None:
@@ -399,26 +405,38 @@ def _score_gold(args: argparse.Namespace):
     return gold
 
 
+def score_options(args: argparse.Namespace, bundle: Any) -> ScoreOptions:
+    """`score`'s ScoreOptions: the model's view for attention, or the learned aligner (loaded and checked against
+    `bundle`), and the decoding rule."""
+    aligner = None
+    if args.method == "learned":
+        aligner = load_aligner(args.aligner, bundle)
+    else:
+        check_layer(args.layer, bundle.num_layers)
+        apply_view(args, bundle)
+    decode, threshold = decoding_of(args, aligner)
+    layer = None if aligner is not None else default_layer(bundle.num_layers) if args.layer is None else args.layer
+    return ScoreOptions(method=args.method, layer=layer, head=args.head, threshold=threshold, decode=decode,
+                        skip_invalid=args.skip_invalid, per_head=args.per_head, compare=args.compare,
+                        ig_steps=args.ig_steps, batch_size=args.batch_size, beam=args.beam,
+                        chunk_size=args.chunk_size, aligner=aligner,
+                        aligner_name="default" if args.aligner is None else Path(args.aligner).name)
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     apply_testset(args, {"src": "src", "tgt": "tgt", "gold": "gold"})
-    if args.method == "learned" or args.decode is not None:
-        return score_learned(args)
     if args.resume and args.out is None:
         raise InputError(None, None, "--resume was given without --out", "--out FILE naming the rows file to complete")
+    check_learned_options(args)
     gold = _score_gold(args)
     check_outputs(args.out, args.summary_json, args.alignments_out)
     bundle, ray_kwargs = driver_setup(args)
     n_layers = bundle.num_layers
-    check_layer(args.layer, n_layers)
-    apply_view(args, bundle)
-    layer = default_layer(n_layers) if args.layer is None else args.layer
-    opts = ScoreOptions(method=args.method, layer=layer, head=args.head, threshold=args.threshold,
-                        skip_invalid=args.skip_invalid,
-                        per_head=args.per_head, compare=args.compare, ig_steps=args.ig_steps, batch_size=args.batch_size, beam=args.beam, chunk_size=args.chunk_size)
+    opts = score_options(args, bundle)
     total = count_lines(args.pairs or args.src)
     if args.out is not None:
         forced = args.tgt is not None or args.pairs is not None
-        claim_run(args.out, score_run(args, bundle, layer), resume=args.resume, key="index", n_items=total,
+        claim_run(args.out, score_run(args, bundle, opts), resume=args.resume, key="index", n_items=total,
                   fields=("source_words", "target_words") if forced else ("source_words",),
                   expected=lambda: ((p.index, (p.src_words, p.tgt_words) if forced else (p.src_words,))
                                     for p in _pairs(args)))
@@ -438,8 +456,10 @@ def cmd_score(args: argparse.Namespace) -> int:
             raise InputError(args.pairs or side, exc.line, exc.message, exc.expected) from exc
     signature = opts.signature(bundle.name, gold).format()
     n_heads = bundle.num_heads if args.per_head else None
-    result = summary(totals, signature, n_layers, n_heads,
-                     extra={"gold": gold.describe() if gold else None, "gold_skipped": gold.skipped if gold else 0})
+    extra = {"gold": gold.describe() if gold else None, "gold_skipped": gold.skipped if gold else 0}
+    if opts.aligner is not None:
+        extra["aligner"] = {k: opts.aligner.card.get(k) for k in ("base_model", "objective", "steps", "data")}
+    result = summary(totals, signature, n_layers, n_heads, extra=extra)
     for s in result.get("skipped_sentences", []):  # name the file and line of each skipped sentence
         target_side = args.tgt is not None and (s.get("message") or "").startswith("the target")
         s["file"] = str(args.tgt if target_side else (args.pairs or args.src))
@@ -483,14 +503,16 @@ def format_summary(result: dict[str, Any]) -> str:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     check_outputs(args.record)
-    if args.method == "learned" or args.decode is not None:
+    check_learned_options(args)
+    if args.method == "learned":
         return inspect_learned(args)
     bundle = _bundle(args)
     check_layer(args.layer, bundle.num_layers)
     apply_view(args, bundle)
     rec = extract(bundle, [args.source], None if args.target is None else [args.target], beam=args.beam)[0]
     layer = default_layer(bundle.num_layers) if args.layer is None else args.layer
-    links = align_record(rec, args.method, layer, args.head, args.threshold)
+    decode, threshold = decoding_of(args)
+    links = align_record(rec, args.method, layer, args.head, threshold, decode)
     mat = word_matrix(rec, args.method, layer, args.head)
     if args.record:
         args.record.write_text(rec.to_json(), encoding="utf-8")
@@ -502,9 +524,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             "target_tokens": rec.label_tokens, "target_token_words": rec.tgt_word_ids.tolist(),
             "token_logprobs": [round(float(x), 4) for x in rec.token_logprobs],
             "links": sorted(links), "word_attention": [[round(float(x), 4) for x in row] for row in mat],
+            **({} if decode is None else {"decode": decode, "threshold": threshold}),
         }, ensure_ascii=False))
         return 0
-    print(f"model: {bundle.name} ({bundle.family})   method: {args.method}   layer: {layer}   head: {args.head}")
+    print(f"model: {bundle.name} ({bundle.family})   method: {args.method}   layer: {layer}   head: {args.head}"
+          + ("" if decode is None else f"   decode: {decode}{'' if threshold is None else f' @ {threshold:g}'}"))
     print(f"target ({'model translation' if args.target is None else 'forced'}): {rec.target}")
     print("source tokens: " + " ".join(f"{t}/{w}" for t, w in zip(rec.src_tokens, rec.src_word_ids)))
     print("target tokens: " + " ".join(f"{t}/{w}" for t, w in zip(rec.label_tokens, rec.tgt_word_ids)))
@@ -814,99 +838,61 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 
-# ------------------------------------------------------------------ learned aligner (--method learned)
-
-UNSUPPORTED = (("per_head", "--per-head"), ("compare", "--compare"), ("ray", "--ray"), ("resume", "--resume"))
-
+# ------------------------------------------------------------------ decoding rules and the learned aligner
 
 def add_learned_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aligner", type=Path, default=None,
                    help="learned aligner folder for --method learned (default: the embedded model's aligner)")
-    p.add_argument("--decode", choices=("argmax", "threshold", "bidir"), default=None,
-                   help="decoding rule for --method learned (default: the rule in the aligner's card, else argmax; "
-                        "--threshold sets its threshold)")
+    p.add_argument("--decode", choices=tuple(DECODERS), default=None,
+                   help="decoding rule, for every method: argmax (per target token; with --threshold a row below it "
+                        "stays unaligned), threshold (every cell >= --threshold), bidir (share of its row and of its "
+                        "column both >= --threshold, as awesome-align). Default: argmax, or threshold when --threshold "
+                        "is given; with --method learned the rule in the aligner's card. Without --threshold a rule "
+                        "takes its default (" + ", ".join(f"{k} {v}" for k, v in DEFAULT_THRESHOLDS.items() if v) + ")")
 
 
-def _rule(args: argparse.Namespace, aligner: LearnedAligner) -> tuple[str, float | None]:
-    """--decode/--threshold when given; else the rule the aligner's card names (chosen on its dev set); else argmax."""
-    if args.decode is None and args.threshold is None and aligner.card.get("decode"):
-        return aligner.card["decode"]["rule"], aligner.card["decode"].get("threshold")
-    rule = args.decode or "argmax"
-    return rule, args.threshold if args.threshold is not None else DEFAULT_THRESHOLDS.get(rule)
+def decoding_of(args: argparse.Namespace, aligner: LearnedAligner | None = None) -> tuple[str | None, float | None]:
+    """(rule, threshold) a command reads links with. Attention without --decode keeps its plain reading (rule None:
+    argmax, or the threshold rule with --threshold, and no rule in the signature); a learned aligner without either
+    option takes the rule its card names (chosen on its dev set)."""
+    if aligner is None:
+        if args.decode is None:
+            return None, args.threshold
+        return resolve_decoding(args.decode, args.threshold)
+    card = aligner.card.get("decode") or {}
+    default = (card["rule"], card.get("threshold")) if card.get("rule") else None
+    return resolve_decoding(args.decode, args.threshold, default)
 
 
-def _signature(args: argparse.Namespace, bundle, aligner: LearnedAligner, gold) -> str:
-    name = "default" if args.aligner is None else Path(args.aligner).name
-    rule, thr = _rule(args, aligner)
-    sig = dict(model=bundle.name, method=f"learned:{name}", layer="states:" + ",".join(map(str, aligner.config.layers)),
-               heads="-", threshold=thr, decode=rule)
-    return (AlignmentSignature.for_gold(gold, **sig) if gold else AlignmentSignature(**sig)).format()
+def check_learned_options(args: argparse.Namespace) -> None:
+    """Refuse, before any work, what --method learned has no use for (it reads hidden states, not heads)."""
+    if args.method != "learned":
+        if getattr(args, "aligner", None) is not None:
+            raise InputError(None, None, "--aligner is only read by --method learned", "--method learned, or no --aligner")
+        return
+    for attr, flag, why in (("per_head", "--per-head", "a learned aligner has no layers or heads to grid"),
+                            ("compare", "--compare", "--compare scores attention-based aligners beside attention"),
+                            ("layer", "--layer", "a learned aligner reads the layers its card names")):
+        value = getattr(args, attr, None)
+        if value is not None and value is not False:  # layer 0 is given, though falsy
+            raise InputError(None, None, f"{flag} is not available with --method learned: {why}",
+                             f"--method naive or shift-att with {flag}, or no {flag}")
 
 
-def _load(args: argparse.Namespace):
-    if args.method != "learned":  # decoding rules for attention rows are not wired into the attention paths yet
-        raise InputError(None, None, f"--decode is only available with --method learned, not with --method {args.method}",
-                         "--method learned, or no --decode")
-
-    bundle = _bundle(args)
-    return bundle, load_aligner(args.aligner, bundle)
-
-
-def score_learned(args: argparse.Namespace) -> int:
-    """`score --method learned`: links for every pair, AER against --gold, summary like the attention methods'."""
-
-    for attr, flag in UNSUPPORTED:
-        if getattr(args, attr, False):
-            raise InputError(None, None, f"{flag} is not available with --method learned", "--method shift-att or naive")
-    gold = _score_gold(args)
-    bundle, aligner = _load(args)
-    pairs = list(_pairs(args))
-    forced = all(p.tgt_words is not None for p in pairs)
-    targets = [p.tgt_words for p in pairs] if forced else translate(bundle, [p.src_words for p in pairs], beam=args.beam)
-    encoded = []
-    for p, t in zip(pairs, targets):
-        try:
-            encoded.append(encode_pair(bundle, p.src_words, t, p.index))
-        except SentenceError as exc:
-            raise InputError(args.pairs or args.src, p.line, exc.reason) from exc
-    with tqdm(total=count_lines(args.pairs or args.src), unit="sent", disable=args.no_progress, file=sys.stderr) as bar:
-        links = aligner.align_encoded(bundle, encoded, *_rule(args, aligner), args.batch_size,
-                                      on_progress=bar.update)
-    golds = list(gold) if gold is not None else [None] * len(pairs)
-    totals, rows = ScoreTotals(), []
-    for p, e, ls, g in zip(pairs, encoded, links, golds):
-        row: dict[str, Any] = {"index": p.index, "line": p.line, "source_words": e.src_words, "target_words": e.tgt_words,
-                               "translated": not forced, "links": format_pharaoh(ls)}
-        if g is not None:
-            c = count_links(ls, g)
-            row.update({"gold": format_pharaoh(g), "counts": [c.predicted, c.sure, c.pred_and_sure, c.pred_and_possible],
-                        "precision": c.precision, "recall": c.recall, "aer": c.aer})
-        totals.add_row(row)
-        rows.append(row)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    result = summary(totals, _signature(args, bundle, aligner, gold), extra={
-        "gold": gold.describe() if gold else None, "gold_skipped": gold.skipped if gold else 0,
-        "aligner": {k: aligner.card.get(k) for k in ("base_model", "objective", "steps", "data")}})
-    print(format_summary(result))
-    if args.summary_json:
-        write_json_atomic(args.summary_json, result)
-    if args.alignments_out:
-        tmp = args.alignments_out.with_name(args.alignments_out.name + ".tmp")
-        tmp.write_text("".join(r["links"] + "\n" for r in rows), encoding="utf-8")
-        tmp.replace(args.alignments_out)
-    return 0
+def aligner_run(aligner: LearnedAligner) -> dict[str, Any] | None:
+    """What identifies a learned aligner in a run record: its weights' size and sha256 (any folder it sits in)."""
+    return file_fingerprint(aligner.folder / WEIGHTS) if aligner.folder is not None else None
 
 
 def inspect_learned(args: argparse.Namespace) -> int:
     """`inspect --method learned`: the aligner's word matrix and links for one sentence."""
 
-    bundle, aligner = _load(args)
+    bundle = _bundle(args)
+    aligner = load_aligner(args.aligner, bundle)
     target = args.target if args.target is not None else translate(bundle, [args.source], beam=args.beam)[0]
     enc = encode_pair(bundle, args.source, target)
     mat = aligner.word_matrices(bundle, [enc])[0]  # last column: mass on special tokens (no source)
-    rule, thr = _rule(args, aligner)
+    rule, thr = decoding_of(args, aligner)
     links = links_from_word_matrix(mat, rule, thr)
     if args.json:
         print(json.dumps({

@@ -113,3 +113,30 @@ def decode(mat: np.ndarray, rule: str = DEFAULT_DECODE, allowed: np.ndarray | No
     if threshold is None:
         threshold = DEFAULT_THRESHOLDS.get(rule)
     return fn(mat, allowed, threshold=threshold, null=null)
+
+
+def resolve(rule: str | None, threshold: float | None = None,
+            default: tuple[str, float | None] | None = None) -> tuple[str, float | None]:
+    """The (rule, threshold) a run uses. `rule` None: `default` (e.g. the rule a learned aligner's card names) when
+    no threshold is given either, else the rule every method had before rules were named: ``threshold`` at the
+    given threshold, or plain ``argmax``. A named rule without a threshold takes the rule's default threshold."""
+    if rule is None:
+        if threshold is None and default is not None:
+            return default
+        return ("argmax", None) if threshold is None else ("threshold", threshold)
+    if rule not in DECODERS:
+        raise ValueError(f"unknown decoding rule {rule!r}: expected one of {sorted(DECODERS)}")
+    return rule, threshold if threshold is not None else DEFAULT_THRESHOLDS.get(rule)
+
+
+def word_links(mat: np.ndarray, rule: str = DEFAULT_DECODE, threshold: float | None = None,
+               null: np.ndarray | None = None) -> set[tuple[int, int]]:
+    """(source word, target word) links of a [target words, source words] matrix by the rule named `rule`.
+
+    Signed scores (Integrated Gradients) enter as their positive part: a rule reads weights, and a source
+    word that pushes a prediction down is no evidence of a link. NaN cells (undefined rows) count as 0, and a
+    cell of weight 0 is never linked (a row with no positive weight has no argmax to speak of)."""
+    mat = np.clip(np.nan_to_num(np.asarray(mat, dtype=np.float64), nan=0.0), 0.0, None)
+    rows, cols = decode(mat, rule, threshold=threshold, null=null)
+    keep = mat[rows, cols] > 0
+    return set(zip(cols[keep].tolist(), rows[keep].tolist()))

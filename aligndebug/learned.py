@@ -35,14 +35,14 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from .decoding import decode
-from .extract import Encoded, encode_pair, length_batches, teacher_forced_pass
+from .extract import Encoded, encode_pair, length_batches, teacher_forced_pass, translate
 from .models import DEFAULT_MODEL_DIR, ModelBundle, ModelLoadError
 from .words import pool_to_words
 
@@ -206,6 +206,7 @@ class LearnedAligner:
 
     module: AlignerModule
     card: dict[str, Any] = field(default_factory=dict)
+    folder: Path | None = None  # where it was loaded from (None: made in this process)
 
     @property
     def config(self) -> AlignerConfig:
@@ -286,6 +287,26 @@ class LearnedAligner:
             out.append(pool_to_words(p, nulls, e.tgt_word_ids, len(e.src_words) + 1, len(e.tgt_words)))
         return out
 
+    def iter_word_matrices(self, bundle: ModelBundle, sources: Sequence[str | Sequence[str]],
+                           targets: Sequence[str | Sequence[str]] | None = None, batch_size: int = 32, beam: int = 1
+                           ) -> Iterator[tuple[int, "LearnedView"]]:
+        """(index, LearnedView) for every pair, batch by batch in length-sorted order, one forward pass a batch (as
+        `extract.iter_extract` yields Records). Without targets the model translates first. A pair that cannot be
+        used raises SentenceError with its index before any pass."""
+        forced = targets is not None
+        if targets is None:
+            targets = translate(bundle, sources, beam=beam)
+        encoded = [encode_pair(bundle, s, t, i) for i, (s, t) in enumerate(zip(sources, targets, strict=True))]
+        was_training = self.module.training
+        self.module.eval()
+        self.module.to(bundle.device)  # an aligner shipped to a Ray actor meets a model on the actor's device
+        try:
+            for idx in length_batches([len(e.src_ids) + len(e.label_ids) for e in encoded], batch_size):
+                for i, mat in zip(idx, self.word_matrices(bundle, [encoded[i] for i in idx])):
+                    yield i, LearnedView(encoded[i], mat, forced)
+        finally:
+            self.module.train(was_training)
+
     def align_encoded(self, bundle: ModelBundle, encoded: Sequence[Encoded], rule: str = "argmax",
                       threshold: float | None = None, batch_size: int = 32,
                       on_progress: Callable[[int], None] | None = None) -> list[Links]:
@@ -336,6 +357,19 @@ class LearnedAligner:
         return out
 
 
+@dataclass
+class LearnedView:
+    """What the aligner gives for one pair: its encoding, the [target words, source words + 1] matrix (last column:
+    no source) and whether the target was given (else the model's translation)."""
+
+    encoded: Encoded
+    matrix: np.ndarray
+    forced: bool = True
+
+    def links(self, rule: str = "argmax", threshold: float | None = None) -> Links:
+        return links_from_word_matrix(self.matrix, rule, threshold)
+
+
 def load_aligner(path: Path | str | None, bundle: ModelBundle | None = None) -> LearnedAligner:
     """Load an aligner folder (None or 'default': the embedded model's); with `bundle`, refuse a model it was not
     trained for (AlignerMismatchError naming both)."""
@@ -350,7 +384,7 @@ def load_aligner(path: Path | str | None, bundle: ModelBundle | None = None) -> 
     module = AlignerModule(cfg)
     module.load_state_dict(load_file(str(folder / WEIGHTS)))
     module.eval()
-    aligner = LearnedAligner(module, card)
+    aligner = LearnedAligner(module, card, folder)
     if bundle is not None:
         aligner.check_model(bundle, where=f"aligner {folder}")
     return aligner

@@ -5,6 +5,8 @@
 * `ALIGNERS`: the sources of word links a sentence can be aligned with: raw cross-attention (read with a
   row rule, a layer and heads), attention rollout through every layer, and Integrated Gradients.
   `aligndebug score --compare` scores every aligner marked `compared` against gold beside attention.
+* Every aligner reads its links with the decoding rule named in its settings (`decode`, see `decoding`);
+  without one, attention keeps its argmax (or `threshold`) reading and rollout and IG their word argmax.
 
 The CLI's choices, the app's select boxes and the compare columns read these; adding a method is one entry.
 """
@@ -17,6 +19,9 @@ from typing import Any
 
 from .agreement import ig_links, rollout_links
 from .align import align_record
+from .attribution import ig_word_matrix
+from .decoding import word_links
+from .rollout import rollout_word_matrix
 from .record import Record
 
 Link = tuple[int, int]
@@ -31,7 +36,8 @@ DEFAULT_ROW_RULE = "shift-att"
 @dataclass(frozen=True)
 class Aligner:
     """One source of word links. `links(rec, ig, settings)`: `ig` the sentence's IGResult when `needs_ig`,
-    `settings` the row rule, layer, head and threshold of raw attention (method, layer, head, threshold)."""
+    `settings` the row rule, layer, head and threshold of raw attention (method, layer, head, threshold) and
+    the decoding rule (decode; None: the aligner's own argmax reading)."""
 
     name: str
     label: str
@@ -44,16 +50,21 @@ class Aligner:
 
 def _attention(rec: Record, ig: Any, s: dict[str, Any]) -> set[Link]:
     return align_record(rec, s.get("method", DEFAULT_ROW_RULE), s.get("layer"), s.get("head", "mean"),
-                        s.get("threshold"))
+                        s.get("threshold"), s.get("decode"))
 
 
 def _rollout(rec: Record, ig: Any, s: dict[str, Any]) -> set[Link]:
     # `score --compare` reads rollout's naive rows whatever --method says; the app passes its row rule
-    return rollout_links(rec, method=s.get("rollout_method", "naive"))
+    method = s.get("rollout_method", "naive")
+    if s.get("decode") is None:
+        return rollout_links(rec, method=method)
+    return word_links(rollout_word_matrix(rec, method=method), s["decode"], s.get("threshold"))
 
 
 def _ig(rec: Record, ig: Any, s: dict[str, Any]) -> set[Link]:
-    return ig_links(rec, ig)
+    if s.get("decode") is None:
+        return ig_links(rec, ig)
+    return word_links(ig_word_matrix(rec, ig), s["decode"], s.get("threshold"))
 
 
 ALIGNERS: dict[str, Aligner] = {a.name: a for a in (

@@ -33,8 +33,8 @@ from .gold import GoldPosition, GoldStream
 from .models import DEFAULT_NAMES, ModelBundle, ModelLoadError, load_model
 from .pairs import SentencePair, iter_lines_at, iter_pairs, line_words, split_pair
 from .rows import ScoreOptions, ScoreTotals
-from .runner import (ChunkResult, Item, RankedFile, RowBuilder, ScoreRows, ScoreSink, TriageRows, items_from_pairs,
-                     run_chunk, run_chunks, run_triage)
+from .runner import (ChunkResult, Item, RankedFile, RowBuilder, ScoreSink, TriageRows, items_from_pairs, run_chunk,
+                     run_chunks, run_triage, score_rows)
 from .triage import Calibration
 
 
@@ -321,7 +321,7 @@ def score_with_ray(model: str | ModelBundle, *, src: PathLike | None = None, tgt
             on_progress(len(sink.done))
         execute = RayExecute(model, Pool(num_actors, num_cpus_per_actor, num_gpus_per_actor), device,
                              dict(load_kwargs or {}), address, opts.batch_size, opts.beam, gold)
-        run_chunks(specs, [ScoreRows(opts)], [sink], execute, on_progress)
+        run_chunks(specs, [score_rows(opts)], [sink], execute, on_progress)
     return sink.totals, sink.rows()
 
 

@@ -34,7 +34,8 @@ HeadKey = tuple[int, "int | str"]  # (layer, head index or "mean")
 
 @dataclass
 class ScoreOptions:
-    """How links are read off the attention."""
+    """How links are read: off the attention (row rule, layer, heads), or by a learned aligner (method "learned",
+    `aligner`); either with the decoding rule `decode` at `threshold`."""
 
     method: str = DEFAULT_ROW_RULE  # a name in methods.ROW_RULES
     layer: Selector | None = None
@@ -47,11 +48,19 @@ class ScoreOptions:
     compare: bool = False  # also rollout- and IG-based alignments, and attention-vs-IG agreement
     ig_steps: int = 16
     skip_invalid: bool = False  # a sentence the model cannot take is kept as a skipped row instead of stopping
+    decode: str | None = None  # a rule of decoding.DECODERS; None: argmax, or `threshold` when one is given
+    aligner: Any = field(default=None, repr=False, compare=False)  # the LearnedAligner of method "learned"
+    aligner_name: str = "default"  # how the signature names the aligner
 
     def signature(self, model: str, gold: Any = None) -> AlignmentSignature:
         """The settings behind scores read with these options (and `gold`, a GoldStream/GoldSet, when given)."""
-        args = dict(model=model, method=self.method, layer=_fmt_selector(self.layer), heads=_fmt_selector(self.head),
-                    threshold=self.threshold)
+        if self.method == "learned":
+            layers = self.aligner.config.layers if self.aligner is not None else []
+            args = dict(model=model, method=f"learned:{self.aligner_name}",
+                        layer="states:" + ",".join(map(str, layers)), heads="-")
+        else:
+            args = dict(model=model, method=self.method, layer=_fmt_selector(self.layer), heads=_fmt_selector(self.head))
+        args.update(threshold=self.threshold, decode=self.decode)
         return AlignmentSignature.for_gold(gold, **args) if gold else AlignmentSignature(**args)
 
 
@@ -123,9 +132,9 @@ def score_row(rec: Record, pair: Any, gold: GoldAlignment | None, opts: ScoreOpt
     was already cut down to the chosen layer and heads (`[1, 1, T, S]`, see `score_reducer`) as it was produced.
     """
     layer = default_layer(rec.cross.shape[0]) if opts.layer is None else opts.layer
-    grid = align_grid(rec, opts.method, opts.threshold) if opts.per_head else None
+    grid = align_grid(rec, opts.method, opts.threshold, opts.decode) if opts.per_head else None
     mat = (rec.cross[0, 0] if reduced else select(rec.cross, layer, opts.head))[rec.rows_for(opts.method)]
-    rows, cols = token_links(mat, rec.src_word_ids, opts.threshold)
+    rows, cols = token_links(mat, rec.src_word_ids, opts.threshold, opts.decode)
     links = token_links_to_words(rows, cols, rec.src_word_ids, rec.tgt_word_ids[rec.target_positions])
     row: dict[str, Any] = {
         "index": pair.index, "line": pair.line, "source_words": rec.src_words, "target_words": rec.tgt_words,
@@ -159,7 +168,8 @@ def _compare(rec: Record, gold: GoldAlignment | None, opts: ScoreOptions, layer:
     ig = ig_for_record(bundle, rec, steps=opts.ig_steps, rows=rec.target_positions)
     out: dict[str, Any] = {"agreement_rho": sentence_agreement(record_agreement(rec, ig, "cross", layer, opts.head)),
                            "ig_max_gap": float(ig.delta.max()) if len(ig.delta) else 0.0}
-    settings = {"method": opts.method, "layer": layer, "head": opts.head, "threshold": opts.threshold}
+    settings = {"method": opts.method, "layer": layer, "head": opts.head, "threshold": opts.threshold,
+                "decode": opts.decode}
     for aligner in compared_aligners():
         links = aligner.links(rec, ig, settings)
         out[f"{aligner.name}_links"] = format_pharaoh(links)

@@ -5,7 +5,9 @@ already in the store are left out of their chunk. A chunk is run by `run_chunk` 
 call on a Ray actor, see `ray_backend`): sentences with a given target are teacher-forced, the others are
 translated first; inside the chunk, sentences are length-bucketed into batches, each batch one forward
 pass. Each Record feeds every requested row builder (`ScoreRows`: `aligndebug score`'s alignment rows;
-`SignalRows`: triage's signal rows) before it is dropped, so score and triage together are one pass.
+`SignalRows`: triage's signal rows) before it is dropped, so score and triage together are one pass. A
+builder with its own `extract` (`LearnedRows`: a learned aligner reads hidden states, not attention) makes
+its own pass per batch and runs alone.
 Each chunk's rows are appended to their stores (flushed and synced) before the next chunk runs.
 
 `score_stream`, `run_triage` and `score_and_triage` are the three runs built from these parts; the Ray
@@ -28,12 +30,13 @@ import numpy as np
 from .align import Selector
 from .errors import InputError, SentenceError
 from .extract import encode_pair, iter_extract, translate
-from .gold import GoldAlignment
+from .gold import GoldAlignment, format_pharaoh
 from .methods import compared_aligners
+from .metrics import count_links
 from .models import ModelBundle
 from .pairs import SentencePair
 from .record import Record
-from .rows import (ScoreOptions, ScoreTotals, score_reducer, score_row, signal_reducer, signal_row,
+from .rows import (ScoreOptions, ScoreTotals, counts_to_json, score_reducer, score_row, signal_reducer, signal_row,
                    unusable_row)
 from .source_gain import prior_seq_logprobs_of
 from .store import JsonlStore, parse_row, row_at, row_json, write_lines_atomic, write_text_atomic
@@ -97,6 +100,46 @@ class ScoreRows:
         return {"index": item.index, "line": item.line, "source_words": _words(item.source),
                 "target_words": None if item.target is None else _words(item.target), "links": "",
                 "skipped": reason, "message": message}
+
+
+@dataclass(frozen=True)
+class LearnedRows(ScoreRows):
+    """Alignment rows of a learned aligner (`opts.aligner`, links by `opts.decode` at `opts.threshold`): the
+    same fields as `ScoreRows`' minus what needs attention (Seq-Logprob, per head, compared aligners). Its
+    pass (`extract`) reads hidden states through the aligner instead of attention."""
+
+    @property
+    def keep(self) -> tuple[str, ...]:
+        return ()
+
+    def reducer(self):
+        return None
+
+    def extract(self, bundle: ModelBundle, sources: list, targets: list | None, batch_size: int, beam: int):
+        return self.opts.aligner.iter_word_matrices(bundle, sources, targets, batch_size=batch_size, beam=beam)
+
+    def build(self, view: Any, item: Item, bundle: ModelBundle, reduced: bool) -> dict[str, Any]:
+        links = view.links(self.opts.decode or "argmax", self.opts.threshold)
+        row: dict[str, Any] = {"index": item.index, "line": item.line, "source_words": view.encoded.src_words,
+                               "target_words": view.encoded.tgt_words, "translated": not view.forced,
+                               "links": format_pharaoh(links)}
+        if item.gold is not None:
+            c = count_links(links, item.gold)
+            row.update({"gold": format_pharaoh(item.gold), "counts": counts_to_json(c), "precision": c.precision,
+                        "recall": c.recall, "aer": c.aer})
+        return row
+
+
+def score_rows(opts: ScoreOptions) -> ScoreRows:
+    """The builder of `aligndebug score`'s rows for `opts`: a learned aligner's, or attention's."""
+    if opts.method == "learned":
+        if opts.aligner is None:
+            raise ValueError("method 'learned' needs an aligner (ScoreOptions.aligner, see learned.load_aligner)")
+        if opts.per_head or opts.compare:
+            raise ValueError("a learned aligner has no layers or heads to grid (per_head) and is not compared "
+                             "with attention-based aligners (compare)")
+        return LearnedRows(opts)
+    return ScoreRows(opts)
 
 
 def _words(x: str | list[str]) -> list[str]:
@@ -202,6 +245,9 @@ def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuil
     from . import alti as alti_mod
 
     out: list[dict[int, dict[str, Any]]] = [{} for _ in builders]
+    own = getattr(builders[0], "extract", None)
+    if len(builders) > 1 and any(hasattr(b, "extract") for b in builders):
+        raise ValueError("a row builder with its own pass (e.g. a learned aligner's) runs alone")
     keep = tuple(dict.fromkeys(k for b in builders for k in b.keep))
     reduce = builders[0].reducer() if len(builders) == 1 else None
     if all(hasattr(b, "fallback") for b in builders):
@@ -217,8 +263,8 @@ def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuil
                     on_item(1)
     else:
         usable = items
-    traced = any(getattr(b, "alti", False) for b in builders) and alti_mod.supports(bundle.model)
-    prior = any(getattr(b, "prior", False) for b in builders)
+    traced = own is None and any(getattr(b, "alti", False) for b in builders) and alti_mod.supports(bundle.model)
+    prior = own is None and any(getattr(b, "prior", False) for b in builders)
     forced = [x for x in usable if x.target is not None]
     free = [x for x in usable if x.target is None]
     for group, targets in ((forced, [x.target for x in forced]), (free, None)):
@@ -230,8 +276,11 @@ def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuil
                 targets = translate(bundle, [x.source for x in group], beam=beam)
             # before the traced passes, whose hooks would also record this one
             priors = prior_seq_logprobs_of(bundle, [x.source for x in group], targets, batch_size) if prior else None
-            records = iter_extract(bundle, [x.source for x in group], targets, batch_size=batch_size, beam=beam,
-                                   keep=keep, reduce=reduce)
+            if own is not None:
+                records = own(bundle, [x.source for x in group], targets, batch_size, beam)
+            else:
+                records = iter_extract(bundle, [x.source for x in group], targets, batch_size=batch_size, beam=beam,
+                                       keep=keep, reduce=reduce)
             if traced:
                 records = alti_mod.traced_records(bundle.model, records)
             for i, rec in records:
@@ -326,7 +375,7 @@ def score_stream(bundle: ModelBundle, pairs: Iterable[SentencePair],
         if on_progress and sink.done:
             on_progress(len(sink.done))
         chunks = iter_chunks(items_from_pairs(pairs, golds), opts.chunk_size, sink.done)
-        run_chunks(chunks, [ScoreRows(opts)], [sink], local_execute(bundle, opts.batch_size, opts.beam, on_progress))
+        run_chunks(chunks, [score_rows(opts)], [sink], local_execute(bundle, opts.batch_size, opts.beam, on_progress))
     return sink.totals, sink.rows()
 
 

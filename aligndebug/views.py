@@ -10,7 +10,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .align import align_grid, attention_matrix, select, target_token_word_ids, token_links, word_matrix
+from .align import (align_grid, align_record, attention_matrix, select, target_token_word_ids, token_links,
+                    word_matrix)
+from .decoding import resolve as resolve_decoding
 from .metrics import count_links
 from .record import Record
 from .signals import content_mask, normalised_entropy, relative_coverage
@@ -31,14 +33,15 @@ def check_gold_range(gold: Any, n_src: int, n_tgt: int) -> None:
                              f"{n_tgt} target words (0-based indices expected below those)")
 
 
-def source_target(rec: Record, token_mat: np.ndarray, level: str, threshold: float | None = None
-                   ) -> tuple[np.ndarray, list[str], list[str], set[tuple[int, int]], Any]:
-    """(matrix, x labels, y labels, links, to_cells) for a [target word tokens, S] matrix.
+def source_target(rec: Record, token_mat: np.ndarray, level: str, threshold: float | None = None,
+                  decode: str | None = None) -> tuple[np.ndarray, list[str], list[str], set[tuple[int, int]], Any]:
+    """(matrix, x labels, y labels, links, to_cells) for a [target word tokens, S] matrix; links by the
+    decoding rule `decode` (None: argmax, or cells >= `threshold`).
 
     ``to_cells`` maps word-level gold pairs into the matrix's cell space.
     """
     check_level(level)
-    rows, cols = token_links(token_mat, rec.src_word_ids, threshold)
+    rows, cols = token_links(token_mat, rec.src_word_ids, threshold, decode)
     tgt_ids = target_token_word_ids(rec)
     if level == "word":
         mat = pool_record(rec, token_mat)
@@ -196,3 +199,77 @@ def alti_view(bundle: Any, rec: Record) -> dict[str, Any]:
     s = len(rec.src_ids)
     return {"matrix": res.total[pos, :s], "source_share": res.source_share[pos],
             "labels": [rec.label_tokens[p] for p in pos], "sentence": res.sentence_score}
+
+
+# ------------------------------------------------------------------ learned aligner beside raw attention
+
+def argmax_sources(mat: np.ndarray, null: bool = False) -> np.ndarray:
+    """Per row (target word) of a [target words, source words] matrix, the column of largest weight; -1 where the
+    row has no positive weight, or, with `null` (the last column is a "no source" slot), where that column wins."""
+    m = np.nan_to_num(np.asarray(mat, dtype=np.float64), nan=0.0)
+    if m.ndim != 2:
+        raise ValueError(f"expected a [target words, source words] matrix, got shape {m.shape}")
+    n = m.shape[1] - (1 if null else 0)
+    if m.shape[0] == 0 or n <= 0:
+        return np.full(m.shape[0], -1, dtype=np.int64)
+    best = m.argmax(axis=1)
+    none = (m.max(axis=1) <= 0) | (best >= n)
+    return np.where(none, -1, best).astype(np.int64)
+
+
+def disagreements(attention: np.ndarray, learned: np.ndarray, src_words: Sequence[str], tgt_words: Sequence[str],
+                  gold: Any | None = None) -> list[dict[str, Any]]:
+    """The target words whose most-attended source word (raw attention, [T, S] pooled to words) is not the one the
+    learned aligner puts most mass on ([T, S + 1], last column "no source"): where the model knows the link but
+    its attention does not look there. A word the aligner leaves without a source is not counted (nothing to
+    compare). With `gold` (sure/possible pairs), whether each side's source word is a gold (possible) link."""
+    att, lea = np.asarray(attention), np.asarray(learned)
+    shape = (len(tgt_words), len(src_words))
+    if att.shape != shape or lea.shape != (shape[0], shape[1] + 1):
+        raise ValueError(f"attention {att.shape} and learned {lea.shape} matrices do not fit {shape[0]} target and "
+                         f"{shape[1]} source words (learned has one more column: no source)")
+    a, l = argmax_sources(att), argmax_sources(lea, null=True)
+    possible = None if gold is None else set(gold.possible) | set(gold.sure)
+    out = []
+    for j in np.flatnonzero((a >= 0) & (l >= 0) & (a != l)).tolist():
+        row: dict[str, Any] = {"target": j, "target word": tgt_words[j],
+                               "attention looks at": src_words[a[j]], "attention source": int(a[j]),
+                               "learned links": src_words[l[j]], "learned source": int(l[j])}
+        if possible is not None:
+            row["learned in gold"] = (int(l[j]), j) in possible
+            row["attention in gold"] = (int(a[j]), j) in possible
+        out.append(row)
+    return out
+
+
+def marked_labels(labels: Sequence[str], marked: Iterable[int], mark: str = " ≠") -> list[str]:
+    """`labels` with `mark` after the ones at the `marked` positions (the app's disagreeing target words)."""
+    marked = set(marked)
+    return [f"{w}{mark}" if k in marked else str(w) for k, w in enumerate(labels)]
+
+
+def learned_vs_attention(bundle: Any, aligner: Any, rec: Record, *, layer: Any = None, head: Any = "mean",
+                         method: str = "shift-att", decode: str | None = None, threshold: float | None = None,
+                         gold: Any | None = None) -> dict[str, Any]:
+    """A learned aligner (`learned.LearnedAligner`) and raw attention on one Record's sentence pair:
+
+    * ``matrix`` [target words, source words + 1] (last column: no source), ``links`` by ``rule`` at
+      ``threshold`` (`decode` None: the rule the aligner's card names, else argmax);
+    * ``attention`` [target words, source words] of `layer`, `head`, `method`, ``attention_links`` by the same
+      `decode` (None: argmax, or cells >= `threshold`);
+    * ``disagreements`` (see `disagreements`) and their target word indices ``marked``.
+
+    The aligner reads its own teacher-forced pass of the Record's words (hidden states, not attention)."""
+    from .extract import encode_pair
+    from .learned import links_from_word_matrix
+
+    if gold is not None:
+        check_gold_range(gold, len(rec.src_words), len(rec.tgt_words))
+    card = aligner.card.get("decode") or {}
+    rule, thr = resolve_decoding(decode, threshold, (card["rule"], card.get("threshold")) if card.get("rule") else None)
+    mat = aligner.word_matrices(bundle, [encode_pair(bundle, rec.src_words, rec.tgt_words)])[0]
+    att = word_matrix(rec, method, layer, head)
+    dis = disagreements(att, mat, rec.src_words, rec.tgt_words, gold)
+    return {"matrix": mat, "links": links_from_word_matrix(mat, rule, thr), "rule": rule, "threshold": thr,
+            "attention": att, "attention_links": align_record(rec, method, layer, head, threshold, decode),
+            "disagreements": dis, "marked": [d["target"] for d in dis]}

@@ -202,7 +202,7 @@ def test_cli_train_score_inspect(model_dir, tmp_path, capsys):
     assert {j for _, j in shown["links"]} == {j for j in range(len(EN[0])) if mat[j].max() >= shown["no_source"][j]}
 
 
-def test_cli_refuses_foreign_aligner_and_decode_without_learned(model_dir, tiny_bundle, tmp_path, capsys):
+def test_cli_refuses_foreign_aligner_and_learned_only_options(model_dir, tiny_bundle, tmp_path, capsys):
     from aligndebug.cli import main
 
     foreign = tmp_path / "t5al"
@@ -212,9 +212,9 @@ def test_cli_refuses_foreign_aligner_and_decode_without_learned(model_dir, tiny_
                  "--source", "Der Hund schläft .", "--target", "The dog sleeps ."]) == 2
     err = capsys.readouterr().err
     assert "was trained for model" in err and "but the loaded model is" in err
-    assert main(["inspect", "--model", str(model_dir), "--decode", "bidir",
+    assert main(["inspect", "--model", str(model_dir), "--aligner", str(foreign),
                  "--source", "Der Hund schläft .", "--target", "The dog sleeps ."]) == 2
-    assert "--decode is only available with --method learned" in capsys.readouterr().err
+    assert "--aligner is only read by --method learned" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------ the shipped aligner

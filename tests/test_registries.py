@@ -29,6 +29,23 @@ def test_cli_method_choices_are_the_row_rules():
     assert tuple(_choices(parser, "triage", "--method")) == tuple(methods.ROW_RULES)
 
 
+def test_cli_decode_choices_are_the_decoding_registry(monkeypatch):
+    """--decode lists `decoding.DECODERS`; a rule registered there is offered and used by raw attention."""
+    import numpy as np
+
+    from aligndebug import decoding
+
+    parser = cli.build_parser()
+    for command in ("score", "inspect"):
+        assert tuple(_choices(parser, command, "--decode")) == tuple(decoding.DECODERS)
+    # every target row linked to the first source column
+    first = lambda mat, allowed=None, threshold=None, null=None: (np.arange(len(mat)),  # noqa: E731
+                                                                  np.zeros(len(mat), np.int64))
+    monkeypatch.setitem(decoding.DECODERS, "first", first)
+    assert "first" in _choices(cli.build_parser(), "score", "--decode")
+    assert decoding.word_links(np.ones((3, 2)), "first") == {(0, 0), (0, 1), (0, 2)}
+
+
 def test_signal_registry_feeds_families_report_and_triage():
     assert SIGNALS is signals.SIGNALS
     assert sorted(n for names in FAMILIES.values() for n in names) == sorted(SIGNALS)

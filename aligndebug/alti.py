@@ -51,6 +51,7 @@ from .signals import logprob_positions
 # model_type -> whether the attention blocks normalise before (pre-LN) or after (post-LN)
 PRE_LN = {"marian": False, "bart": False, "mbart": True, "m2m_100": True, "t5": True, "mt5": True, "umt5": True}
 MAX_ELEMENTS = 1 << 24  # largest [B, q, K, d] block of decomposed vectors held at once (64 MB in float32)
+SELF_BLOCK = 8  # query rows per block in causal self-attention
 
 
 @dataclass
@@ -108,22 +109,28 @@ def sublayer_contributions(attn: torch.Tensor, values: torch.Tensor, w_o: torch.
         res = (residual - residual.mean(-1, keepdim=True)) * gamma / sigma
         a = attn / sigma[:, None]
     step = max(1, max_elements // max(1, b * k * d))
+    if not cross:  # causal self-attention: a block of rows attends to no key past its last row, so
+        step = min(step, SELF_BLOCK)  # smaller blocks skip most of the unattended future
     cs = []
-    for lo in range(0, q, step):  # blocks of query rows (usually one), not tokens
+    for lo in range(0, q, step):  # blocks of query rows, not tokens
         hi = min(q, lo + step)
+        kend = k
+        if not cross:  # keys past the last one any row of the block attends to have zero parts
+            attended = torch.nonzero(attn[:, :, lo:hi].sum((0, 1, 2)) > 0)
+            kend = min(k, max(hi, int(attended[-1]) + 1 if len(attended) else hi))
         # parts laid out [B, K, q, d]: one batched product over the heads writes them once
-        z = torch.matmul(a[:, :, lo:hi].permute(0, 3, 2, 1), parts.permute(0, 2, 1, 3))
+        z = torch.matmul(a[:, :, lo:hi, :kend].permute(0, 3, 2, 1), parts[:, :, :kend].permute(0, 2, 1, 3))
         yb, rb = y[:, lo:hi], res[:, lo:hi]
         rows = torch.arange(hi - lo, device=z.device)
         if not cross:  # the residual belongs to the diagonal part
             z[:, rows + lo, rows] += rb
-        dist = (z - yb[:, None]).abs_().sum(-1).transpose(1, 2)  # [B, q, K]
+        dist = (z - yb[:, None]).abs_().sum(-1).transpose(1, 2)  # [B, q, kend]
         if cross:
             dist = torch.cat([dist, (yb - rb).abs().sum(-1, keepdim=True)], dim=-1)
         c = (yb.abs().sum(-1, keepdim=True) - dist).clamp(min=0)
         # a key no head attends to (padding, the future) has a zero part; float error in the distances
         # must not hand it a sliver
-        seen = attn[:, :, lo:hi].sum(1) > 0
+        seen = attn[:, :, lo:hi, :kend].sum(1) > 0
         if cross:
             seen = torch.cat([seen, seen.new_ones(b, hi - lo, 1)], dim=-1)
         else:
@@ -136,7 +143,8 @@ def sublayer_contributions(attn: torch.Tensor, values: torch.Tensor, w_o: torch.
                 norms = torch.cat([norms, rb.abs().sum(-1, keepdim=True)], dim=-1)
             c = torch.where(total > 0, c, norms)
             total = c.sum(-1, keepdim=True)
-        cs.append(c / total.clamp(min=torch.finfo(c.dtype).tiny))
+        c = c / total.clamp(min=torch.finfo(c.dtype).tiny)
+        cs.append(torch.nn.functional.pad(c, (0, k - kend)) if kend < k else c)
     return torch.cat(cs, 1), y
 
 

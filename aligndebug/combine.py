@@ -536,9 +536,9 @@ def describe(comb: Combiner, k: int = 5) -> list[str]:
         top = sorted(((v, f) for f, v in w.items() if v > 0), reverse=True)[:k]
         parts = [f"{cat.get(f.partition(':')[0], (None, f))[1]}{' (' + f.partition(':')[2] + ' side)' if ':' in f else ''}"
                  f" {v:.2f}" for v, f in top]
-        auc = comb.train_auc.get(kind)
-        lines.append(f"{kind}: " + ("; ".join(parts) or "no signal helps") +
-                     (f"  [fit AUC {auc:.3f}]" if auc is not None else ""))
+        auc, l2 = comb.train_auc.get(kind), comb.l2.get(kind) if isinstance(comb.l2, dict) else comb.l2
+        notes = ([f"fit AUC {auc:.3f}"] if auc is not None else []) + ([f"L2 {l2:g}"] if l2 is not None else [])
+        lines.append(f"{kind}: " + ("; ".join(parts) or "no signal helps") + (f"  [{', '.join(notes)}]" if notes else ""))
     return lines
 
 

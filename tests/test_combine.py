@@ -229,6 +229,8 @@ def test_fit_chooses_and_records_the_strength_per_error_type():
     comb = fit(clean, errors, signals=["seq_logprob", "length_ratio"])
     assert comb.l2["detached"] == min(combine.L2_GRID)  # separable by Seq-Logprob
     assert comb.l2["omission"] == max(combine.L2_GRID)  # indistinguishable from clean rows
+    assert [line.split(":")[0] for line in combine.describe(comb)] == ["detached", "omission"]
+    assert "L2 0.0001]" in combine.describe(comb)[0] and "L2 1]" in combine.describe(comb)[1]
     again = Combiner.from_dict(json.loads(json.dumps(comb.to_dict())))
     assert again.l2 == comb.l2 and again.cv_loss == comb.cv_loss
     np.testing.assert_allclose(again.logit(clean), comb.logit(clean), rtol=1e-12)

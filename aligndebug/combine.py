@@ -275,7 +275,9 @@ class Combiner:
 
     def logits(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
         """Error type -> log-odds per row (error of that type vs clean, at even odds)."""
-        x = self.features(rows)
+        return self._logits(self.features(rows))
+
+    def _logits(self, x: np.ndarray) -> dict[str, np.ndarray]:
         order = self.features_order
         return {k: x @ np.array([w.get(f, 0.0) for f in order]) + self.intercepts[k] for k, w in self.weights.items()}
 
@@ -303,12 +305,29 @@ class Combiner:
         kind = max(probs, key=probs.get)
         return probs[kind], kind
 
+    def verdicts(self, rows: Sequence[Mapping[str, Any]], k: int = 3) -> list[tuple[float, list[str]]]:
+        """(ranking score, the verdict in words) of every row, from one pass over the features: the score is
+        the largest log-odds over the error types (`logit`), the words are `reasons`."""
+        if not rows:
+            return []
+        x = self.features(rows)
+        kinds = list(self.weights)
+        lg = self._logits(x)
+        stacked = np.stack([lg[t] for t in kinds])
+        best = stacked.argmax(axis=0)
+        out = []
+        for i, row in enumerate(rows):
+            top = float(stacked[best[i], i])
+            out.append((top, self._reasons(row, x[i], kinds[best[i]], float(special.expit(top)), k)))
+        return out
+
     def reasons(self, row: Mapping[str, Any], k: int = 3) -> list[str]:
         """The verdict in words: the most likely error type and the (up to `k`) signals that pushed it
         most, among those more suspect than about 84 % of the calibration rows (z > 1)."""
+        return self.verdicts([row], k)[0][1]
+
+    def _reasons(self, row: Mapping[str, Any], x: np.ndarray, kind: str, prob: float, k: int) -> list[str]:
         cat = signal_catalogue()
-        prob, kind = self.score(row)
-        x = self.features([row])[0]
         order = self.features_order
         w = np.array([self.weights[kind].get(f, 0.0) for f in order])
         push = w * x
@@ -505,16 +524,26 @@ def is_suspect(row: dict[str, Any], score: float, calibration: triage.Calibratio
     return bool(row.get("unusable")) or (threshold is not None and score > threshold)
 
 
-def scored_row(row: dict[str, Any], calibration: triage.Calibration) -> None:
+def scored_rows(rows: Sequence[dict[str, Any]], calibration: triage.Calibration) -> None:
+    """`scored_row` on every row, with the learned verdicts of all of them from one pass over their features."""
+    comb = learned(calibration)
+    verdicts = comb.verdicts(rows) if comb is not None else [None] * len(rows)
+    for row, verdict in zip(rows, verdicts):
+        scored_row(row, calibration, verdict)
+
+
+def scored_row(row: dict[str, Any], calibration: triage.Calibration,
+               verdict: tuple[float, list[str]] | None = None) -> None:
     """Put score, suspect, flags and reasons (and the threshold-dependent signals) into a signal row, in place;
     id, score, suspect, flags and reasons lead the row. Flags come from the calibrated thresholds (each with
-    its reason); with a learned combination the score is its log-odds and its verdict leads the reasons."""
+    its reason); with a learned combination the score is its log-odds and its verdict (`Combiner.verdicts`,
+    computed here unless given) leads the reasons."""
     row.update(apply_token_thresholds(row, calibration))
     score, flags, reasons = triage_row(row, calibration)
     comb = learned(calibration)
     if comb is not None:
-        score = float(comb.logit([row])[0])
-        reasons = comb.reasons(row) + reasons
+        score, words = verdict if verdict is not None else comb.verdicts([row])[0]
+        reasons = words + reasons
     score = round(score, 4)
     if row.get("unusable"):
         flags.insert(0, row["unusable"])
@@ -542,6 +571,6 @@ def describe(comb: Combiner, k: int = 5) -> list[str]:
     return lines
 
 
-__all__ = ["Combiner", "is_suspect", "learned", "row_score", "scored_row", "ERROR_TYPES", "add_alti", "describe", "fisher_scores", "fit",
+__all__ = ["Combiner", "is_suspect", "learned", "row_score", "scored_row", "scored_rows", "ERROR_TYPES", "add_alti", "describe", "fisher_scores", "fit",
            "fit_with_model", "forced_signal_rows", "make_variants", "omit_span", "repeat_span", "suspect_z",
            "reference_samples", "signal_catalogue"]

@@ -193,6 +193,13 @@ def iter_extract(bundle: ModelBundle, sources: Sequence[str | Words], targets: S
         if len(targets) != len(sources):
             raise ValueError(f"{len(sources)} sources but {len(targets)} targets: expected one target per source")
     encoded = [encode_pair(bundle, s, t, i) for i, (s, t) in enumerate(zip(sources, targets))]
+    yield from iter_forward(bundle, encoded, batch_size, keep, reduce, forced=forced, beam=beam)
+
+
+def iter_forward(bundle: ModelBundle, encoded: Sequence[Encoded], batch_size: int = 16,
+                 keep: Iterable[str] = ATTENTIONS, reduce: Callable[[str, np.ndarray], np.ndarray] | None = None,
+                 *, forced: bool = True, beam: int | None = None) -> Iterator[tuple[int, Record]]:
+    """Yield (index, Record) of already encoded pairs, one teacher-forced pass per batch (length-sorted)."""
     for idx in length_batches([len(e.src_ids) + len(e.label_ids) for e in encoded], batch_size):
         for i, rec in zip(idx, forward_batch(bundle, [encoded[i] for i in idx], keep=keep, reduce=reduce)):
             rec.meta.update({"index": i, "forced_target": forced, "beam": None if forced else beam})

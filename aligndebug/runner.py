@@ -29,7 +29,7 @@ import numpy as np
 
 from .align import Selector
 from .errors import InputError, SentenceError
-from .extract import encode_pair, iter_extract, translate
+from .extract import encode_pair, iter_extract, iter_forward, translate
 from .gold import GoldAlignment, format_pharaoh
 from .methods import compared_aligners
 from .metrics import count_links
@@ -38,9 +38,9 @@ from .pairs import SentencePair
 from .record import Record
 from .rows import (ScoreOptions, ScoreTotals, counts_to_json, score_reducer, score_row, signal_reducer, signal_row,
                    unusable_row)
-from .source_gain import prior_seq_logprobs_of
+from .source_gain import prior_seq_logprobs
 from .store import JsonlStore, parse_row, row_at, row_json, write_lines_atomic, write_text_atomic
-from .combine import is_suspect, row_score, scored_row
+from .combine import is_suspect, row_score, scored_row, scored_rows
 from .triage import SIGNALS, Calibration, calibrate, triage_settings
 
 # (rows per builder, in input order) of one chunk, and how many sentences it ran
@@ -274,12 +274,16 @@ def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuil
         try:
             if translated:  # generation is neither traced nor contrasted: translate first, then force
                 targets = translate(bundle, [x.source for x in group], beam=beam)
-            # before the traced passes, whose hooks would also record this one
-            priors = prior_seq_logprobs_of(bundle, [x.source for x in group], targets, batch_size) if prior else None
+            priors = None
             if own is not None:
                 records = own(bundle, [x.source for x in group], targets, batch_size, beam)
+            elif targets is not None:  # encoded once for the source-gain pass and the main one
+                encoded = [encode_pair(bundle, x.source, t, i) for i, (x, t) in enumerate(zip(group, targets))]
+                # before the traced passes, whose hooks would also record this one
+                priors = prior_seq_logprobs(bundle, encoded, batch_size) if prior else None
+                records = iter_forward(bundle, encoded, batch_size, keep, reduce)
             else:
-                records = iter_extract(bundle, [x.source for x in group], targets, batch_size=batch_size, beam=beam,
+                records = iter_extract(bundle, [x.source for x in group], None, batch_size=batch_size, beam=beam,
                                        keep=keep, reduce=reduce)
             if traced:
                 records = alti_mod.traced_records(bundle.model, records)
@@ -510,7 +514,7 @@ def finish_triage(store: PartialRows | list[dict[str, Any]], calibration: Calibr
         for row in store:
             if row.get("unusable"):
                 unusable[row["unusable"]] = unusable.get(row["unusable"], 0) + 1
-            scored_row(row, calibration)
+        scored_rows(store, calibration)
         store.sort(key=lambda r: (not r["suspect"], -r["score"], r["id"]))
         for rank, row in enumerate(store, start=1):
             row["rank"] = rank

@@ -7,6 +7,8 @@ process CPU time (other load on the machine does not count):
   (plain)   Fisher's method, no ALTI+ (`alti.supports` patched to refuse the model) and no source gain (its
             pass patched out): triage before issue 16
   (fisher)  `--combine fisher`: Fisher's method with ALTI+ traced in the signal pass and the source gain
+  (nogain)  ALTI+ and the learned combination without the source gain (its pass patched out): what the
+            issue's two additions cost on their own
   (learned) the default: ALTI+, source gain and the learned combination (synthetic variants forced, the
             per-type cross-validated fit, scoring)
 
@@ -43,18 +45,20 @@ def main() -> None:
     sources = (REPO / "datasets/heldout/europarl-deen-500/test.de").read_text(encoding="utf-8").splitlines()[:args.n]
     bundle = load_model("default")
     times: dict[str, float] = {}
-    for name in [n for _ in range(args.repeats) for n in ("plain", "fisher", "learned")]:
+    for name in [n for _ in range(args.repeats) for n in ("plain", "fisher", "nogain", "learned")]:
         with ExitStack() as patches:
             if name == "plain":
                 patches.enter_context(mock.patch.object(alti, "supports", lambda model: False))
-                patches.enter_context(mock.patch.object(runner, "prior_seq_logprobs_of",
-                                                        lambda _b, src, _t, _bs: np.full(len(src), np.nan)))
+            if name in ("plain", "nogain"):
+                patches.enter_context(mock.patch.object(runner, "prior_seq_logprobs",
+                                                        lambda _b, encoded, _bs: np.full(len(encoded), np.nan)))
             t0 = time.process_time()
-            rows = run_triage(bundle, sources, batch_size=args.batch_size, combine="learned" if name == "learned" else "fisher")
+            rows = run_triage(bundle, sources, batch_size=args.batch_size,
+                              combine="fisher" if name in ("plain", "fisher") else "learned")
             took = time.process_time() - t0
         times[name] = min(times.get(name, took), took)
         print(f"{name:8s} {took:7.1f} s CPU  ({len(rows)} rows, combine {rows.calibration.combine})", flush=True)
-    for name in ("fisher", "learned"):
+    for name in ("fisher", "nogain", "learned"):
         print(f"{name} / plain: {times[name] / times['plain']:.2f}x (best of {args.repeats} each)")
 
 

@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from numeric import approx
 
 import tiny_models as tm

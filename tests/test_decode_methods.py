@@ -85,7 +85,7 @@ def _score(tmp_path, model_dir, name, *extra):
     src, tgt, gold = tmp_path / "s.de", tmp_path / "t.en", tmp_path / "g.wa"
     src.write_text("".join(s + "\n" for s in DE), encoding="utf-8")
     tgt.write_text("".join(s + "\n" for s in EN), encoding="utf-8")
-    gold.write_text("".join(f"0-0 1-1\n" for _ in DE), encoding="utf-8")
+    gold.write_text("0-0 1-1\n" * len(DE), encoding="utf-8")
     out, summ = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.json"
     rc = main(["score", "--model", str(model_dir), "--src", str(src), "--tgt", str(tgt), "--gold", str(gold),
                "--gold-base", "0", "--method", "naive", "--layer", "1", "--no-progress", "--out", str(out),

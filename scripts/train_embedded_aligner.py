@@ -39,7 +39,9 @@ RULES = [("argmax", None), ("argmax", 0.3), ("bidir", 0.2), ("bidir", 0.3), ("th
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT / "datasets")
-    ap.add_argument("--silver", default="eflomal", help="'europarl', 'eflomal' (runs/silver.eflomal.align) or a path")
+    ap.add_argument("--silver", default="eflomal",
+                    help="'europarl', 'eflomal' (runs/silver.eflomal.align), 'mix' (both teachers, their target "
+                         "distributions averaged) or a path")
     ap.add_argument("--eflomal", type=Path, default=ROOT / "runs" / "silver.eflomal.align")
     ap.add_argument("--objective", default="supervised", choices=("supervised", "self", "both"))
     ap.add_argument("--layer", default="all")
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-pairs", type=int, default=None)
     ap.add_argument("--keys", choices=("all", "output"), default="all",
                     help="keys from a mix of every encoder layer (all) or from the encoder output only (the shipped aligner)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from this aligner's weights (e.g. the shipped one) with a fresh optimizer and schedule")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--ship", action="store_true", help=f"copy the result to {DEFAULT_ALIGNER_DIR}")
     ap.add_argument("--eval-only", action="store_true", help="score the aligner in --out without training")
@@ -62,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     heldout = {int(x) for x in (held / "lines.txt").read_text().split()}  # 1-based line numbers
     europarl = read_silver(train / "silver.align", lengths)
     eflomal = read_silver(args.eflomal, lengths) if args.eflomal.exists() else None
-    silver = {"europarl": europarl, "eflomal": eflomal}.get(args.silver)
+    mix = [(e, c) for e, c in zip(eflomal, europarl)] if eflomal is not None else None
+    silver = {"europarl": europarl, "eflomal": eflomal, "mix": mix}.get(args.silver)
     if silver is None:
-        silver = read_silver(Path(args.silver), lengths) if args.silver not in ("europarl", "eflomal") else None
+        silver = read_silver(Path(args.silver), lengths) if args.silver not in ("europarl", "eflomal", "mix") else None
     if silver is None:
         print(f"no silver links for {args.silver!r} (eflomal: run scripts/eflomal_silver.py first)", file=sys.stderr)
         return 2
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                       [silver[k] for k in keep], args.out, objective=args.objective,
                       layers=args.layer if args.layer == "all" else [int(x) for x in args.layer.split(",")],
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, dev=dev, lowercase=args.lowercase,
-                      enc_layers=None if args.keys == "output" else "all",
+                      enc_layers=None if args.keys == "output" else "all", seed=args.seed, init=args.init,
                       data=f"datasets/train/europarl-comtrans-deen minus heldout-500, silver={args.silver}")
         print(f"trained in {time.time() - start:.0f} s (this call)")
 

@@ -119,6 +119,7 @@ def test_training_can_start_from_another_aligner(tiny_bundle, tmp_path):
     moved = train_aligner(bundle, DE, EN, mixed, tmp_path / "c", epochs=1, batch_size=4, progress=False,
                           log=lambda m: None, init=tmp_path / "a", seed=3)
     assert moved.card["init"]["from"] == str(tmp_path / "a") and moved.card["steps"] == 2
+    assert moved.card["init"]["steps"] == first.card["steps"] == 2  # the start is described in the card
     assert any(not torch.equal(moved.module.state_dict()[k], v) for k, v in first.module.state_dict().items())
     with pytest.raises(ValueError, match="objective"):
         train_aligner(bundle, DE, EN, mixed, tmp_path / "d", objective="self", epochs=1, batch_size=4,

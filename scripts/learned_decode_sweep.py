@@ -24,11 +24,12 @@ sys.path.insert(0, str(ROOT))
 
 from aligndebug.extract import encode_pair, forward_batch, length_batches  # noqa: E402
 from aligndebug.gold import GoldAlignment, read_gold  # noqa: E402
-from aligndebug.learned import links_from_word_matrix, load_aligner  # noqa: E402
+from aligndebug.learned import DEFAULT_ALIGNER_DIR, links_from_word_matrix, load_aligner  # noqa: E402
 from aligndebug.learned_train import read_silver  # noqa: E402
 from aligndebug.metrics import corpus_counts  # noqa: E402
 from aligndebug.models import load_model  # noqa: E402
 from aligndebug.pairs import iter_pairs  # noqa: E402
+from aligndebug.symmetrize import grow_diag_final_and  # noqa: E402
 from aligndebug.words import pool_to_words  # noqa: E402
 
 
@@ -67,13 +68,10 @@ def attention_matrices(bundle, encoded, layer: int, batch_size: int = 32) -> lis
 
 def matrices(bundle, name: str, sets, cache: Path) -> dict[str, list[np.ndarray]]:
     """Cached word matrices of aligner folder `name` ('default', a path, or 'attn:LAYER') for every set."""
-    key = name.replace("/", "_").replace(":", "_")
-    path = cache / f"{key}.pkl"
-    if path.exists() and not name.startswith("attn:"):
-        ok = path.stat().st_mtime >= (Path(name) / "aligner.safetensors").stat().st_mtime if Path(name).is_dir() else True
-        if ok:
-            return pickle.loads(path.read_bytes())
-    elif path.exists():
+    folder = None if name.startswith("attn:") else (DEFAULT_ALIGNER_DIR if name == "default" else Path(name))
+    stamp = "" if folder is None else f"-{int((folder / 'aligner.safetensors').stat().st_mtime)}"
+    path = cache / (name.replace("/", "_").replace(":", "_") + stamp + ".pkl")  # a retrained folder gets a new key
+    if path.exists():
         return pickle.loads(path.read_bytes())
     result = {}
     aligner = None if name.startswith("attn:") else load_aligner(name, bundle)
@@ -93,6 +91,51 @@ def matrices(bundle, name: str, sets, cache: Path) -> dict[str, list[np.ndarray]
     return result
 
 
+def _share(m: np.ndarray, axis: int) -> np.ndarray:
+    t = m.sum(axis, keepdims=True)
+    return np.divide(m, t, out=np.zeros_like(m), where=t > 0)
+
+
+def gdfa_rule(m: np.ndarray, reverse_share: float = 0.5) -> set:
+    """Tried, not kept: the matrix read as two directional aligners symmetrised by grow-diag-final-and. Forward: each
+    target word's argmax (no-source included); reverse: each source word's best target word by its share of the
+    source word's column, kept when that share is >= `reverse_share`."""
+    n = m.shape[1] - 1
+    if m.shape[0] == 0 or n == 0:
+        return set()
+    cols = m.argmax(1)
+    fwd = {(int(c), t) for t, c in enumerate(cols) if c < n}
+    cs = _share(m[:, :n], 0)
+    rows = cs.argmax(0)
+    rev = {(s, int(r)) for s, r in enumerate(rows) if cs[r, s] >= reverse_share and m[r, s] > 0}
+    return grow_diag_final_and(fwd, rev)
+
+
+def intersection_rule(m: np.ndarray) -> set:
+    """Tried, not kept: links that are both the target word's argmax and the source word's best target word."""
+    n = m.shape[1] - 1
+    if m.shape[0] == 0 or n == 0:
+        return set()
+    cols = m.argmax(1)
+    rows = _share(m[:, :n], 0).argmax(0)
+    return {(int(c), t) for t, c in enumerate(cols) if c < n and rows[c] == t}
+
+
+def geometric_mix(a: list[np.ndarray], b: list[np.ndarray], alpha: float) -> list[np.ndarray]:
+    """Row-renormalised a^(1-alpha) * b^alpha (e.g. a learned matrix and the raw attention of one layer)."""
+    out = []
+    for x, y in zip(a, b):
+        m = np.exp((1 - alpha) * np.log(x + 1e-9) + alpha * np.log(y + 1e-9))
+        out.append(m / m.sum(1, keepdims=True))
+    return out
+
+
+RULES = [("argmax", None), ("argmax", 0.3), ("bidir", 0.2), ("bidir", 0.25), ("bidir", 0.3), ("bidir", 0.35),
+         ("threshold", 0.3)]
+EXPLORED = {"gdfa@0.3": lambda m: gdfa_rule(m, 0.3), "gdfa@0.5": lambda m: gdfa_rule(m, 0.5),
+            "intersection": intersection_rule}
+
+
 def score(mats: Sequence[np.ndarray], golds, rule: Callable[[np.ndarray], set]) -> tuple[float, float, float]:
     c = corpus_counts([rule(m) for m in mats], golds)
     return c.aer, c.precision, c.recall
@@ -105,20 +148,54 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--aligner", action="append", default=[], help="aligner folder ('default': the shipped one)")
     ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "sweep-cache")
     ap.add_argument("--out", type=Path, default=None, help="JSON file for every (matrix, rule) score")
+    ap.add_argument("--average", action="append", default=[],
+                    help="A,B[,...]: also score the mean of these aligners' word matrices (each also given by --aligner)")
+    ap.add_argument("--attention-mix", type=float, action="append", default=[],
+                    help="also score each aligner's matrix mixed geometrically with layer --attention-layer's raw "
+                         "attention (head mean) with this weight")
+    ap.add_argument("--attention-layer", type=int, default=1)
+    ap.add_argument("--explored", action="store_true", help="also score the rules tried and not kept (gdfa, intersection)")
     args = ap.parse_args(argv)
     sets = load_sets(args.data, args.eflomal)
     bundle = load_model("default")
     results = []
-    for name in args.aligner or ["default"]:
-        mats = matrices(bundle, name, sets, args.cache)
-        for rule, thr in [("argmax", None), ("argmax", 0.3), ("bidir", 0.2), ("bidir", 0.3), ("threshold", 0.3)]:
-            row = {"matrix": name, "rule": rule, "threshold": thr}
+    names = args.aligner or ["default"]
+    variants: list[tuple[str, dict]] = [(n, matrices(bundle, n, sets, args.cache)) for n in names]
+    found = dict(variants)
+    for spec in args.average:
+        parts = spec.split(",")
+        missing = [p for p in parts if p not in found]
+        if missing:
+            ap.error(f"--average {spec}: {missing} not given with --aligner")
+        variants.append((f"mean({spec})", {s: [np.mean(ms, axis=0) for ms in zip(*[found[p][s] for p in parts])]
+                                           for s in sets}))
+    if args.attention_mix:
+        attn = matrices(bundle, f"attn:{args.attention_layer}", sets, args.cache)
+        for n in names:
+            for alpha in args.attention_mix:
+                variants.append((f"{n}*attn{args.attention_layer}^{alpha:g}",
+                                 {s: geometric_mix(found[n][s], attn[s], alpha) for s in sets}))
+    for name, mats in variants:
+        rules = [(f"{r}" + ("" if t is None else f"@{t:g}"), lambda m, r=r, t=t: links_from_word_matrix(m, r, t))
+                 for r, t in RULES]
+        if args.explored:
+            rules += list(EXPLORED.items())
+        for label, rule in rules:
+            row = {"matrix": name, "rule": label}
             for s in sets:
-                a, p, r = score(mats[s], sets[s][2], lambda m: links_from_word_matrix(m, rule, thr))
+                a, p, r = score(mats[s], sets[s][2], rule)
                 row[s] = {"aer": round(a, 4), "precision": round(p, 4), "recall": round(r, 4)}
             results.append(row)
-            print(f"{name:<28} {rule}@{thr}: dev {row['dev']['aer']:.4f}  bicici {row['bicici']['aer']:.4f} "
+            print(f"{name:<40} {label:<14} dev {row['dev']['aer']:.4f}   Biçici {row['bicici']['aer']:.4f} "
                   f"(P {row['bicici']['precision']:.3f} R {row['bicici']['recall']:.3f})", flush=True)
+    kept = {f"{r}" + ("" if t is None else f"@{t:g}") for r, t in RULES}
+    for name, _ in variants:
+        for among, ok in (("the decoding rules", lambda r: r in kept), ("all rules tried", lambda r: True)):
+            if among == "all rules tried" and not args.explored:
+                continue
+            best = min((r for r in results if r["matrix"] == name and ok(r["rule"])), key=lambda r: r["dev"]["aer"])
+            print(f"chosen on dev among {among} for {name}: {best['rule']} (dev {best['dev']['aer']:.4f}, "
+                  f"Biçici {best['bicici']['aer']:.4f})")
     if args.out:
         args.out.write_text(json.dumps(results, indent=1) + "\n")
     return 0

@@ -33,7 +33,8 @@ from aligndebug.metrics import corpus_counts  # noqa: E402
 from aligndebug.models import load_model  # noqa: E402
 from aligndebug.pairs import iter_pairs  # noqa: E402
 
-RULES = [("argmax", None), ("argmax", 0.3), ("bidir", 0.2), ("bidir", 0.3), ("threshold", 0.3)]
+RULES = [("argmax", None), ("argmax", 0.3), ("bidir", 0.2), ("bidir", 0.25), ("bidir", 0.3), ("bidir", 0.35),
+         ("threshold", 0.3)]
 
 
 def main(argv: list[str] | None = None) -> int:

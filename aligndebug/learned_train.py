@@ -90,7 +90,8 @@ def train_aligner(bundle: ModelBundle, sources: Sequence[Words], targets: Sequen
         aligner = LearnedAligner(start_from.module, {k: start_from.card[k] for k in ("base_model", "base_family", "fingerprint")})
         # what it started from, self-described: the folder may be overwritten later (e.g. the shipped aligner)
         aligner.card["init"] = {"from": str(init), **{k: start_from.card.get(k) for k in
-                                                      ("data", "pairs", "epochs", "lr", "seed", "steps", "init")}}
+                                                      ("data", "pairs", "epochs", "lr", "seed", "steps", "train_seconds",
+                                                      "aer_curve", "init")}}
     else:
         aligner = LearnedAligner.new(bundle, layers=layers, objective=objective, dim=dim, seed=seed, enc_layers=enc_layers)
     opt = torch.optim.AdamW(aligner.module.parameters(), lr=lr, weight_decay=0.01)

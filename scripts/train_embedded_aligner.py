@@ -2,13 +2,23 @@
 
 Training pairs: the Europarl lines the embedded model trained on (the 500 held-out lines of
 datasets/heldout/europarl-deen-500 are left out). Silver links: the ComTrans links shipped with the data
-(`--silver europarl`) or eflomal's grow-diag-final-and links (`--silver eflomal`, made by
-scripts/eflomal_silver.py). Dev: the 500 held-out pairs, scored against a silver gold that favours neither
+(`--silver europarl`), eflomal's grow-diag-final-and links (`--silver eflomal`, made by
+scripts/eflomal_silver.py), or both teachers (`--silver mix`: each target word's distribution is the mean of the
+two teachers'). Dev: the 500 held-out pairs, scored against a silver gold that favours neither
 teacher: Sure = links both silvers agree on, Possible = links either gives. After training the chosen aligner is
 scored on Biçici's gold (lowercased, tokenized; sentence 63 skipped) with each decoding rule, and the time to align
 1,000 sentences is measured.
 
-    nice -n 10 python scripts/train_embedded_aligner.py --silver eflomal --out runs/aligner-eflomal [--ship]
+The shipped aligner (aligndebug/default_model/aligner/) was made by:
+
+    python scripts/eflomal_silver.py --src $T/train.de --tgt $T/train.en --out runs/silver.eflomal.align
+    python scripts/train_embedded_aligner.py --silver mix --keys output --seed 2 --lr 1e-3 --epochs 3 --out runs/a3
+    python scripts/train_embedded_aligner.py --silver mix --init runs/a3 --seed 3 --lr 3e-4 --epochs 2 --out runs/a5
+    python scripts/train_embedded_aligner.py --silver mix --init runs/a5 --seed 4 --lr 2e-4 --epochs 2 --out runs/a7
+    python scripts/train_embedded_aligner.py --silver mix --init runs/a7 --seed 5 --lr 1.5e-4 --epochs 2 --out runs/a9
+    python scripts/train_embedded_aligner.py --eval-only --out runs/a9 --ship   # a9: the lowest dev AER
+
+(T=datasets/train/europarl-comtrans-deen; run with nice -n 10 on a shared machine.)
 
 The same command resumes from <out>/checkpoint after a kill. `--ship` copies the result to
 aligndebug/default_model/aligner/, where `--method learned` finds it.
@@ -91,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
                       layers=args.layer if args.layer == "all" else [int(x) for x in args.layer.split(",")],
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, dev=dev, lowercase=args.lowercase,
                       enc_layers=None if args.keys == "output" else "all", seed=args.seed, init=args.init,
-                      data=f"datasets/train/europarl-comtrans-deen minus heldout-500, silver={args.silver}")
+                      data=f"datasets/train/europarl-comtrans-deen minus heldout-500, silver={args.silver}"
+                           + (" (eflomal grow-diag-final-and + ComTrans links, target distributions averaged)"
+                              if args.silver == "mix" else ""))
         print(f"trained in {time.time() - start:.0f} s (this call)")
 
     aligner = load_aligner(args.out, bundle)

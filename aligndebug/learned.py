@@ -156,26 +156,41 @@ def model_fingerprint(model: Any) -> str:
 
 # ------------------------------------------------------------------------------------ targets and batches
 
-def silver_targets(batch: Sequence[Encoded], links: Sequence[Links], t_len: int, s_len: int) -> tuple[np.ndarray, np.ndarray]:
+def _one_teacher(enc: Encoded, ls: Links) -> tuple[np.ndarray, np.ndarray]:
+    """[label positions, source tokens] distribution of one teacher's links and the rows that carry a loss."""
+    w = np.zeros((len(enc.tgt_words), len(enc.src_words)), dtype=np.float32)
+    if ls:
+        i, j = np.asarray(sorted(ls)).T
+        w[j, i] = 1.0
+    tw, sw = enc.tgt_word_ids, enc.src_word_ids
+    m = w[np.ix_(np.clip(tw, 0, None), np.clip(sw, 0, None))] * (tw >= 0)[:, None] * (sw >= 0)[None, :]
+    unaligned = (tw >= 0) & (m.sum(1) == 0)
+    m[unaligned] = (sw < 0).astype(np.float32)
+    total = m.sum(1, keepdims=True)
+    return np.divide(m, total, out=np.zeros_like(m), where=total > 0), (tw >= 0) & (total[:, 0] > 0)
+
+
+def silver_targets(batch: Sequence[Encoded], links: Sequence[Links | Sequence[Links | None]], t_len: int, s_len: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """([B, T, S] target distributions, [B, T] rows that carry a loss) from word links (source word, target word).
 
     A target word token spreads its mass uniformly over the subwords of its linked source words; a word with no
     link puts it on the special source tokens (the "no source" slot). Special target tokens carry no loss.
+    A pair's links may also be a tuple or list of link sets, one per teacher (None: that teacher has no links for
+    the pair): the target is then the mean of the teachers' distributions, so the cross-entropy is the mean of the
+    cross-entropies to each teacher (per row, over the teachers that give that row a distribution).
     """
     q = np.zeros((len(batch), t_len, s_len), dtype=np.float32)
     rows = np.zeros((len(batch), t_len), dtype=bool)
     for b, (enc, ls) in enumerate(zip(batch, links)):
-        w = np.zeros((len(enc.tgt_words), len(enc.src_words)), dtype=np.float32)
-        if ls:
-            i, j = np.asarray(sorted(ls)).T
-            w[j, i] = 1.0
-        tw, sw = enc.tgt_word_ids, enc.src_word_ids
-        m = w[np.ix_(np.clip(tw, 0, None), np.clip(sw, 0, None))] * (tw >= 0)[:, None] * (sw >= 0)[None, :]
-        unaligned = (tw >= 0) & (m.sum(1) == 0)
-        m[unaligned] = (sw < 0).astype(np.float32)
-        total = m.sum(1, keepdims=True)
-        q[b, :len(tw), :len(sw)] = np.divide(m, total, out=np.zeros_like(m), where=total > 0)
-        rows[b, :len(tw)] = (tw >= 0) & (total[:, 0] > 0)
+        teachers = [t for t in ls if t is not None] if isinstance(ls, (tuple, list)) else [ls]
+        if not teachers:
+            continue
+        dists = [_one_teacher(enc, t) for t in teachers]
+        n = np.sum([r for _, r in dists], axis=0)  # teachers that give the row a distribution
+        total = np.sum([d for d, _ in dists], axis=0)
+        q[b, :len(enc.label_ids), :len(enc.src_ids)] = total / np.maximum(n, 1)[:, None]
+        rows[b, :len(enc.label_ids)] = n > 0
     return q, rows
 
 

@@ -61,12 +61,15 @@ def train_aligner(bundle: ModelBundle, sources: Sequence[Words], targets: Sequen
                   dev_rule: str = "argmax", dev_threshold: float | None = None, lowercase: float = 0.0,
                   seed: int = 0, checkpoint_every: int = 200, resume: bool = True, progress: bool = True,
                   max_steps: int | None = None, data: str = "", dim: int | None = None, enc_layers: str | None = "all",
-                  log: Callable[[str], None] | None = None) -> LearnedAligner:
+                  init: Path | str | None = None, log: Callable[[str], None] | None = None) -> LearnedAligner:
     """Train an aligner for `bundle` on word-split pairs and return the best one (by dev AER; the last without dev).
 
     `silver[k]` is the set of (source word, target word) links of pair k (None: pair skipped by the supervised
     loss); `lowercase` is the probability that a pair is seen lowercased in an epoch (for gold sets that are
     lowercased). The result and its card are saved in `out_dir`; `out_dir/checkpoint` lets a rerun resume.
+    `silver[k]` may also be a tuple of link sets, one per teacher: the target is the mean of their distributions
+    (`learned.silver_targets`). `init`: an aligner folder whose weights (and shape: `layers`, `dim`, `enc_layers`
+    are then ignored) the training starts from, with a fresh optimizer and schedule; the card records it.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if objective in ("supervised", "both") and silver is None:
@@ -79,7 +82,18 @@ def train_aligner(bundle: ModelBundle, sources: Sequence[Words], targets: Sequen
     ckpt = out / "checkpoint"
     bundle.model.eval()  # frozen: its pass runs without gradients and the optimizer holds only the module
 
-    aligner = LearnedAligner.new(bundle, layers=layers, objective=objective, dim=dim, seed=seed, enc_layers=enc_layers)
+    if init is not None:
+        start_from = load_aligner(init, bundle)
+        if start_from.config.objective != objective:
+            raise ValueError(f"{init} was trained with the {start_from.config.objective!r} objective, not {objective!r}")
+        torch.manual_seed(seed)
+        aligner = LearnedAligner(start_from.module, {k: start_from.card[k] for k in ("base_model", "base_family", "fingerprint")})
+        # what it started from, self-described: the folder may be overwritten later (e.g. the shipped aligner)
+        aligner.card["init"] = {"from": str(init), **{k: start_from.card.get(k) for k in
+                                                      ("data", "pairs", "epochs", "lr", "seed", "steps", "train_seconds",
+                                                      "aer_curve", "init")}}
+    else:
+        aligner = LearnedAligner.new(bundle, layers=layers, objective=objective, dim=dim, seed=seed, enc_layers=enc_layers)
     opt = torch.optim.AdamW(aligner.module.parameters(), lr=lr, weight_decay=0.01)
     state: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "curve": [], "best_aer": None, "seconds": 0.0}
     if resume and (ckpt / CARD).exists():

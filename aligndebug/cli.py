@@ -918,7 +918,9 @@ def add_train_parser(sub: Any) -> None:
     _add_model_args(p)
     p.add_argument("--src", type=Path, required=True, help="source sentences, one a line (words split on spaces)")
     p.add_argument("--tgt", type=Path, required=True, help="target sentences, one a line")
-    p.add_argument("--silver", type=Path, help="silver links, Pharaoh i-j 0-based, one line per pair")
+    p.add_argument("--silver", type=Path, action="append",
+                   help="silver links, Pharaoh i-j 0-based, one line per pair; repeat it for several teachers (each "
+                        "target word then learns the mean of their distributions)")
     p.add_argument("--objective", choices=("supervised", "self", "both"), default=None,
                    help="default: supervised with --silver, self without")
     p.add_argument("--layer", default="all", help="decoder layer(s) the queries read: 'all', an index or a list")
@@ -931,6 +933,8 @@ def add_train_parser(sub: Any) -> None:
     p.add_argument("--dev-tgt", type=Path, help="dev target sentences")
     p.add_argument("--dev-gold", type=Path, help="dev alignments (any gold format) for the AER after each epoch")
     p.add_argument("--seed", type=int, default=0, help="random seed (initialisation and batch order)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this aligner's weights (same model and objective), e.g. to continue at a lower --lr")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--out", type=Path, required=True, help="folder for the aligner (and its checkpoint/)")
     p.set_defaults(func=cmd_train_aligner)
@@ -943,7 +947,9 @@ def cmd_train_aligner(args: argparse.Namespace) -> int:
     src, tgt = read_words(args.src), read_words(args.tgt)
     if len(src) != len(tgt):
         raise InputError(args.tgt, None, f"{len(tgt)} lines, but {args.src} has {len(src)}", "one target per source")
-    silver = read_silver(args.silver, [(len(s), len(t)) for s, t in zip(src, tgt)]) if args.silver else None
+    lengths = [(len(s), len(t)) for s, t in zip(src, tgt)]
+    teachers = [read_silver(path, lengths) for path in args.silver or ()]
+    silver = teachers[0] if len(teachers) == 1 else list(zip(*teachers)) if teachers else None
     dev = None
     if args.dev_gold is not None:
         if args.dev_src is None or args.dev_tgt is None:
@@ -955,8 +961,8 @@ def cmd_train_aligner(args: argparse.Namespace) -> int:
     layer = args.layer if args.layer == "all" else parse_selector(args.layer)
     aligner = train_aligner(bundle, src, tgt, silver, args.out, objective=objective, layers=layer, epochs=args.epochs,
                             batch_size=args.batch_size, lr=args.lr, dev=dev, lowercase=args.lowercase, seed=args.seed,
-                            progress=not args.no_progress, max_steps=args.max_steps,
-                            data=f"{args.src} {args.tgt} {args.silver or ''}".strip())
+                            progress=not args.no_progress, max_steps=args.max_steps, init=args.init,
+                            data=" ".join(str(x) for x in (args.src, args.tgt, *(args.silver or ()))))
     print(json.dumps({k: aligner.card.get(k) for k in ("base_model", "fingerprint", "objective", "steps",
                                                          "parameters", "train_seconds")}, ensure_ascii=False))
     return 0

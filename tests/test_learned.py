@@ -244,6 +244,39 @@ def test_cli_train_score_inspect(model_dir, tmp_path, capsys):
     assert {j for _, j in shown["links"]} == {j for j in range(len(EN[0])) if mat[j].max() >= shown["no_source"][j]}
 
 
+def test_cli_train_aligner_several_teachers_and_init(model_dir, tmp_path, capsys):
+    """--silver twice trains on the mean of the two teachers' distributions; --init continues from an aligner."""
+    from safetensors.torch import load_file
+
+    from aligndebug.cli import main
+
+    src = _write(tmp_path / "s.de", [" ".join(s) for s in DE])
+    tgt = _write(tmp_path / "t.en", [" ".join(t) for t in EN])
+    one = _write(tmp_path / "one.align", [" ".join(f"{i}-{j}" for i, j in sorted(ls)) for ls in SILVER])
+    # a second teacher that links every target word to the first source word
+    two = _write(tmp_path / "two.align", [" ".join(f"0-{j}" for j in range(len(t))) for t in EN])
+    base = ["train-aligner", "--model", str(model_dir), "--src", str(src), "--tgt", str(tgt), "--epochs", "1",
+            "--batch-size", "4", "--no-progress", "--seed", "3"]
+    assert main(base + ["--silver", str(one), "--out", str(tmp_path / "a")]) == 0
+    assert main(base + ["--silver", str(one), "--silver", str(two), "--out", str(tmp_path / "ab")]) == 0
+    card = json.loads((tmp_path / "ab" / CARD).read_text())
+    assert str(one) in card["data"] and str(two) in card["data"]
+    wa, wab = load_file(str(tmp_path / "a" / WEIGHTS)), load_file(str(tmp_path / "ab" / WEIGHTS))
+    assert any(not torch.allclose(wa[k], wab[k]) for k in wa)  # same seed, other targets: other weights
+    # --init: starts from the first aligner, records it; with --lr 0 the weights stay those of the start
+    assert main(base + ["--silver", str(one), "--init", str(tmp_path / "a"), "--lr", "0",
+                        "--out", str(tmp_path / "cont")]) == 0
+    card = json.loads((tmp_path / "cont" / CARD).read_text())
+    assert card["init"]["from"] == str(tmp_path / "a") and card["init"]["steps"] == 2
+    cont = load_file(str(tmp_path / "cont" / WEIGHTS))
+    assert all(torch.equal(wa[k], cont[k]) for k in wa)
+    capsys.readouterr()
+    assert main(base + ["--silver", str(one), "--init", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
+    assert "nowhere is not an aligner folder" in capsys.readouterr().err
+    assert main(base + ["--objective", "self", "--init", str(tmp_path / "a"), "--out", str(tmp_path / "y")]) == 2
+    assert "'supervised' objective, not 'self'" in capsys.readouterr().err
+
+
 def test_cli_refuses_foreign_aligner_and_learned_only_options(model_dir, tiny_bundle, tmp_path, capsys):
     from aligndebug.cli import main
 

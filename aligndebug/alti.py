@@ -50,7 +50,7 @@ from .signals import logprob_positions
 
 # model_type -> whether the attention blocks normalise before (pre-LN) or after (post-LN)
 PRE_LN = {"marian": False, "bart": False, "mbart": True, "m2m_100": True, "t5": True, "mt5": True, "umt5": True}
-MAX_ELEMENTS = 1 << 24  # largest [B, q, K, d] block of decomposed vectors held at once (64 MB in float32)
+MAX_ELEMENTS = 1 << 20  # largest [B, q, K, d] block of decomposed vectors held at once (4 MB in float32: cache-sized)
 SELF_BLOCK = 8  # query rows per block in causal self-attention
 
 
@@ -75,7 +75,8 @@ class AltiResult:
 def sublayer_contributions(attn: torch.Tensor, values: torch.Tensor, w_o: torch.Tensor, b_o: torch.Tensor | None,
                            residual: torch.Tensor, cross: bool,
                            ln: tuple[torch.Tensor, torch.Tensor, float] | None = None,
-                           max_elements: int = MAX_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
+                           max_elements: int = MAX_ELEMENTS, out: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
     """ALTI contributions of one attention sublayer (see the module docstring), in float32.
 
     attn [B, H, Q, K] attention weights, values [B, K, H*dh] value vectors (bias included), w_o
@@ -88,26 +89,33 @@ def sublayer_contributions(attn: torch.Tensor, values: torch.Tensor, w_o: torch.
     0 (the parts cancel out) cannot be shared out by the rule; it is shared in proportion to the
     parts' L1 norms instead, so masked positions (zero parts) still get nothing.
 
-    LayerNorm's centring and gamma are linear, so they are applied to the value vectors and the
+    LayerNorm's centring and gamma are linear, so they are folded into W_O and applied to the
     residual before the parts are formed, and 1/sigma_i to the attention rows: only the parts
     themselves, [B, q, K, d] for a block of q query rows under `max_elements`, are ever held.
+    `out`, the attention module's output (W_O and its bias applied), saves rebuilding the block's sum.
     """
     attn, values, residual, w_o = attn.float(), values.float(), residual.float(), w_o.float()
     b, h, q, k = attn.shape
     d = w_o.shape[0]
-    vw = torch.einsum("bhkc,hcd->bhkd", values.reshape(b, k, h, -1).transpose(1, 2),
-                      w_o.reshape(d, h, -1).permute(1, 2, 0))  # W_O^h v^h_j: [B, H, K, d]
-    bias = b_o.float() if b_o is not None else vw.new_zeros(d)
-    s = torch.einsum("bhqk,bhkd->bqd", attn, vw) + residual + bias  # the block's sum, before any norm
+    w = w_o.reshape(d, h, -1)  # W_O split by head: [d, H, dh]
+    if out is not None:  # the module's own output (W_O applied, bias included): the sum need not be rebuilt
+        s = residual + out.float()
+    else:
+        vw = torch.einsum("bkhc,dhc->bhkd", values.reshape(b, k, h, -1), w)  # W_O^h v^h_j: [B, H, K, d]
+        bias = b_o.float() if b_o is not None else vw.new_zeros(d)
+        s = torch.einsum("bhqk,bhkd->bqd", attn, vw) + residual + bias  # the block's sum, before any norm
     if ln is None:
-        y, parts, res, a = s, vw, residual, attn
+        y, res, a = s, residual, attn
     else:
         gamma, beta, eps = ln[0].float(), ln[1].float(), ln[2]
         sigma = torch.sqrt(s.var(-1, unbiased=False, keepdim=True) + eps)  # [B, Q, 1]: LayerNorm's own scale
         y = (s - s.mean(-1, keepdim=True)) * gamma / sigma + beta
-        parts = (vw - vw.mean(-1, keepdim=True)) * gamma
+        w = (w - w.mean(0, keepdim=True)) * gamma[:, None, None]  # centring and gamma folded into W_O
         res = (residual - residual.mean(-1, keepdim=True)) * gamma / sigma
         a = attn / sigma[:, None]
+    # the parts W_O^h v^h_j, one product per head over all (batch, key) rows, laid out [B, K, H, d]
+    parts = torch.bmm(values.reshape(b * k, h, -1).transpose(0, 1), w.permute(1, 2, 0))
+    parts = parts.transpose(0, 1).reshape(b, k, h, d)
     step = max(1, max_elements // max(1, b * k * d))
     if not cross:  # causal self-attention: a block of rows attends to no key past its last row, so
         step = min(step, SELF_BLOCK)  # smaller blocks skip most of the unattended future
@@ -119,7 +127,7 @@ def sublayer_contributions(attn: torch.Tensor, values: torch.Tensor, w_o: torch.
             attended = torch.nonzero(attn[:, :, lo:hi].sum((0, 1, 2)) > 0)
             kend = min(k, max(hi, int(attended[-1]) + 1 if len(attended) else hi))
         # parts laid out [B, K, q, d]: one batched product over the heads writes them once
-        z = torch.matmul(a[:, :, lo:hi, :kend].permute(0, 3, 2, 1), parts[:, :, :kend].permute(0, 2, 1, 3))
+        z = torch.matmul(a[:, :, lo:hi, :kend].permute(0, 3, 2, 1), parts[:, :kend])
         yb, rb = y[:, lo:hi], res[:, lo:hi]
         rows = torch.arange(hi - lo, device=z.device)
         if not cross:  # the residual belongs to the diagonal part
@@ -261,7 +269,8 @@ class AltiTracer:
             else:
                 residual = st["query_in"]
                 ln = (norm.weight, norm.bias, norm.eps)
-            c, y = sublayer_contributions(weights, st.pop("values"), o_proj.weight, o_proj.bias, residual, cross, ln)
+            c, y = sublayer_contributions(weights, st.pop("values"), o_proj.weight, o_proj.bias, residual, cross, ln,
+                                          out=attn_out)
             if self.check:
                 want = residual.float() + attn_out.float()
                 if ln is not None:

@@ -53,6 +53,7 @@ import numpy as np
 from scipy import optimize, special
 
 from . import triage
+from .signals import is_punctuation
 from .triage import apply_token_thresholds, roc_auc, triage_row
 
 ERROR_TYPES = ("detached", "omission", "repetition")
@@ -104,13 +105,15 @@ def omit_span(text: str, rng: np.random.Generator) -> str | None:
 
 
 def repeat_span(text: str, rng: np.random.Generator) -> str | None:
-    """`text` with a span of 1 to 4 of its words said again right after itself (None when it has no word)."""
+    """`text` with a span of 1 to 4 of its words said again right after itself, a span that holds more
+    than punctuation (None when it has no such word): a doubled ")" is no repetition error."""
     words, punct = split_final_punct(text)
     n = len(words)
-    if n < 1:
+    if not any(not is_punctuation(w) for w in words):
         return None
     length = int(rng.integers(1, min(4, n) + 1))
-    start = int(rng.integers(0, n - length + 1))
+    starts = [s for s in range(n - length + 1) if not all(is_punctuation(w) for w in words[s:s + length])]
+    start = starts[int(rng.integers(0, len(starts)))]
     return _join(words[:start + length] + words[start:start + length] + words[start + length:], punct)
 
 

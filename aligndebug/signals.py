@@ -278,6 +278,8 @@ def lowest_tokens(token_logprobs: np.ndarray, tokens: Sequence[str], positions: 
 def repetition_stats(words: Sequence[str]) -> dict[str, float]:
     """Output repetition over target words, compared case-folded and without the punctuation
     attached at either end ("street." matches "street"; a punctuation-only word stays itself).
+    A repeat made of punctuation-only words alone does not count: doubled closing brackets or
+    quotes (") )") are ordinary text, not a model repeating itself.
 
     * ``repeat_share``: share of words inside a word n-gram (n >= 2) that occurs more than once.
     * ``longest_repeat``: length in words of the longest span occurring at least twice
@@ -297,6 +299,9 @@ def repetition_stats(words: Sequence[str]) -> dict[str, float]:
     for k in range(n - 1, -1, -1):
         lcp[k, :n] = np.where(eq[k], lcp[k + 1, 1 : n + 1] + 1, 0)
     lcp = lcp[:n, :n]
+    ar = np.arange(n)
+    words_before = np.r_[0, np.cumsum([not is_punctuation(x) for x in w])]  # non-punctuation words before i
+    lcp = np.where(words_before[np.minimum(ar[:, None] + lcp, n)] > words_before[ar][:, None], lcp, 0)
     off = ~np.eye(n, dtype=bool)
     longest = int(lcp[off].max()) if n > 1 else 0
     # a position starts a repeated n-gram (n >= 2) when another position matches it for 2+
@@ -304,9 +309,16 @@ def repetition_stats(words: Sequence[str]) -> dict[str, float]:
     covered = np.zeros(n, dtype=bool)
     covered[starts] = True
     covered[np.minimum(starts + 1, n - 1)] = True
-    i, j = np.nonzero(np.triu(lcp >= (np.arange(n)[None, :] - np.arange(n)[:, None]), k=1))
+    # a span words[i:j] followed by itself, with a word in it
+    spans = (lcp >= ar[None, :] - ar[:, None]) & (words_before[ar][None, :] > words_before[ar][:, None])
+    i, j = np.nonzero(np.triu(spans, k=1))
     tandem = int((j - i).max()) if len(i) else 0
     return {"repeat_share": float(covered.mean()), "longest_repeat": float(longest), "tandem_repeat": float(tandem)}
+
+
+def is_punctuation(word: str) -> bool:
+    """Whether every character of `word` is punctuation (Unicode category P*); False for ""."""
+    return bool(word) and all(unicodedata.category(c)[0] == "P" for c in word)
 
 
 def _bare(word: str) -> str:

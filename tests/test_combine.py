@@ -49,6 +49,14 @@ def test_repetition_doubles_a_span():
         assert [w for w in out if True][:1] == ["a"] or out[0] == "a"
 
 
+def test_repetition_never_doubles_punctuation_alone():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        out = repeat_span("( yes ) , )", rng).split()
+        assert out.count("yes") == 2  # the only span holding more than punctuation has "yes" in it
+    assert repeat_span(", ( ) .", rng) is None
+
+
 def test_make_variants():
     v = make_variants(ROWS, seed=3)
     assert len(v["detached"]) == len(ROWS)

@@ -127,7 +127,13 @@ def test_repetition_stats():
     # raw text: punctuation attached to a word does not hide a repeat
     raw = repetition_stats("A dog on the grass on the grass.".split())
     assert raw["tandem_repeat"] == 3.0 and raw["longest_repeat"] == 3.0
-    assert repetition_stats('"Hi," he said , , ok'.split())["tandem_repeat"] == 1.0
+    # a repeat of punctuation alone is ordinary text (nested brackets), not the model repeating itself
+    assert repetition_stats('"Hi," he said , , ok'.split())["tandem_repeat"] == 0.0
+    assert repetition_stats("( Parliament approved the position ( as amended ) )".split()) == {
+        "repeat_share": 0.0, "longest_repeat": 0.0, "tandem_repeat": 0.0}
+    # ... but punctuation inside a repeated span still belongs to it
+    assert repetition_stats("of the people , of the people , too".split())["tandem_repeat"] == 4.0
+    assert repetition_stats("he said ( yes ( yes".split())["tandem_repeat"] == 2.0
 
 
 def test_reference_scores_perfect_and_disjoint():

@@ -269,8 +269,10 @@ class AltiTracer:
             else:
                 residual = st["query_in"]
                 ln = (norm.weight, norm.bias, norm.eps)
+            # checked, the sum is rebuilt from the parts, so the check below tests the decomposition;
+            # unchecked, the module's own output saves that product
             c, y = sublayer_contributions(weights, st.pop("values"), o_proj.weight, o_proj.bias, residual, cross, ln,
-                                          out=attn_out)
+                                          out=None if self.check else attn_out)
             if self.check:
                 want = residual.float() + attn_out.float()
                 if ln is not None:

@@ -80,7 +80,7 @@ def _finite(x: Any) -> bool:
 
 def split_final_punct(text: str) -> tuple[list[str], str]:
     """Words of `text` without its trailing punctuation, and that punctuation with the space before
-    it (" ." in tokenized text, "." in plain text), so that `_join` gives back the same spelling."""
+    it (" ." in tokenized text, "." in plain text), so that `join_words` gives back the same spelling."""
     text = text.strip()
     end = len(text)
     while end > 0 and unicodedata.category(text[end - 1])[0] == "P":
@@ -89,7 +89,7 @@ def split_final_punct(text: str) -> tuple[list[str], str]:
     return body.split(), text[len(body):]
 
 
-def _join(words: list[str], punct: str) -> str:
+def join_words(words: list[str], punct: str) -> str:
     return " ".join(words) + punct if words else punct.strip()
 
 
@@ -101,7 +101,7 @@ def omit_span(text: str, rng: np.random.Generator) -> str | None:
         return None
     length = math.ceil(n / 3)
     start = int(rng.integers(0, n - length + 1))
-    return _join(words[:start] + words[start + length:], punct)
+    return join_words(words[:start] + words[start + length:], punct)
 
 
 def repeat_span(text: str, rng: np.random.Generator) -> str | None:
@@ -114,7 +114,7 @@ def repeat_span(text: str, rng: np.random.Generator) -> str | None:
     length = int(rng.integers(1, min(4, n) + 1))
     starts = [s for s in range(n - length + 1) if not all(is_punctuation(w) for w in words[s:s + length])]
     start = starts[int(rng.integers(0, len(starts)))]
-    return _join(words[:start + length] + words[start:start + length] + words[start + length:], punct)
+    return join_words(words[:start + length] + words[start:start + length] + words[start + length:], punct)
 
 
 def make_variants(rows: Sequence[Mapping[str, Any]], seed: int = 0, max_per_type: int | None = None

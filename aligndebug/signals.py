@@ -278,8 +278,8 @@ def lowest_tokens(token_logprobs: np.ndarray, tokens: Sequence[str], positions: 
 def repetition_stats(words: Sequence[str]) -> dict[str, float]:
     """Output repetition over target words, compared case-folded and without the punctuation
     attached at either end ("street." matches "street"; a punctuation-only word stays itself).
-    A repeat made of punctuation-only words alone does not count: doubled closing brackets or
-    quotes (") )") are ordinary text, not a model repeating itself.
+    A repeat made of punctuation-only words alone (`is_punctuation`) does not count: doubled closing
+    brackets or quotes (") )") are ordinary text, not a model repeating itself.
 
     * ``repeat_share``: share of words inside a word n-gram (n >= 2) that occurs more than once.
     * ``longest_repeat``: length in words of the longest span occurring at least twice
@@ -314,11 +314,6 @@ def repetition_stats(words: Sequence[str]) -> dict[str, float]:
     i, j = np.nonzero(np.triu(spans, k=1))
     tandem = int((j - i).max()) if len(i) else 0
     return {"repeat_share": float(covered.mean()), "longest_repeat": float(longest), "tandem_repeat": float(tandem)}
-
-
-def is_punctuation(word: str) -> bool:
-    """Whether every character of `word` is punctuation (Unicode category P*); False for ""."""
-    return bool(word) and all(unicodedata.category(c)[0] == "P" for c in word)
 
 
 def _bare(word: str) -> str:

@@ -31,13 +31,14 @@ import json
 import math
 import sys
 import time
-import unicodedata
 from pathlib import Path
 
 import numpy as np
 
+from aligndebug.combine import join_words, repeat_span, split_final_punct
 from aligndebug.extract import translate
 from aligndebug.models import load_model
+from aligndebug.signals import is_punctuation
 from aligndebug.runner import signal_rows as run_signal_rows
 from aligndebug.triage import SIGNALS, apply_token_thresholds, calibrate, roc_auc, suspect_values, triage_row
 
@@ -51,19 +52,6 @@ def read_gz_lines(path: Path) -> list[str]:
         return [line.rstrip("\n") for line in f]
 
 
-def split_final_punct(text: str) -> tuple[list[str], str]:
-    """Words of `text` without its trailing punctuation, and that punctuation."""
-    text = text.strip()
-    end = len(text)
-    while end > 0 and unicodedata.category(text[end - 1])[0] == "P":
-        end -= 1
-    return text[:end].split(), text[end:]
-
-
-def join(words: list[str], punct: str) -> str:
-    return " ".join(words) + punct
-
-
 def omit(text: str, rng: np.random.Generator) -> str:
     """Remove a contiguous third or more (up to half) of the words; at least one word is kept."""
     words, punct = split_final_punct(text)
@@ -73,17 +61,7 @@ def omit(text: str, rng: np.random.Generator) -> str:
     length = int(rng.integers(lo, hi + 1))
     length = min(length, n - 1)
     start = int(rng.integers(0, n - length + 1))
-    return join(words[:start] + words[start + length:], punct)
-
-
-def repeat(text: str, rng: np.random.Generator) -> str:
-    """Insert a span of 1 to 4 words again right after itself."""
-    words, punct = split_final_punct(text)
-    n = len(words)
-    length = int(rng.integers(1, min(4, n) + 1))
-    start = int(rng.integers(0, n - length + 1))
-    span = words[start:start + length]
-    return join(words[:start + length] + span + words[start + length:], punct)
+    return join_words(words[:start] + words[start + length:], punct)
 
 
 def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -106,7 +84,7 @@ def build_suite(controls: list[str], rng: np.random.Generator) -> dict[str, list
     return {
         "detached": detached,
         "omission": [omit(t, rng) for t in controls],
-        "repetition": [repeat(t, rng) for t in controls],
+        "repetition": [repeat_span(t, rng) for t in controls],
     }
 
 
@@ -185,8 +163,10 @@ def main(argv=None) -> int:
     cal_src = [sources_all[i] for i in cal_ids]
     controls = translate(bundle, suite_src, batch_size=args.batch_size)
     cal_hyp = translate(bundle, cal_src, batch_size=args.batch_size)
-    # a translation needs 3+ words for a third of it to be removed; keep the sentences where it has
-    keep = [k for k, t in enumerate(controls) if len(split_final_punct(t)[0]) >= 3]
+    # a translation needs 3+ words for a third of it to be removed, and a word that is not punctuation
+    # alone to be repeated; keep the sentences where it has them
+    keep = [k for k, t in enumerate(controls)
+            if len(words := split_final_punct(t)[0]) >= 3 and not all(map(is_punctuation, words))]
     suite_ids = [suite_ids[k] for k in keep]
     suite_src = [suite_src[k] for k in keep]
     controls = [controls[k] for k in keep]

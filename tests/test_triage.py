@@ -413,7 +413,7 @@ def test_error_suite_edits():
         # the words left are the original with one contiguous gap
         gap = next(i for i in range(len(ow) + 1) if i == len(ow) or ow[i] != words[i])
         assert ow[gap:] == words[len(words) - (len(ow) - gap):]
-        r = es.repeat(text, rng)
+        r = es.repeat_span(text, rng)
         rw, rp = es.split_final_punct(r)
         assert rp == "." and repetition_stats(rw)["tandem_repeat"] >= 1
         extra = len(rw) - len(words)

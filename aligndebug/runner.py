@@ -20,8 +20,8 @@ import itertools
 import os
 import warnings
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from .align import Selector
 from .errors import InputError, SentenceError
-from .extract import encode_pair, iter_extract, iter_forward, translate
+from .extract import Encoded, encode_pair, iter_extract, iter_forward, translate
 from .gold import GoldAlignment, format_pharaoh
 from .methods import compared_aligners
 from .metrics import count_links
@@ -161,6 +161,9 @@ class SignalRows:
     keep: tuple[str, ...] = ("cross",)
     alti: bool = True
     prior: bool = True  # source gain: a second pass with an empty source (`source_gain`)
+    # target text -> its Seq-Logprob given an empty source, already known (it depends on the target alone):
+    # a detached variant's target is another row's translation, so its prior pass is skipped
+    known_priors: Mapping[str, float] = field(default_factory=dict)
 
     def reducer(self):
         return signal_reducer(self.layer)
@@ -177,18 +180,18 @@ def _text(x: str | list[str] | None) -> str:
     return "" if x is None else x if isinstance(x, str) else " ".join(x)
 
 
-def unusable_reason(bundle: ModelBundle, item: Item) -> tuple[str, str] | None:
+def unusable_reason(bundle: ModelBundle, item: Item) -> tuple[str, str] | Encoded:
     """(code, message) when the model cannot take `item` -- ``empty`` (no source word, or a given target
-    with no word) or ``too_long_for_model`` (past the model's positions) -- else None."""
+    with no word) or ``too_long_for_model`` (past the model's positions) -- else the pair as encoded for
+    the forward pass (the target empty when the model is to translate)."""
     if not _text(item.source).split():
         return "empty", "the source is empty"
     if item.target is not None and not _text(item.target).split():
         return "empty", "the target is empty"
     try:
-        encode_pair(bundle, item.source, item.target if item.target is not None else [], item.index)
+        return encode_pair(bundle, item.source, item.target if item.target is not None else [], item.index)
     except SentenceError as exc:
         return ("empty" if "empty" in exc.reason else "too_long_for_model"), exc.reason
-    return None
 
 
 # ------------------------------------------------------------------------------------------ cutting, running
@@ -250,21 +253,25 @@ def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuil
         raise ValueError("a row builder with its own pass (e.g. a learned aligner's) runs alone")
     keep = tuple(dict.fromkeys(k for b in builders for k in b.keep))
     reduce = builders[0].reducer() if len(builders) == 1 else None
+    checked: dict[int, Encoded] = {}  # forced pairs encoded by the check, not encoded again
     if all(hasattr(b, "fallback") for b in builders):
         usable = []
         for x in items:
-            bad = unusable_reason(bundle, x)
-            if bad is None:
+            enc = unusable_reason(bundle, x)
+            if isinstance(enc, Encoded):
                 usable.append(x)
+                if x.target is not None:
+                    checked[x.index] = enc
             else:
                 for rows, b in zip(out, builders):
-                    rows[x.index] = b.fallback(x, *bad)
+                    rows[x.index] = b.fallback(x, *enc)
                 if on_item:
                     on_item(1)
     else:
         usable = items
     traced = own is None and any(getattr(b, "alti", False) for b in builders) and alti_mod.supports(bundle.model)
     prior = own is None and any(getattr(b, "prior", False) for b in builders)
+    known = {k: v for b in builders for k, v in getattr(b, "known_priors", {}).items()}
     forced = [x for x in usable if x.target is not None]
     free = [x for x in usable if x.target is None]
     for group, targets in ((forced, [x.target for x in forced]), (free, None)):
@@ -278,9 +285,10 @@ def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuil
             if own is not None:
                 records = own(bundle, [x.source for x in group], targets, batch_size, beam)
             elif targets is not None:  # encoded once for the source-gain pass and the main one
-                encoded = [encode_pair(bundle, x.source, t, i) for i, (x, t) in enumerate(zip(group, targets))]
+                encoded = [checked[x.index] if x.index in checked else encode_pair(bundle, x.source, t, i)
+                           for i, (x, t) in enumerate(zip(group, targets))]
                 # before the traced passes, whose hooks would also record this one
-                priors = prior_seq_logprobs(bundle, encoded, batch_size) if prior else None
+                priors = _priors(bundle, encoded, [_text(t) for t in targets], known, batch_size) if prior else None
                 records = iter_forward(bundle, encoded, batch_size, keep, reduce)
             else:
                 records = iter_extract(bundle, [x.source for x in group], None, batch_size=batch_size, beam=beam,
@@ -299,6 +307,16 @@ def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuil
         except SentenceError as exc:  # name the input line, not the position inside this chunk
             raise InputError(None, group[exc.index].line, exc.reason) from exc
     return [[rows[x.index] for x in items] for rows in out]
+
+
+def _priors(bundle: ModelBundle, encoded: Sequence[Encoded], texts: Sequence[str], known: Mapping[str, float],
+            batch_size: int) -> np.ndarray:
+    """Seq-Logprob of each target given an empty source: from `known` by target text, else from its pass."""
+    out = np.array([known.get(t, np.nan) for t in texts], dtype=np.float64)
+    todo = [i for i, t in enumerate(texts) if t not in known]
+    if todo:
+        out[todo] = prior_seq_logprobs(bundle, [encoded[i] for i in todo], batch_size)
+    return out
 
 
 Execute = Callable[[Iterable[Any], Sequence[RowBuilder]], Iterator[ChunkResult]]
@@ -469,9 +487,12 @@ def fit_combination(calibration: Calibration, clean_rows: Iterable[dict[str, Any
 
     keys = ("source", "translation", "reference", *SIGNALS)
     clean = [{k: r[k] for k in keys if k in r} for r in clean_rows]
+    # the prior depends on the target alone: a detached variant's (another row's translation) is known
+    priors = {str(r["translation"]): r["seq_logprob"] - r["source_gain"] for r in clean
+              if all(isinstance(r.get(k), float) and np.isfinite(r[k]) for k in ("seq_logprob", "source_gain"))}
     try:
         comb = comb_mod.fit_with_model(None, clean, seed=seed, max_per_type=max_per_type, alti=False,
-                                       compute_rows=lambda _b, items, **_: compute_rows(items))
+                                       compute_rows=lambda _b, items, **_: compute_rows(items, priors))
     except ValueError as exc:  # too few rows, or none long enough for a variant: rank as Fisher does
         warnings.warn(f"no learned combination could be fitted ({exc}); ranking by Fisher's method", stacklevel=2)
         return calibration
@@ -482,11 +503,12 @@ def fit_combination(calibration: Calibration, clean_rows: Iterable[dict[str, Any
 
 
 def _variant_rows(execute: Execute, builder: SignalRows, chunk_size: int) -> Callable[[list], list[dict[str, Any]]]:
-    """Signal rows of variant items forced through the model with `execute`, in input order."""
-    def compute(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Signal rows of variant items forced through the model with `execute`, in input order; `priors` (target
+    text -> Seq-Logprob given an empty source) spares the source-gain pass of targets it knows."""
+    def compute(variants: list[dict[str, Any]], priors: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
         items = [Item(k, k + 1, v["source"], v["translation"], None, v.get("reference")) for k, v in enumerate(variants)]
         rows: list[dict[str, Any]] = []
-        run_chunks(iter_chunks(items, chunk_size), [builder], [rows], execute)
+        run_chunks(iter_chunks(items, chunk_size), [replace(builder, known_priors=dict(priors or {}))], [rows], execute)
         return rows
     return compute
 

@@ -25,17 +25,21 @@ drown a strong one. Here the weights are learned from the calibration set itself
    not help gets weight 0 rather than a sign that fits an artefact of the synthetic errors. Solved
    with scipy's L-BFGS-B (bounds) on the exact gradient; scikit-learn is not needed (and has no
    non-negativity constraint).
-4. **Score** (`Combiner.score`): per type, the fitted probability that the row is an error of
-   that type rather than a clean row *at even odds*; the overall score is the largest of them,
-   and the type with it is the verdict. Ranking uses the matching log-odds (`Combiner.logit`),
-   which keeps distinct values where probabilities round to 1.
-
-`Combiner.clean_z` is an alternative overall score (each type's log-odds as a z-score among the clean
-rows' own, largest over types); on scripts/triage_auc.py it ranked no better than the largest log-odds.
+4. **Score** (`Combiner.logit`): per type, the fitted log-odds that the row is an error of that
+   type rather than a clean row *at even odds*, blended with how rare those log-odds are among the
+   clean rows' own (the mean of the log-odds and their suspect z-score, `Combiner.type_scores`);
+   the overall score is the largest type score, and its type is the verdict (`Combiner.score` gives
+   that type's probability). The blend because each pure form loses a type on
+   scripts/triage_auc.py: the largest log-odds lets an easily separated type (repetition: one
+   doubled word is near-certain) outrank false alarms of another only as far as its fit's L2
+   allows, so clean rows with a high detached log-odds outrank repetitions; z-scores alone flatten
+   omission, whose clean rows spread wide. On the three splits the blend fell short of the best
+   single signal only where the "clean" rows are the model's own real errors (see README);
+   `Combiner.clean_z` (z-scores alone) stays for comparison. Calibrations saved before VERSION 3
+   rank by the largest log-odds (`ranking` "max"), as they did.
 `fit_with_model` forces 50 variants per error type by default: on that benchmark 50, 100 and all
 (248) gave learned AUCs within 0.012 of each other, and the forced passes are most of the fit's cost
-(500 sentences, CPU time: triage 29.4 s; ALTI+ traced in the signal pass +6.5 s; variants, fit and
-scoring +5.8 s with 50 per type, +9.8 s with 100).
+(bench/bench_triage.py measures it; README gives the figures).
 
 `Combiner.to_dict` / `from_dict` round-trip through JSON (weights, intercepts, the reference
 quantiles of every signal used).
@@ -62,7 +66,7 @@ SKIP = ("scattered_share", "omission_share", "overattended_share")
 Z_CAP = 10.0
 MAX_SAMPLES = 1001
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-VERSION = 2
+VERSION = 3
 
 
 def signal_catalogue() -> dict[str, tuple[str, str]]:
@@ -213,6 +217,20 @@ def suspect_z(values: np.ndarray, ref: np.ndarray, scale: float) -> np.ndarray:
     return np.where(np.isfinite(v), z, 0.0)
 
 
+def continuous_z(values: np.ndarray, ref: np.ndarray, scale: float) -> np.ndarray:
+    """Like `suspect_z`, but continuous in `values`: the percentile is interpolated linearly between the
+    sorted reference values (k-th at (k+1)/(n+1)), so a value scored against a reference that holds it
+    (a row of the calibration set itself) does not jump with float noise."""
+    v = np.asarray(values, dtype=np.float64)
+    n = len(ref)
+    p = np.interp(v, ref, (np.arange(n) + 1.0) / (n + 1))
+    z = special.ndtri(p)
+    z = np.where(v > ref[-1], special.ndtri(n / (n + 1)) + (v - ref[-1]) / scale, z)
+    z = np.where(v < ref[0], special.ndtri(1 / (n + 1)) - (ref[0] - v) / scale, z)
+    z = np.clip(z, -Z_CAP, Z_CAP)
+    return np.where(np.isfinite(v), z, 0.0)
+
+
 def feature_names(signals: Sequence[str], directions: Mapping[str, str]) -> list[str]:
     """One feature per signal ("name"), two for a two-sided one ("name:low", "name:high")."""
     out = []
@@ -237,6 +255,9 @@ class Combiner:
     train_auc: dict[str, float] = field(default_factory=dict)  # on the fitting rows themselves
     clean_logits: dict[str, list[float]] = field(default_factory=dict)  # error type -> sorted log-odds of the clean rows
     cv_loss: dict[str, dict[str, float]] = field(default_factory=dict)  # error type -> L2 -> out-of-fold log-loss
+    # how the types make one score: "blend" (new fits; `type_scores`) or "max" (the largest log-odds;
+    # calibrations saved before VERSION 3 have no such key and keep ranking that way)
+    ranking: str = "max"
     version: int = VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -287,10 +308,26 @@ class Combiner:
     def probabilities(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
         return {k: special.expit(v) for k, v in self.logits(rows).items()}
 
+    def _type_scores(self, lg: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.ranking == "max":
+            return dict(lg)
+        out = {}
+        for k, v in lg.items():
+            ref = np.asarray(self.clean_logits[k], dtype=np.float64)
+            out[k] = 0.5 * v + 0.5 * continuous_z(v, ref, triage.tail_scale(ref))
+        return out
+
+    def type_scores(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """Error type -> the score that type gives each row. "blend": the mean of its log-odds and of
+        those log-odds as a suspect z-score among the clean rows' own (how rare they are on clean rows):
+        log-odds alone let a type whose variants separate easily outshout the others, z-scores alone
+        flatten a type whose errors are far out; "max": the log-odds."""
+        return self._type_scores(self.logits(rows))
+
     def logit(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """The ranking score: the largest log-odds over the error types, per row."""
-        lg = self.logits(rows)
-        return np.max(np.stack([lg[k] for k in self.weights]), axis=0)
+        """The ranking score: the largest type score (`type_scores`) over the error types, per row."""
+        sc = self.type_scores(rows)
+        return np.max(np.stack([sc[k] for k in self.weights]), axis=0)
 
     def clean_z(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """An alternative ranking score: each type's log-odds as a suspect z-score among the clean
@@ -303,25 +340,28 @@ class Combiner:
         return np.max(np.stack(zs), axis=0)
 
     def score(self, row: Mapping[str, Any]) -> tuple[float, str]:
-        """(largest error probability, the error type that has it) of one row."""
-        probs = {k: float(v[0]) for k, v in self.probabilities([row]).items()}
-        kind = max(probs, key=probs.get)
-        return probs[kind], kind
+        """(error probability, error type) of one row: the type with the largest type score (the verdict)
+        and its fitted probability."""
+        lg = self.logits([row])
+        sc = self._type_scores(lg)
+        kind = max(sc, key=lambda k: float(sc[k][0]))
+        return float(special.expit(lg[kind][0])), kind
 
     def verdicts(self, rows: Sequence[Mapping[str, Any]], k: int = 3) -> list[tuple[float, list[str]]]:
         """(ranking score, the verdict in words) of every row, from one pass over the features: the score is
-        the largest log-odds over the error types (`logit`), the words are `reasons`."""
+        the largest type score over the error types (`logit`), the words are `reasons` for that type."""
         if not rows:
             return []
         x = self.features(rows)
         kinds = list(self.weights)
         lg = self._logits(x)
-        stacked = np.stack([lg[t] for t in kinds])
+        sc = self._type_scores(lg)
+        stacked = np.stack([sc[t] for t in kinds])
         best = stacked.argmax(axis=0)
         out = []
         for i, row in enumerate(rows):
-            top = float(stacked[best[i], i])
-            out.append((top, self._reasons(row, x[i], kinds[best[i]], float(special.expit(top)), k)))
+            kind = kinds[best[i]]
+            out.append((float(stacked[best[i], i]), self._reasons(row, x[i], kind, float(special.expit(lg[kind][i])), k)))
         return out
 
     def reasons(self, row: Mapping[str, Any], k: int = 3) -> list[str]:
@@ -441,7 +481,7 @@ def fit(clean_rows: Sequence[Mapping[str, Any]], variant_rows: Mapping[str, Sequ
         raise ValueError("no signal is defined on the clean rows")
     chosen = list(samples)
     comb = Combiner(signals=chosen, directions={s: cat[s][0] for s in chosen}, samples=samples, weights={},
-                    intercepts={}, l2={}, n_fit={})
+                    intercepts={}, l2={}, n_fit={}, ranking="blend")
     x_clean = comb.features(clean_rows)
     order = comb.features_order
     for kind, rows in variant_rows.items():

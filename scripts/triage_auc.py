@@ -15,7 +15,7 @@ made from them with another seed (detached / omission / repetition, `combine.mak
 forced through the model. Printed: ROC-AUC of every signal in its suspect direction, of the Fisher
 score, of the learned combination and of ALTI+, errors of each type against the controls.
 
-"learned combination" is the deployable score (the largest log-odds over the error types); "learned,
+"learned combination" is the deployable score (the largest blended type score, `Combiner.logit`); "learned,
 this type only" reads the one model of the error type being tested, which a user cannot pick without
 knowing the error, and shows what the largest-of-three costs.
 
@@ -80,12 +80,15 @@ def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args) -> dict
         table.setdefault("learned combination", {})[kind] = roc_auc(comb.logit(both), labels)
         table.setdefault("learned, this type only", {})[kind] = roc_auc(comb.logits(both)[kind], labels)
         table.setdefault("learned, clean-percentile max", {})[kind] = roc_auc(comb.clean_z(both), labels)
+        lg = comb.logits(both)
+        table.setdefault("learned, largest log-odds", {})[kind] = roc_auc(np.max([lg[k] for k in lg], 0), labels)
     return {"table": table, "weights": describe(comb), "n": {k: len(v) for k, v in rows.items()},
             "n_fit": len(fit_rows), "seconds": time.process_time() - t0, "combiner": comb.to_dict()}
 
 
 def markdown(table: dict[str, dict[str, float]]) -> str:
-    combined = ("Fisher score (today)", "learned combination", "learned, this type only", "learned, clean-percentile max")
+    combined = ("Fisher score (today)", "learned combination", "learned, this type only", "learned, clean-percentile max",
+                "learned, largest log-odds")
     single = {k: v for k, v in table.items() if k not in combined}
     best = {e: max(v[e] for v in single.values()) for e in ERROR_TYPES}
     lines = ["| signal | direction | " + " | ".join(ERROR_TYPES) + " |", "|---|---|" + "---:|" * len(ERROR_TYPES)]

@@ -243,3 +243,36 @@ def test_fit_chooses_and_records_the_strength_per_error_type():
     assert again.l2 == comb.l2 and again.cv_loss == comb.cv_loss
     np.testing.assert_allclose(again.logit(clean), comb.logit(clean), rtol=1e-12)
     assert fit(clean, errors, l2=0.05, signals=["seq_logprob", "length_ratio"]).l2 == {"detached": 0.05, "omission": 0.05}
+
+
+def test_blended_ranking_is_continuous_and_old_calibrations_rank_by_log_odds():
+    """The type scores blend log-odds with their z among the clean rows' own, interpolated so that a row of
+    the calibration set itself (its log-odds in the reference) does not jump with float noise; a combiner
+    saved before the blend (no "ranking" key) still ranks by the largest log-odds."""
+    from aligndebug.combine import continuous_z
+
+    ref = np.array([-2.0, -1.0, 0.0, 1.0, 3.0])
+    z = continuous_z(np.array([1.0 - 1e-9, 1.0, 1.0 + 1e-9, 2.0]), ref, 1.0)
+    assert abs(z[0] - z[2]) < 1e-6 and z[0] < z[3] < continuous_z(np.array([3.0]), ref, 1.0)[0]
+    assert continuous_z(np.array([1.0]), ref, 1.0)[0] == pytest.approx(special_ndtri(4 / 6))
+    # beyond the range: the end percentile, then linear in units of the scale
+    assert continuous_z(np.array([5.0]), ref, 2.0)[0] == pytest.approx(special_ndtri(5 / 6) + 1.0)
+    rng = np.random.default_rng(4)
+    clean = _toy_rows(rng, 200)
+    comb = fit(clean, {"detached": _toy_rows(rng, 100, shift=1.5), "repetition": _toy_rows(rng, 100, rep=1.5)})
+    assert comb.ranking == "blend"
+    rows = clean[:20]
+    lg, sc = comb.logits(rows), comb.type_scores(rows)
+    for k in lg:
+        ref = np.asarray(comb.clean_logits[k])
+        want = 0.5 * lg[k] + 0.5 * continuous_z(lg[k], ref, __import__("aligndebug.triage").triage.tail_scale(ref))
+        np.testing.assert_allclose(sc[k], want, rtol=1e-12)
+    np.testing.assert_allclose(comb.logit(rows), np.max([sc[k] for k in sc], 0), rtol=1e-12)
+    old = {k: v for k, v in comb.to_dict().items() if k != "ranking"}
+    assert np.allclose(Combiner.from_dict(old).logit(rows), np.max([lg[k] for k in lg], 0))
+    assert not np.allclose(comb.logit(rows), Combiner.from_dict(old).logit(rows))
+
+
+def special_ndtri(p):
+    from scipy import special
+    return float(special.ndtri(p))

@@ -10,7 +10,6 @@ scored from the cache. Rules are chosen on dev; Biçici is printed beside them f
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import pickle
 import sys

@@ -209,12 +209,15 @@ def suspect_z(values: np.ndarray, ref: np.ndarray, scale: float) -> np.ndarray:
     below = np.searchsorted(ref, v, side="left")
     upto = np.searchsorted(ref, v, side="right")
     p = (below + 0.5 * (upto - below) + 0.5) / (n + 1)
-    z = special.ndtri(p)
-    z_hi, z_lo = special.ndtri((n + 0.5) / (n + 1)), special.ndtri(0.5 / (n + 1))
-    z = np.where(v > ref[-1], z_hi + (v - ref[-1]) / scale, z)
-    z = np.where(v < ref[0], z_lo - (ref[0] - v) / scale, z)
-    z = np.clip(z, -Z_CAP, Z_CAP)
-    return np.where(np.isfinite(v), z, 0.0)
+    return _extend(special.ndtri(p), v, ref, scale, (n + 0.5) / (n + 1), 0.5 / (n + 1))
+
+
+def _extend(z: np.ndarray, v: np.ndarray, ref: np.ndarray, scale: float, p_hi: float, p_lo: float) -> np.ndarray:
+    """z beyond the reference's range: linear from the end percentiles `p_hi`/`p_lo` in units of `scale`;
+    capped at ±Z_CAP; NaN values -> 0."""
+    z = np.where(v > ref[-1], special.ndtri(p_hi) + (v - ref[-1]) / scale, z)
+    z = np.where(v < ref[0], special.ndtri(p_lo) - (ref[0] - v) / scale, z)
+    return np.where(np.isfinite(v), np.clip(z, -Z_CAP, Z_CAP), 0.0)
 
 
 def continuous_z(values: np.ndarray, ref: np.ndarray, scale: float) -> np.ndarray:
@@ -224,11 +227,7 @@ def continuous_z(values: np.ndarray, ref: np.ndarray, scale: float) -> np.ndarra
     v = np.asarray(values, dtype=np.float64)
     n = len(ref)
     p = np.interp(v, ref, (np.arange(n) + 1.0) / (n + 1))
-    z = special.ndtri(p)
-    z = np.where(v > ref[-1], special.ndtri(n / (n + 1)) + (v - ref[-1]) / scale, z)
-    z = np.where(v < ref[0], special.ndtri(1 / (n + 1)) - (ref[0] - v) / scale, z)
-    z = np.clip(z, -Z_CAP, Z_CAP)
-    return np.where(np.isfinite(v), z, 0.0)
+    return _extend(special.ndtri(p), v, ref, scale, n / (n + 1), 1 / (n + 1))
 
 
 def feature_names(signals: Sequence[str], directions: Mapping[str, str]) -> list[str]:

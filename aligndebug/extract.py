@@ -86,6 +86,13 @@ def teacher_forced_pass(bundle: ModelBundle, batch: Sequence[Encoded], attention
     return out, (src, src_mask, labels, lab_mask, dec)
 
 
+def label_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """[B, T] log-probability of each label under `logits` [B, T, vocabulary], as float32 numpy (padding
+    labels, -100, read token 0: the caller cuts them off)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return logp.gather(-1, labels.clamp(min=0).to(logp.device)[..., None])[..., 0].cpu().numpy()
+
+
 def forward_batch(bundle: ModelBundle, batch: Sequence[Encoded], keep: Iterable[str] = ATTENTIONS,
                   reduce: Callable[[str, np.ndarray], np.ndarray] | None = None) -> list[Record]:
     """One teacher-forced pass over a batch; returns one Record per pair, in batch order.
@@ -100,8 +107,7 @@ def forward_batch(bundle: ModelBundle, batch: Sequence[Encoded], keep: Iterable[
     tok, dev = bundle.tokenizer, bundle.device
     with torch.inference_mode():
         out, (src, src_mask, labels, lab_mask, dec) = teacher_forced_pass(bundle, batch, attentions=bool(keep))
-        logp = torch.log_softmax(out.logits.float(), dim=-1)
-        token_logp = logp.gather(-1, labels.clamp(min=0).to(dev)[..., None])[..., 0].cpu().numpy()
+        token_logp = label_logprobs(out.logits, labels)
         stacked = {}
         for kind, attr in (("cross", "cross_attentions"), ("enc_self", "encoder_attentions"),
                            ("dec_self", "decoder_attentions")):

@@ -20,7 +20,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from .extract import Encoded, Words, encode_pair, length_batches, teacher_forced_pass
+from .extract import Encoded, Words, encode_pair, label_logprobs, length_batches, teacher_forced_pass
 from .models import ModelBundle
 from .signals import logprob_positions, seq_logprob
 
@@ -41,8 +41,7 @@ def prior_seq_logprobs(bundle: ModelBundle, encoded: Sequence[Encoded], batch_si
         batch = [replace(encoded[i], src_ids=empty, src_word_ids=no_words) for i in idx]
         with torch.inference_mode():
             res, (_, _, labels, _, _) = teacher_forced_pass(bundle, batch, attentions=False)
-            logp = torch.log_softmax(res.logits.float(), dim=-1)
-            token_logp = logp.gather(-1, labels.clamp(min=0).to(logp.device)[..., None])[..., 0].cpu().numpy()
+            token_logp = label_logprobs(res.logits, labels)
         for b, i in enumerate(idx):
             e = encoded[i]
             out[i] = seq_logprob(token_logp[b, :len(e.label_ids)], logprob_positions(e.tgt_word_ids))

@@ -27,7 +27,7 @@ drown a strong one. Here the weights are learned from the calibration set itself
    non-negativity constraint).
 4. **Score** (`Combiner.logit`): per type, the fitted log-odds that the row is an error of that
    type rather than a clean row *at even odds*, blended with how rare those log-odds are among the
-   clean rows' own (the mean of the log-odds and their suspect z-score, `Combiner.type_scores`);
+   clean rows' own (the mean of the log-odds and their z-score, `continuous_z`, `Combiner.type_scores`);
    the overall score is the largest type score, and its type is the verdict (`Combiner.score` gives
    that type's probability). The blend because each pure form loses a type on
    scripts/triage_auc.py: the largest log-odds lets an easily separated type (repetition: one
@@ -318,7 +318,7 @@ class Combiner:
 
     def type_scores(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
         """Error type -> the score that type gives each row. "blend": the mean of its log-odds and of
-        those log-odds as a suspect z-score among the clean rows' own (how rare they are on clean rows):
+        those log-odds as a z-score among the clean rows' own (`continuous_z`: how rare they are on clean rows):
         log-odds alone let a type whose variants separate easily outshout the others, z-scores alone
         flatten a type whose errors are far out; "max": the log-odds."""
         return self._type_scores(self.logits(rows))

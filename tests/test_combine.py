@@ -276,3 +276,21 @@ def test_blended_ranking_is_continuous_and_old_calibrations_rank_by_log_odds():
 def special_ndtri(p):
     from scipy import special
     return float(special.ndtri(p))
+
+
+def test_triage_auc_names_the_clean_rows_behind_the_misses():
+    """scripts/triage_auc.py: the (clean, error) pairs in the wrong order count as 1 - AUC says, ties half."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("triage_auc", Path(__file__).parents[1] / "scripts" / "triage_auc.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    control = np.array([5.0, 0.0, 2.0, -1.0])
+    errors = np.array([1.0, 2.0, 6.0])
+    miss = mod.outranking(control, errors, ["a", "b", "c", "d"], k=3)
+    # 5.0 is above 1 and 2; 2.0 is above 1 and ties 2; 0.0 and -1.0 are above none
+    assert miss["pairs"] == 3.5 and miss["of"] == 12
+    assert [(r["translation"], r["outranks"]) for r in miss["rows"]] == [("a", 2.0), ("c", 1.5)]
+    y = np.r_[np.zeros(4, bool), np.ones(3, bool)]
+    assert 1 - roc_auc(np.r_[control, errors], y) == pytest.approx(miss["pairs"] / miss["of"])

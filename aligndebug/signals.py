@@ -275,11 +275,16 @@ def lowest_tokens(token_logprobs: np.ndarray, tokens: Sequence[str], positions: 
     return [{"position": int(pos[i]), "token": tokens[pos[i]], "logprob": round(float(lp[i]), 4)} for i in order]
 
 
+PUNCT_RUN = 5  # the same punctuation word this many times in a row is degenerate output, not an ellipsis
+
+
 def repetition_stats(words: Sequence[str]) -> dict[str, float]:
     """Output repetition over target words, compared case-folded and without the punctuation
     attached at either end ("street." matches "street"; a punctuation-only word stays itself).
     A repeat made of punctuation-only words alone (`is_punctuation`) does not count: doubled closing
-    brackets or quotes (") )") are ordinary text, not a model repeating itself.
+    brackets or quotes (") )") and a spaced ellipsis (". . .") are ordinary text, not a model repeating
+    itself; a run of `PUNCT_RUN` or more of the same punctuation word (". . . . . ." on and on) is
+    degenerate output, and its words count like any other.
 
     * ``repeat_share``: share of words inside a word n-gram (n >= 2) that occurs more than once.
     * ``longest_repeat``: length in words of the longest span occurring at least twice
@@ -300,7 +305,8 @@ def repetition_stats(words: Sequence[str]) -> dict[str, float]:
         lcp[k, :n] = np.where(eq[k], lcp[k + 1, 1 : n + 1] + 1, 0)
     lcp = lcp[:n, :n]
     ar = np.arange(n)
-    words_before = np.r_[0, np.cumsum([not is_punctuation(x) for x in w])]  # non-punctuation words before i
+    counted = np.array([not is_punctuation(x) for x in w]) | _in_long_run(codes, PUNCT_RUN)
+    words_before = np.r_[0, np.cumsum(counted)]  # words that count before position i
     lcp = np.where(words_before[np.minimum(ar[:, None] + lcp, n)] > words_before[ar][:, None], lcp, 0)
     off = ~np.eye(n, dtype=bool)
     longest = int(lcp[off].max()) if n > 1 else 0
@@ -314,6 +320,13 @@ def repetition_stats(words: Sequence[str]) -> dict[str, float]:
     i, j = np.nonzero(np.triu(spans, k=1))
     tandem = int((j - i).max()) if len(i) else 0
     return {"repeat_share": float(covered.mean()), "longest_repeat": float(longest), "tandem_repeat": float(tandem)}
+
+
+def _in_long_run(codes: np.ndarray, length: int) -> np.ndarray:
+    """Mask of the positions inside a run of `length` or more equal codes in a row."""
+    starts = np.r_[True, codes[1:] != codes[:-1]]
+    run_id = np.cumsum(starts) - 1
+    return np.bincount(run_id)[run_id] >= length
 
 
 def _bare(word: str) -> str:

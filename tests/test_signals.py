@@ -134,6 +134,12 @@ def test_repetition_stats():
     # ... but punctuation inside a repeated span still belongs to it
     assert repetition_stats("of the people , of the people , too".split())["tandem_repeat"] == 4.0
     assert repetition_stats("he said ( yes ( yes".split())["tandem_repeat"] == 2.0
+    # a spaced ellipsis is text; the same mark on and on (a degenerate output's dots) is a repeat like any other
+    assert repetition_stats("and so on . . .".split())["tandem_repeat"] == 0.0
+    assert repetition_stats("wait . . . . no".split())["tandem_repeat"] == 0.0
+    dots = repetition_stats(["the", "employer"] + ["."] * 300)
+    assert dots["tandem_repeat"] == 150.0 and dots["longest_repeat"] == 299.0
+    assert dots["repeat_share"] == pytest.approx(300 / 302)
 
 
 def test_reference_scores_perfect_and_disjoint():

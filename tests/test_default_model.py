@@ -50,3 +50,19 @@ def test_alignment_of_a_simple_sentence(default_bundle):
     links = align_record(rec, method="naive", layer=1)
     assert (1, 1) in links  # Hund - dog
     assert (2, 2) in links  # schläft - sleeps
+
+
+def test_triage_ranks_a_degenerate_line_first(default_bundle, data_dir):
+    """Issue 16's real-data case: a system output of 'the employer' and then hundreds of dots is too long for the
+    model, yet the run goes on and ranks it first, as a repetition, among ordinary forced references."""
+    from aligndebug.runner import run_triage
+
+    d = data_dir / "heldout" / "europarl-deen-500"
+    src = (d / "test.de").read_text(encoding="utf-8").splitlines()[:40]
+    tgt = (d / "test.en").read_text(encoding="utf-8").splitlines()[:40]
+    tgt[7] = "the employer " + " ".join(["."] * 300)
+    rows = run_triage(default_bundle, src, tgt, batch_size=16, max_variants=20)
+    top = rows[0]
+    assert top["id"] == 7 and top["flags"][:2] == ["too_long_for_model", "repetition"]
+    assert top["reasons"][1].startswith("most like a repetition error")
+    assert rows.unusable == {"too_long_for_model": 1}

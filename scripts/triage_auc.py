@@ -97,8 +97,8 @@ def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args) -> dict
         labels = np.r_[np.zeros(len(plain), bool), np.ones(len(rows[kind]), bool)]
         best = max((roc_auc(oriented(n, both, cal), labels), n) for n in names)
         unrepeated[kind] = {"learned": roc_auc(comb.logit(both), labels), "best": best[0], "best_signal": best[1]}
-    return {"table": table, "outranking": above, "without_stuttering_controls": unrepeated, "weights": describe(comb), "n": {k: len(v) for k, v in rows.items()},
-            "n_fit": len(fit_rows), "seconds": time.process_time() - t0, "combiner": comb.to_dict()}
+    return {"table": table, "outranking": above, "without_stuttering_controls": unrepeated, "weights": describe(comb),
+            "n": {k: len(v) for k, v in rows.items()}, "n_fit": len(fit_rows), "seconds": time.process_time() - t0, "combiner": comb.to_dict()}
 
 
 def outranking(control: np.ndarray, errors: np.ndarray, texts: list[str], k: int = 3) -> dict:

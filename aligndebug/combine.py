@@ -5,7 +5,9 @@ drown a strong one. Here the weights are learned from the calibration set itself
 
 1. **Synthetic errors** (`make_variants`): from the calibration rows, *detached* variants (another
    row's translation), *omission* variants (a contiguous third of the words removed) and
-   *repetition* variants (a span of one to four words said twice). Sentence-final punctuation is
+   *repetition* variants (a span of one to four words said twice: for half of them right after
+   itself, for the other half further on, *distant_repetition*, fitted as a kind of its own and
+   reported as repetition, `KINDS`). Sentence-final punctuation is
    taken off before an edit and put back after, so no edit shows as a missing or doubled full stop.
    Their signals come from forcing them through the model (`forced_signal_rows`); they are used
    for fitting only and never shown as rows.
@@ -15,7 +17,7 @@ drown a strong one. Here the weights are learned from the calibration set itself
    Beyond the calibration range the score keeps growing linearly in units of the reference's
    robust spread (IQR/1.349), so outliers are not all tied; it is capped at ±10. A two-sided signal
    (length ratio) gives two features, its low side and its high side. Undefined values are 0.
-3. **One logistic regression per error type** (`fit`), clean calibration rows (label 0) against
+3. **One logistic regression per error kind** (`fit`), clean calibration rows (label 0) against
    that type's variants (label 1), the two classes weighted equally; L2-regularised (on the weights,
    none on the intercept), the strength chosen per type from `L2_GRID` by 5-fold cross-validation
    (`choose_l2`; a variant shares the fold of the row it was made from): a type whose variants
@@ -61,12 +63,18 @@ from .signals import is_punctuation
 from .triage import apply_token_thresholds, roc_auc, triage_row
 
 ERROR_TYPES = ("detached", "omission", "repetition")
+# the kinds of synthetic error a combination is fitted on, one model each, and the error type each one is:
+# a span repeated right after itself and one repeated further on look alike to no single linear model (one
+# shows in the tandem-repeat signal, the other only in the longest repeat, noisier on clean text), so each
+# gets its own and the larger of the two speaks for repetition
+KINDS = {"detached": "detached", "omission": "omission", "repetition": "repetition",
+         "distant_repetition": "repetition"}
 # derived from per-word lists with token thresholds (NaN in raw signal rows), and needing a reference
 SKIP = ("scattered_share", "omission_share", "overattended_share")
 Z_CAP = 10.0
 MAX_SAMPLES = 1001
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-VERSION = 3
+VERSION = 4
 
 
 def signal_catalogue() -> dict[str, tuple[str, str]]:
@@ -108,28 +116,41 @@ def omit_span(text: str, rng: np.random.Generator) -> str | None:
     return join_words(words[:start] + words[start + length:], punct)
 
 
-def repeat_span(text: str, rng: np.random.Generator) -> str | None:
-    """`text` with a span of 1 to 4 of its words said again right after itself, a span that holds more
-    than punctuation (None when it has no such word): a doubled ")" is no repetition error."""
+def repeat_span(text: str, rng: np.random.Generator, distant: bool = False) -> str | None:
+    """`text` with a span of 1 to 4 of its words said again, a span that holds more than punctuation (None
+    when it has no such word): a doubled ")" is no repetition error. The copy comes right after the span,
+    or with `distant` at a random place elsewhere, neither inside it nor touching it (right after it when
+    the sentence has no such place); a distant span has two words or more (one word said again further on is
+    ordinary text: "the", "of"), unless the sentence has only one."""
     words, punct = split_final_punct(text)
     n = len(words)
     if not any(not is_punctuation(w) for w in words):
         return None
-    length = int(rng.integers(1, min(4, n) + 1))
+    length = int(rng.integers(2 if distant and n >= 2 else 1, min(4, n) + 1))
     starts = [s for s in range(n - length + 1) if not all(is_punctuation(w) for w in words[s:s + length])]
     start = starts[int(rng.integers(0, len(starts)))]
-    return join_words(words[:start + length] + words[start:start + length] + words[start + length:], punct)
+    at = start + length
+    if distant:
+        elsewhere = [p for p in range(n + 1) if p < start or p > start + length]
+        if elsewhere:
+            at = elsewhere[int(rng.integers(0, len(elsewhere)))]
+    return join_words(words[:at] + words[start:start + length] + words[at:], punct)
 
 
-def make_variants(rows: Sequence[Mapping[str, Any]], seed: int = 0, max_per_type: int | None = None
-                  ) -> dict[str, list[dict[str, Any]]]:
-    """Synthetic errors of every type from rows holding "source" and "translation" (and maybe
-    "reference"): per type a list of {"base": index of the row, "source", "translation"[, "reference"]}.
+def make_variants(rows: Sequence[Mapping[str, Any]], seed: int = 0, max_per_type: int | None = None,
+                  repetition: str = "alternate") -> dict[str, list[dict[str, Any]]]:
+    """Synthetic errors of every kind (`KINDS`) from rows holding "source" and "translation" (and maybe
+    "reference"): per kind a list of {"base": index of the row, "source", "translation"[, "reference"]}.
 
     *detached*: the translation of another row with a different text (a random derangement);
     *omission*: a contiguous ceil(n/3) of the n words removed (rows of 3+ words);
-    *repetition*: a span of 1-4 words doubled. `max_per_type` keeps a random subset of the rows.
+    *repetition* / *distant_repetition*: a span of 1-4 words said again right after itself / further on,
+    for the rows in turn (`repetition` "alternate": repetition costs no more forced passes than another
+    type), or every row's right after itself ("adjacent") or further on ("distant").
+    `max_per_type` keeps a random subset of the rows.
     """
+    if repetition not in ("alternate", "adjacent", "distant"):
+        raise ValueError(f"repetition must be 'alternate', 'adjacent' or 'distant', not {repetition!r}")
     rng = np.random.default_rng(seed)
     n = len(rows)
     base = np.arange(n)
@@ -143,7 +164,7 @@ def make_variants(rows: Sequence[Mapping[str, Any]], seed: int = 0, max_per_type
             v["reference"] = rows[i]["reference"]
         return v
 
-    out: dict[str, list[dict[str, Any]]] = {k: [] for k in ERROR_TYPES}
+    out: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
     if n >= 2:
         shift = rng.permutation(n)
         for i in base:
@@ -154,11 +175,12 @@ def make_variants(rows: Sequence[Mapping[str, Any]], seed: int = 0, max_per_type
                 if texts[j] != texts[i] and texts[j].strip():
                     out["detached"].append(variant(i, texts[j]))
                     break
-    for i in base:
+    for k, i in enumerate(base):
         if (t := omit_span(texts[i], rng)) is not None:
             out["omission"].append(variant(i, t))
-        if (t := repeat_span(texts[i], rng)) is not None:
-            out["repetition"].append(variant(i, t))
+        distant = repetition == "distant" or (repetition == "alternate" and k % 2 == 1)
+        if (t := repeat_span(texts[i], rng, distant=distant)) is not None:
+            out["distant_repetition" if distant else "repetition"].append(variant(i, t))
     return out
 
 
@@ -339,12 +361,12 @@ class Combiner:
         return np.max(np.stack(zs), axis=0)
 
     def score(self, row: Mapping[str, Any]) -> tuple[float, str]:
-        """(error probability, error type) of one row: the type with the largest type score (the verdict)
-        and its fitted probability."""
+        """(error probability, error type) of one row: the fitted kind with the largest type score (the
+        verdict), its fitted probability and the error type it is (`KINDS`)."""
         lg = self.logits([row])
         sc = self._type_scores(lg)
         kind = max(sc, key=lambda k: float(sc[k][0]))
-        return float(special.expit(lg[kind][0])), kind
+        return float(special.expit(lg[kind][0])), KINDS.get(kind, kind)
 
     def verdicts(self, rows: Sequence[Mapping[str, Any]], k: int = 3) -> list[tuple[float, list[str]]]:
         """(ranking score, the verdict in words) of every row, from one pass over the features: the score is
@@ -373,8 +395,11 @@ class Combiner:
         order = self.features_order
         w = np.array([self.weights[kind].get(f, 0.0) for f in order])
         push = w * x
-        article = "an" if kind[0] in "aeiou" else "a"
-        out = [f"most like {article} {kind} error: learned probability {prob:.2f} (at even odds against a clean row)"]
+        error = KINDS.get(kind, kind)
+        article = "an" if error[0] in "aeiou" else "a"
+        how = " (a span said again further on)" if kind == "distant_repetition" else ""
+        out = [f"most like {article} {error} error{how}: learned probability {prob:.2f} (at even odds against a "
+               "clean row)"]
         for i in np.argsort(-push)[:k]:
             if push[i] <= 0 or x[i] < 1.0:  # only signals beyond one standard deviation on the suspect side
                 continue
@@ -519,7 +544,7 @@ def fit_with_model(bundle: Any, clean_rows: Sequence[Mapping[str, Any]], *, seed
     if alti and any("alti_source" not in r for r in clean_rows):
         add_alti(bundle, clean_rows, batch_size=batch_size)  # type: ignore[arg-type]
     variants = make_variants(clean_rows, seed=seed, max_per_type=max_per_type)
-    kinds = [k for k in ERROR_TYPES if variants[k]]
+    kinds = [k for k in KINDS if variants[k]]
     items = [v for k in kinds for v in variants[k]]
     rows = compute_rows(bundle, items, alti=alti, batch_size=batch_size, **options)
     by_kind, start = {}, 0

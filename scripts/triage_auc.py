@@ -11,7 +11,8 @@ The pairs with 4+ source words are split at random (seed `--seed`) into a *fit* 
 Per suite, on the fit half: the clean rows calibrate today's triage (`triage.calibrate`, the Fisher
 score) and fit the learned combination (`combine.fit_with_model`, on synthetic variants of the fit
 half). On the evaluation half only: controls are its clean targets, errors are synthetic variants
-made from them with another seed (detached / omission / repetition, `combine.make_variants`), all
+made from them with another seed (detached / omission / repetition right after the span / repetition further
+on, `combine.make_variants`, one of each kind per row), all
 forced through the model. Printed: ROC-AUC of every signal in its suspect direction, of the Fisher
 score, of the learned combination and of ALTI+, errors of each type against the controls; and the clean rows
 the learned combination ranks above the most errors of each type (where its AUC loses, they show why), and the
@@ -42,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aligndebug.combine import (ERROR_TYPES, add_alti, fisher_scores, fit_with_model, forced_signal_rows,
+from aligndebug.combine import (KINDS, add_alti, fisher_scores, fit_with_model, forced_signal_rows,
                                 make_variants, describe)
 from aligndebug.extract import translate
 from aligndebug.models import load_model
@@ -68,27 +69,30 @@ def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args) -> dict
                     settings={"model": bundle.name, "method": "shift-att", "layer": "mean", "head": "mean"})
     comb = fit_with_model(bundle, fit_rows, seed=args.seed, max_per_type=args.fit_max_per_type, **opts)
     controls = [{"source": s, "translation": t} for s, t in zip(ev_src, ev_tgt)]
-    variants = make_variants(controls, seed=args.seed + 1)
+    # every evaluation row gets one variant of each kind: the repetition right after itself (as the errors
+    # before distant repetitions were made) and, from a second draw, further on
+    variants = make_variants(controls, seed=args.seed + 1, repetition="adjacent")
+    variants["distant_repetition"] = make_variants(controls, seed=args.seed + 1, repetition="distant")["distant_repetition"]
     rows = {"control": forced_signal_rows(bundle, controls, **opts)}
-    for kind in ERROR_TYPES:
+    for kind in KINDS:
         rows[kind] = forced_signal_rows(bundle, variants[kind], **opts)
     names = [n for n in list(SIGNALS) + ["alti_source"]
              if sum(np.isfinite(r.get(n, np.nan)) for r in rows["control"] if isinstance(r.get(n), float)) > 0]
     table: dict[str, dict[str, float]] = {}
-    for kind in ERROR_TYPES:
+    for kind in KINDS:
         both = rows["control"] + rows[kind]
         labels = np.r_[np.zeros(len(rows["control"]), bool), np.ones(len(rows[kind]), bool)]
         for n in names:
             table.setdefault(n, {})[kind] = roc_auc(oriented(n, both, cal), labels)
         table.setdefault("Fisher score (today)", {})[kind] = roc_auc(fisher_scores(both, cal), labels)
         table.setdefault("learned combination", {})[kind] = roc_auc(comb.logit(both), labels)
-        table.setdefault("learned, this type only", {})[kind] = roc_auc(comb.logits(both)[kind], labels)
-        table.setdefault("learned, clean-percentile max", {})[kind] = roc_auc(comb.clean_z(both), labels)
         lg = comb.logits(both)
+        table.setdefault("learned, this type only", {})[kind] = roc_auc(lg[kind], labels) if kind in lg else np.nan
+        table.setdefault("learned, clean-percentile max", {})[kind] = roc_auc(comb.clean_z(both), labels)
         table.setdefault("learned, largest log-odds", {})[kind] = roc_auc(np.max([lg[k] for k in lg], 0), labels)
     control_scores = comb.logit(rows["control"])
     above = {kind: outranking(control_scores, comb.logit(rows[kind]), [r["translation"] for r in rows["control"]])
-             for kind in ERROR_TYPES}
+             for kind in KINDS}
     # a clean row that already says a span twice in a row is a repetition error by this benchmark's own definition
     plain = [r for r in rows["control"] if not r.get("tandem_repeat")]
     unrepeated: dict = {"removed": len(rows["control"]) - len(plain)}
@@ -114,12 +118,12 @@ def markdown(table: dict[str, dict[str, float]]) -> str:
     combined = ("Fisher score (today)", "learned combination", "learned, this type only", "learned, clean-percentile max",
                 "learned, largest log-odds")
     single = {k: v for k, v in table.items() if k not in combined}
-    best = {e: max(v[e] for v in single.values()) for e in ERROR_TYPES}
-    lines = ["| signal | direction | " + " | ".join(ERROR_TYPES) + " |", "|---|---|" + "---:|" * len(ERROR_TYPES)]
+    best = {e: max(v[e] for v in single.values()) for e in KINDS}
+    lines = ["| signal | direction | " + " | ".join(KINDS) + " |", "|---|---|" + "---:|" * len(KINDS)]
     for name, row in table.items():
         direction = SIGNALS[name].direction if name in SIGNALS else "low" if name == "alti_source" else ""
         label = f"**{name}**" if name in combined else f"`{name}`"
-        cells = [f"**{row[e]:.3f}**" if name in single and row[e] == best[e] else f"{row[e]:.3f}" for e in ERROR_TYPES]
+        cells = [f"**{row[e]:.3f}**" if name in single and row[e] == best[e] else f"{row[e]:.3f}" for e in KINDS]
         lines.append(f"| {label} | {direction} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -49,6 +49,21 @@ def test_repetition_doubles_a_span():
         assert [w for w in out if True][:1] == ["a"] or out[0] == "a"
 
 
+def test_distant_repetition_says_the_span_again_elsewhere():
+    rng = np.random.default_rng(2)
+    text = "the man walks his dog in the park every morning"
+    words = text.split()
+    for _ in range(30):
+        out = repeat_span(text, rng, distant=True).split()
+        extra = len(out) - len(words)
+        assert 2 <= extra <= 4
+        # removing one copy gives the sentence back, and no span sits right after itself
+        assert any(out[:i] + out[i + extra:] == words for i in range(len(out) - extra + 1))
+        assert not any(out[i:i + m] == out[i + m:i + 2 * m] for m in range(1, extra + 1) for i in range(len(out) - 2 * m + 1))
+    # no place apart from the span in a one-word sentence: right after it
+    assert repeat_span("hello", rng, distant=True) == "hello hello"
+
+
 def test_repetition_never_doubles_punctuation_alone():
     rng = np.random.default_rng(0)
     for _ in range(50):
@@ -65,10 +80,21 @@ def test_make_variants():
         assert item["translation"] in [r["translation"] for r in ROWS]
         assert item["source"] == ROWS[item["base"]]["source"]
     assert all(len(i["translation"].split()) < len(ROWS[i["base"]]["translation"].split()) for i in v["omission"])
-    assert all(len(i["translation"].split()) > len(ROWS[i["base"]]["translation"].split()) for i in v["repetition"])
+    for kind in ("repetition", "distant_repetition"):
+        assert all(len(i["translation"].split()) > len(ROWS[i["base"]]["translation"].split()) for i in v[kind])
+    # the rows' repetitions are dealt in turn: right after the span, then further on
+    assert len(v["repetition"]) == 3 and len(v["distant_repetition"]) == 3
+    assert {i["base"] for i in v["repetition"]}.isdisjoint(i["base"] for i in v["distant_repetition"])
     assert make_variants(ROWS, seed=3) == v  # deterministic
     few = make_variants(ROWS, seed=3, max_per_type=2)
-    assert all(len(x) == 2 for x in few.values())
+    assert [len(few[k]) for k in combine.KINDS] == [2, 2, 1, 1]
+    # every row's repetition of one kind: the other kinds as "alternate" makes them
+    for how, kind in (("adjacent", "repetition"), ("distant", "distant_repetition")):
+        one = make_variants(ROWS, seed=3, repetition=how)
+        assert len(one[kind]) == len(ROWS) and one["distant_repetition" if how == "adjacent" else "repetition"] == []
+        assert one["detached"] == v["detached"]
+    with pytest.raises(ValueError, match="alternate"):
+        make_variants(ROWS, repetition="both")
 
 
 def test_suspect_z():
@@ -144,6 +170,16 @@ def test_json_round_trip_and_reasons():
         Combiner.from_dict({"signals": []})
 
 
+def test_a_distant_repetition_is_reported_as_repetition():
+    rng = np.random.default_rng(4)
+    clean = _toy_rows(rng, 200)
+    comb = fit(clean, {"detached": _toy_rows(rng, 200, shift=2.0), "distant_repetition": _toy_rows(rng, 200, rep=2.0)})
+    bad = {"seq_logprob": -1.0, "longest_repeat": 9.0, "entropy_mean": 0.0, "length_ratio": 1.0}
+    prob, kind = comb.score(bad)
+    assert kind == "repetition" and prob > 0.9
+    assert comb.reasons(bad)[0].startswith("most like a repetition error (a span said again further on): ")
+
+
 def test_two_sided_signal_gets_both_sides():
     rng = np.random.default_rng(3)
     clean = _toy_rows(rng, 300)
@@ -162,7 +198,7 @@ def test_fit_with_a_model_end_to_end(tiny_bundle):
     clean = combine.forced_signal_rows(b, items, batch_size=8)
     assert all(0 <= r["alti_source"] <= 1 for r in clean)
     comb = combine.fit_with_model(b, clean, seed=0, batch_size=8)
-    assert set(comb.weights) == set(combine.ERROR_TYPES)
+    assert set(comb.weights) == set(combine.KINDS)
     assert "alti_source" in comb.signals
     assert comb.n_fit["detached"] == {"clean": len(clean), "errors": len(clean)}
     assert comb.logit(clean).shape == (len(clean),)

@@ -453,7 +453,7 @@ def test_learned_combination_ranks_and_round_trips(tiny, tmp_path):
     cal = rows.calibration
     assert cal.combine == "learned" and Calibration.load(calibration_path(out)) == cal
     comb = Combiner.from_dict(cal.combiner)
-    assert set(comb.weights) <= {"detached", "omission", "repetition"} and comb.weights
+    assert set(comb.weights) <= {"detached", "omission", "repetition", "distant_repetition"} and comb.weights
     assert sorted(r["id"] for r in rows) == list(range(5))  # the variants are not rows
     alti = sentence_source_contribution(bundle, list(zip(SOURCES, TARGETS)))
     for r in rows:

@@ -6,7 +6,7 @@ drown a strong one. Here the weights are learned from the calibration set itself
 1. **Synthetic errors** (`make_variants`): from the calibration rows, *detached* variants (another
    row's translation), *omission* variants (a contiguous third of the words removed) and
    *repetition* variants (a span of one to four words said twice: for half of them right after
-   itself, for the other half further on, *distant_repetition*, fitted as a kind of its own and
+   itself, for the other half (two to four words) further on, *distant_repetition*, fitted as a kind of its own and
    reported as repetition, `KINDS`). Sentence-final punctuation is
    taken off before an edit and put back after, so no edit shows as a missing or doubled full stop.
    Their signals come from forcing them through the model (`forced_signal_rows`); they are used
@@ -144,7 +144,7 @@ def make_variants(rows: Sequence[Mapping[str, Any]], seed: int = 0, max_per_type
 
     *detached*: the translation of another row with a different text (a random derangement);
     *omission*: a contiguous ceil(n/3) of the n words removed (rows of 3+ words);
-    *repetition* / *distant_repetition*: a span of 1-4 words said again right after itself / further on,
+    *repetition* / *distant_repetition*: a span of 1-4 words said again right after itself / of 2-4 further on,
     for the rows in turn (`repetition` "alternate": repetition costs no more forced passes than another
     type), or every row's right after itself ("adjacent") or further on ("distant").
     `max_per_type` keeps a random subset of the rows.

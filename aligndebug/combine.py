@@ -295,13 +295,25 @@ class Combiner:
     def features_order(self) -> list[str]:
         return feature_names(self.signals, self.directions)
 
-    def _refs(self) -> dict[str, tuple[np.ndarray, float]]:
-        cache = self.__dict__.get("_ref_cache")
+    def _cached_refs(self, key: str, source: Mapping[str, list[float]]) -> dict[str, tuple[np.ndarray, float]]:
+        """name -> (sorted reference values, their tail scale), built once per combiner: rows are scored one
+        at a time when a ranked file is streamed."""
+        cache = self.__dict__.get(key)
         if cache is None:
-            cache = {s: (np.asarray(v, dtype=np.float64), triage.tail_scale(np.asarray(v, dtype=np.float64)))
-                     for s, v in self.samples.items()}
-            self.__dict__["_ref_cache"] = cache  # not a dataclass field: never serialised
+            cache = {}
+            for name, values in source.items():
+                ref = np.asarray(values, dtype=np.float64)
+                cache[name] = (ref, triage.tail_scale(ref))
+            self.__dict__[key] = cache  # not a dataclass field: never serialised
         return cache
+
+    def _refs(self) -> dict[str, tuple[np.ndarray, float]]:
+        """Signal -> its clean calibration values and their tail scale."""
+        return self._cached_refs("_ref_cache", self.samples)
+
+    def _logit_refs(self) -> dict[str, tuple[np.ndarray, float]]:
+        """Error kind -> the clean rows' own sorted log-odds and their tail scale."""
+        return self._cached_refs("_logit_ref_cache", self.clean_logits)
 
     def features(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """[n_rows, n_features] suspect z-scores, in `features_order`."""
@@ -332,11 +344,8 @@ class Combiner:
     def _type_scores(self, lg: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.ranking == "max":
             return dict(lg)
-        out = {}
-        for k, v in lg.items():
-            ref = np.asarray(self.clean_logits[k], dtype=np.float64)
-            out[k] = 0.5 * v + 0.5 * continuous_z(v, ref, triage.tail_scale(ref))
-        return out
+        refs = self._logit_refs()
+        return {k: 0.5 * v + 0.5 * continuous_z(v, *refs[k]) for k, v in lg.items()}
 
     def type_scores(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
         """Error type -> the score that type gives each row. "blend": the mean of its log-odds and of
@@ -353,12 +362,8 @@ class Combiner:
     def clean_z(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """An alternative ranking score: each type's log-odds as a suspect z-score among the clean
         rows' own log-odds (so every type has the same false-alarm tail), largest over the types."""
-        lg = self.logits(rows)
-        zs = []
-        for k in self.weights:
-            ref = np.asarray(self.clean_logits[k], dtype=np.float64)
-            zs.append(suspect_z(lg[k], ref, triage.tail_scale(ref)))
-        return np.max(np.stack(zs), axis=0)
+        lg, refs = self.logits(rows), self._logit_refs()
+        return np.max(np.stack([suspect_z(lg[k], *refs[k]) for k in self.weights]), axis=0)
 
     def score(self, row: Mapping[str, Any]) -> tuple[float, str]:
         """(error probability, error type) of one row: the fitted kind with the largest type score (the

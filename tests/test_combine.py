@@ -12,7 +12,7 @@ from scipy import special
 from aligndebug import combine
 from aligndebug.combine import (Combiner, fit, make_variants, omit_span, repeat_span, split_final_punct,
                                 suspect_z)
-from aligndebug.triage import roc_auc
+from aligndebug.triage import roc_auc, tail_scale
 
 ROWS = [{"source": f"Quelle {i} .", "translation": t} for i, t in enumerate([
     "the cat sat on the mat .", "a dog barks at night", "we go home now .", "it is raining today !",
@@ -290,9 +290,9 @@ def test_blended_ranking_is_continuous_and_old_calibrations_rank_by_log_odds():
     ref = np.array([-2.0, -1.0, 0.0, 1.0, 3.0])
     z = continuous_z(np.array([1.0 - 1e-9, 1.0, 1.0 + 1e-9, 2.0]), ref, 1.0)
     assert abs(z[0] - z[2]) < 1e-6 and z[0] < z[3] < continuous_z(np.array([3.0]), ref, 1.0)[0]
-    assert continuous_z(np.array([1.0]), ref, 1.0)[0] == pytest.approx(special_ndtri(4 / 6))
+    assert continuous_z(np.array([1.0]), ref, 1.0)[0] == pytest.approx(special.ndtri(4 / 6))
     # beyond the range: the end percentile, then linear in units of the scale
-    assert continuous_z(np.array([5.0]), ref, 2.0)[0] == pytest.approx(special_ndtri(5 / 6) + 1.0)
+    assert continuous_z(np.array([5.0]), ref, 2.0)[0] == pytest.approx(special.ndtri(5 / 6) + 1.0)
     rng = np.random.default_rng(4)
     clean = _toy_rows(rng, 200)
     comb = fit(clean, {"detached": _toy_rows(rng, 100, shift=1.5), "repetition": _toy_rows(rng, 100, rep=1.5)})
@@ -301,17 +301,13 @@ def test_blended_ranking_is_continuous_and_old_calibrations_rank_by_log_odds():
     lg, sc = comb.logits(rows), comb.type_scores(rows)
     for k in lg:
         ref = np.asarray(comb.clean_logits[k])
-        want = 0.5 * lg[k] + 0.5 * continuous_z(lg[k], ref, __import__("aligndebug.triage").triage.tail_scale(ref))
+        want = 0.5 * lg[k] + 0.5 * continuous_z(lg[k], ref, tail_scale(ref))
         np.testing.assert_allclose(sc[k], want, rtol=1e-12)
     np.testing.assert_allclose(comb.logit(rows), np.max([sc[k] for k in sc], 0), rtol=1e-12)
     old = {k: v for k, v in comb.to_dict().items() if k != "ranking"}
     assert np.allclose(Combiner.from_dict(old).logit(rows), np.max([lg[k] for k in lg], 0))
     assert not np.allclose(comb.logit(rows), Combiner.from_dict(old).logit(rows))
 
-
-def special_ndtri(p):
-    from scipy import special
-    return float(special.ndtri(p))
 
 
 def test_triage_auc_names_the_clean_rows_behind_the_misses():

@@ -27,7 +27,7 @@ from .learned import WEIGHTS, LearnedAligner, links_from_word_matrix, load_align
 from .learned_train import read_words, read_silver, train_aligner
 from .methods import DEFAULT_ROW_RULE, ROW_RULES, compared_aligners
 from .models import load_model
-from .pairs import count_lines, iter_pair_lengths, iter_pairs, read_text_lines
+from .pairs import count_lines, iter_pair_lengths, iter_pairs, read_lines_keeping_bad
 from . import ray_backend
 from .report import write_report
 from .rows import ScoreOptions, TriageRow, read_links, summary
@@ -639,6 +639,15 @@ def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def _triage_lines(path: str, unreadable: dict[int, str]) -> list[str]:
+    """The lines of one of triage's files, every line kept (`pairs.read_lines_keeping_bad`); the errors of those
+    that could not be read are added to `unreadable` (sentence index -> why, a sentence's files joined)."""
+    lines, bad = read_lines_keeping_bad(path)
+    for k, why in bad.items():
+        unreadable[k] = f"{unreadable[k]}; {why}" if k in unreadable else why
+    return lines
+
+
 def cmd_triage(args: argparse.Namespace) -> int:
     """Handler of `aligndebug triage`."""
     apply_testset(args, {"src": "src", "ref": "tgt"})
@@ -646,10 +655,14 @@ def cmd_triage(args: argparse.Namespace) -> int:
         raise InputError(None, None, "no source sentences given", "--src FILE or --testset NAME")
     if isinstance(args.layer, list) or isinstance(args.head, list):
         raise InputError(None, None, "lists of layers or heads are not supported by triage", "one index or 'mean'")
-    # empty lines are kept: such a sentence is flagged `empty` and ranked among the suspects
-    sources = read_text_lines(args.src, "source sentence", allow_empty=True)
-    targets = read_text_lines(args.tgt, "translation", allow_empty=True) if args.tgt else None
-    references = read_text_lines(args.ref, "reference") if args.ref else None
+    # no line stops a triage: an empty source or translation is flagged `empty`, a line with bytes that cannot
+    # be decoded `undecodable` (file and line named), both ranked among the suspects; an empty reference
+    # line leaves its row without reference scores
+    unreadable: dict[int, str] = {}
+    sources, targets, references = (_triage_lines(path, unreadable) if path else None
+                                    for path in (args.src, args.tgt, args.ref))
+    if references is not None:
+        references = [r if r.strip(" ") else None for r in references]
     for path, lines in ((args.tgt, targets), (args.ref, references)):
         if lines is not None and len(lines) != len(sources):
             raise InputError(path, None, f"{len(lines)} lines but {args.src} has {len(sources)}",
@@ -678,9 +691,10 @@ def cmd_triage(args: argparse.Namespace) -> int:
         try:
             if ray_kwargs is not None:
                 rows = ray_backend.triage_with_ray(args.model, sources, targets, references, **common, on_progress=bar.update,
-                                       **ray_kwargs)
+                                                   unreadable=unreadable, **ray_kwargs)
             else:
-                rows = run_triage(bundle, sources, targets, references, **common, on_progress=bar.update)
+                rows = run_triage(bundle, sources, targets, references, **common, on_progress=bar.update,
+                                  unreadable=unreadable)
         except InputError as exc:  # a sentence the model cannot take: name the source file
             if exc.path is not None:
                 raise

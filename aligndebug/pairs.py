@@ -84,14 +84,20 @@ def iter_lines_at(path: PathLike, offset: int = 0, first_line: int = 1,
             pos += len(raw)
 
 
-def decode_line(path: str, lineno: int, raw: bytes, encoding: str = "utf-8") -> str:
-    """One raw line as text: BOM (first line only), ``\\n`` and a trailing ``\\r`` dropped; bad bytes name the line."""
+def _line_bytes(lineno: int, raw: bytes) -> bytes:
+    """A raw line without its BOM (first line only), ``\\n`` and trailing ``\\r``."""
     if lineno == 1 and raw.startswith(_BOM):
         raw = raw[len(_BOM):]
     if raw.endswith(b"\n"):
         raw = raw[:-1]
     if raw.endswith(b"\r"):
         raw = raw[:-1]
+    return raw
+
+
+def decode_line(path: str, lineno: int, raw: bytes, encoding: str = "utf-8") -> str:
+    """One raw line as text: BOM (first line only), ``\\n`` and a trailing ``\\r`` dropped; bad bytes name the line."""
+    raw = _line_bytes(lineno, raw)
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -205,6 +211,26 @@ def iter_pair_lengths(pairs) -> Iterator[tuple[int, int]]:
 def pair_lengths(pairs) -> list[tuple[int, int]]:
     """(n_src_words, n_tgt_words) per pair, as a list: the `sentences` argument of gold.read_gold."""
     return list(iter_pair_lengths(pairs))
+
+
+def read_lines_keeping_bad(path: str | os.PathLike[str], encoding: str = "utf-8") -> tuple[list[str], dict[int, str]]:
+    """Every line of a text file for a run that keeps bad lines (triage): (texts, bad) where a line that
+    `decode_line` refuses (bytes that cannot be decoded, a NUL byte, a stray byte-order mark) is kept as text
+    with U+FFFD in place of what it could not read, and `bad` maps its 0-based index to that error, file and
+    line named (``PATH:LINE: message``)."""
+    path = os.fspath(path)
+    texts: list[str] = []
+    bad: dict[int, str] = {}
+    with open_bytes(path) as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                text = decode_line(path, lineno, raw, encoding)
+            except InputError as exc:
+                bad[lineno - 1] = f"{exc.path}:{exc.line}: {exc.message}"
+                text = _line_bytes(lineno, raw).decode(encoding, errors="replace")
+                text = text.replace("\x00", "\ufffd").replace("\ufeff", "")
+            texts.append(text)
+    return texts, bad
 
 
 def read_text_lines(path: str | os.PathLike[str], what: str, allow_empty: bool = False) -> list[str]:

@@ -58,6 +58,7 @@ class Item:
     target: str | list[str] | None = None
     gold: GoldAlignment | None = None
     reference: str | None = None
+    unreadable: str | None = None  # why its text could not be read as it is (file and line named): not run
 
     @property
     def source_text(self) -> str:
@@ -181,9 +182,12 @@ def _text(x: str | list[str] | None) -> str:
 
 
 def unusable_reason(bundle: ModelBundle, item: Item) -> tuple[str, str] | Encoded:
-    """(code, message) when the model cannot take `item` -- ``empty`` (no source word, or a given target
-    with no word) or ``too_long_for_model`` (past the model's positions) -- else the pair as encoded for
-    the forward pass (the target empty when the model is to translate)."""
+    """(code, message) when the model cannot take `item` -- ``undecodable`` (a line whose bytes could not be
+    read, `Item.unreadable`), ``empty`` (no source word, or a given target with no word) or
+    ``too_long_for_model`` (past the model's positions) -- else the pair as encoded for the forward pass (the
+    target empty when the model is to translate)."""
+    if item.unreadable:
+        return "undecodable", item.unreadable
     if not _text(item.source).split():
         return "empty", "the source is empty"
     if item.target is not None and not _text(item.target).split():
@@ -214,13 +218,16 @@ def items_from_pairs(pairs: Iterable[SentencePair], golds: Sequence[GoldAlignmen
 
 
 def items_from_lines(sources: Sequence[str], targets: Sequence[str] | None = None,
-                     references: Sequence[str] | None = None) -> list[Item]:
-    """Items of parallel lists of sentences (texts); sentence k is line k + 1."""
+                     references: Sequence[str | None] | None = None,
+                     unreadable: Mapping[int, str] | None = None) -> list[Item]:
+    """Items of parallel lists of sentences (texts); sentence k is line k + 1. `unreadable`: sentence index ->
+    why a line of it could not be read (`pairs.read_lines_keeping_bad`); such a sentence is kept, not run."""
+    unreadable = unreadable or {}
     for what, lines in (("targets", targets), ("references", references)):
         if lines is not None and len(lines) != len(sources):
             raise ValueError(f"{len(sources)} sources but {len(lines)} {what}: expected one {what[:-1]} per source")
     return [Item(k, k + 1, s, None if targets is None else targets[k], None,
-                 None if references is None else references[k]) for k, s in enumerate(sources)]
+                 None if references is None else references[k], unreadable.get(k)) for k, s in enumerate(sources)]
 
 
 def iter_chunks(items: Iterable[Item], chunk_size: int, done: Iterable[int] = ()) -> Iterator[list[Item]]:
@@ -588,20 +595,22 @@ def signal_rows(bundle: ModelBundle, sources: Sequence[str], targets: Sequence[s
 
 
 def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | None = None,
-               references: Sequence[str] | None = None, batch_size: int = 16,
+               references: Sequence[str | None] | None = None, batch_size: int = 16,
                calibration: Calibration | None = None, *, beam: int = 1, layer: int | str = "mean",
                head: int | str = "mean", method: str = "shift-att", percentile: float = 95.0,
                out: str | os.PathLike[str] | None = None, chunk_size: int = 256,
                on_progress: Callable[[int], None] | None = None, execute: Execute | None = None,
                model_name: str | None = None, combine: str = "learned", seed: int = 0,
-               max_variants: int = 50) -> TriageRows | RankedFile:
+               max_variants: int = 50, unreadable: Mapping[int, str] | None = None) -> TriageRows | RankedFile:
     """Signals, score, flags and reasons for every sentence, most suspect first.
 
     `combine`: how the signals make one score. "learned" (default): when calibrating on this set, a learned
     combination (`combine.Combiner`) is fitted on it against synthetic errors made from its own rows
     (`max_variants` per error type, forced through the model, never ranked), saved in the calibration; a
     given calibration must hold one. "fisher": Fisher's method over the signal families (`triage`).
-    A sentence the model cannot take is kept, flagged with the reason and ranked among the suspects.
+    A sentence the model cannot take is kept, flagged with the reason and ranked among the suspects; so is one
+    with a line that could not be read (`unreadable`: sentence index -> why, file and line named), not run.
+    A reference may be None (an empty line): that row has no reference scores.
 
     Without `calibration` the thresholds are calibrated on this set (`percentile`). With `out`, each chunk's
     rows are appended to ``<out>.partial`` as they come (a rerun resumes from it); at the end the ranked rows
@@ -617,7 +626,7 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
             raise ValueError("the calibration holds no learned combination: make it with combine 'learned' "
                              "(aligndebug triage --combine learned) or use combine 'fisher'")
         calibration.combine = combine
-    items = items_from_lines(sources, targets, references)
+    items = items_from_lines(sources, targets, references, unreadable)
     settings = triage_settings(model_name or getattr(bundle, "name", None), method=method, layer=layer, head=head,
                                calibration=calibration)
     store: PartialRows | list[dict[str, Any]] = PartialRows(out, sources) if out is not None else []

@@ -8,7 +8,8 @@ import types
 import pytest
 
 from aligndebug.errors import InputError
-from aligndebug.pairs import SentencePair, count_lines, iter_lines, iter_pairs, pair_lengths, split_words
+from aligndebug.pairs import (SentencePair, count_lines, iter_lines, iter_pairs, pair_lengths, read_lines_keeping_bad,
+                              split_words)
 
 
 def write(path, data: bytes | str):
@@ -89,6 +90,26 @@ def test_undecodable_bytes_name_file_and_line(tmp_path):
         list(iter_pairs(src, tgt))
     assert info.value.line == 2 and info.value.path.endswith("s.txt")
     assert "\\xff" in str(info.value) and "utf-8" in str(info.value)
+
+
+def test_lines_kept_with_their_errors_for_triage(tmp_path):
+    """Triage keeps every line: one it cannot read comes back with U+FFFD where the bad bytes were, and the
+    error `iter_lines` would have raised, naming file and line; good lines, the first line's BOM and CRLF
+    read as `iter_lines` reads them, gzipped files too."""
+    import gzip
+
+    data = b"\xef\xbb\xbfok\r\nbad \xff byte\nnul\x00here\n\xef\xbb\xbfstray bom\n\nlast"
+    p = write(tmp_path / "t.en", data)
+    texts, bad = read_lines_keeping_bad(p)
+    assert texts == ["ok", "bad \ufffd byte", "nul\ufffdhere", "stray bom", "", "last"]
+    assert sorted(bad) == [1, 2, 3]
+    assert bad[1].startswith(f"{p}:2: bytes b'\\xff' at byte 5") and "utf-8" in bad[1]
+    assert bad[2].startswith(f"{p}:3: a NUL byte") and bad[3].startswith(f"{p}:4: a byte-order mark")
+    for k, (lineno, text) in enumerate(iter_lines(write(tmp_path / "good.txt", b"\xef\xbb\xbfok\r\n\nlast"))):
+        assert text == texts[[0, 4, 5][k]]
+    gz = tmp_path / "t.en.gz"
+    gz.write_bytes(gzip.compress(data))
+    assert read_lines_keeping_bad(gz) == (texts, {k: v.replace(str(p), str(gz)) for k, v in bad.items()})
 
 
 def test_empty_lines_error_unless_allowed(tmp_path):

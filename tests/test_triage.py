@@ -391,6 +391,37 @@ def test_cli_triage(tiny, tmp_path, capsys):
         assert cal.n == 3 and cal.combine == combine  # the unusable rows calibrate nothing
 
 
+def test_cli_triage_keeps_lines_it_cannot_read(tiny, tmp_path, capsys):
+    """Bytes that cannot be decoded (a translation, a reference) do not stop the run: the row is kept, flagged
+    `undecodable` with the file and line, scored by the signals needing no forward pass (on the text with
+    U+FFFD in place of the bad bytes), ranked among the suspects and counted; an empty reference line leaves
+    its row without reference scores."""
+    from aligndebug.cli import main
+
+    _, folder = tiny
+    src, tgt, ref = tmp_path / "src.txt", tmp_path / "tgt.txt", tmp_path / "ref.txt"
+    src.write_text("\n".join(SOURCES) + "\n", encoding="utf-8")
+    tgt.write_bytes("\n".join(TARGETS[:3] + ["children play \udcff on the beach .", TARGETS[4]]).encode(
+        "utf-8", "surrogateescape") + b"\n")
+    ref.write_bytes(b"a dog runs .\n\xc3(two men\n\na kid on the beach .\ndogs .\n")
+    out = tmp_path / "o.jsonl"
+    args = ["triage", "--model", str(folder), "--src", str(src), "--tgt", str(tgt), "--ref", str(ref),
+            "--out", str(out), "--chunk-size", "2", "--no-progress"]
+    assert main(args) == 0
+    assert "could not take 2 (undecodable 2)" in capsys.readouterr().out
+    rows = {r["id"]: r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
+    assert len(rows) == 5
+    assert rows[3]["flags"][0] == "undecodable" and f"{tgt}:4: bytes b'\\xff'" in rows[3]["reasons"][0]
+    assert rows[3]["translation"] == "children play \ufffd on the beach ." and rows[3]["repeat_share"] == 0.0
+    assert rows[3]["length_ratio"] == approx(7 / 5) and rows[3]["seq_logprob"] is None
+    assert rows[1]["flags"][0] == "undecodable" and f"{ref}:2: bytes b'\\xc3'" in rows[1]["reasons"][0]
+    for k in (1, 3):
+        assert rows[k]["suspect"] and rows[k]["rank"] <= sum(r["suspect"] for r in rows.values())
+    assert "chrf" not in rows[2] and rows[2].get("reference") is None  # the empty reference line
+    assert rows[0]["chrf"] > 0 and rows[0]["seq_logprob"] is not None
+    assert Calibration.load(calibration_path(out)).n == 3  # the unreadable rows calibrate nothing
+
+
 # ----------------------------------------------------------------------------- error suite helpers
 
 def _suite():

@@ -699,6 +699,10 @@ def testset_page(cfg: dict[str, Any], inp: dict[str, Any]) -> None:
         if key in corpus:
             col.metric(label, f"{corpus[key]:.3f}" if key in ("aer", "precision", "recall") else f"{corpus[key]:.1f}")
     st.caption(f"Scored with {corpus['settings']}" + (f" · gold: {corpus['gold']}" if "gold" in corpus else ""))
+    if corpus.get("unusable"):
+        st.warning(f"The model could not take {sum(corpus['unusable'].values())} sentence(s) ("
+                   + ", ".join(f"{k} {n}" for k, n in sorted(corpus["unusable"].items()))
+                   + "): they are not aligned, and are flagged with the reason and ranked among the suspects below.")
     if "gold" in corpus:
         for w in corpus.get("gold_warnings", []):
             st.warning(w)

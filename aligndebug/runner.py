@@ -190,12 +190,13 @@ def unusable_reason(bundle: ModelBundle, item: Item) -> tuple[str, str] | Encode
         return "undecodable", item.unreadable
     if not _text(item.source).split():
         return "empty", "the source is empty"
-    if item.target is not None and not _text(item.target).split():
-        return "empty", "the target is empty"
+    no_target = item.target is not None and not _text(item.target).split()
     try:
-        return encode_pair(bundle, item.source, item.target if item.target is not None else [], item.index)
+        # an empty target is named only for a source the model could take: one too long left no translation
+        enc = encode_pair(bundle, item.source, [] if no_target or item.target is None else item.target, item.index)
     except SentenceError as exc:
         return ("empty" if "empty" in exc.reason else "too_long_for_model"), exc.reason
+    return ("empty", "the target is empty") if no_target else enc
 
 
 # ------------------------------------------------------------------------------------------ cutting, running

@@ -49,14 +49,17 @@ RANKINGS = {"learned": "the learned combination", "fisher": "Fisher's method"}
 def read_testset(src: Path | None, tgt: Path | None = None, gold: Path | None = None, ref: Path | None = None,
                  *, base: int | None = None, limit: int | None = None):
     """(pairs, gold set or None, references or None), the first `limit` sentences of each. `src` is a source
-    file or a ``source ||| target`` file (then `tgt` must be None); errors name file and line."""
+    file or a ``source ||| target`` file (then `tgt` must be None); errors name file and line. Empty sentences
+    are kept (the run flags them)."""
     if src is None:
         raise InputError(None, None, "no source file given", "a source file or a `source ||| target` file")
     is_pairs = "|||" in next(iter_lines(src), (0, ""))[1]  # a `source ||| target` file, or sources alone
     if is_pairs and tgt is not None:
         raise InputError(tgt, None, "a translations file was given with a `source ||| target` file",
                          "either one pairs file or a source file with an optional translations file")
-    all_pairs = list(iter_pairs(pairs_path=src) if is_pairs else iter_pairs(src_path=src, tgt_path=tgt))
+    # empty lines are kept: like `aligndebug triage`, the page flags such a sentence rather than stopping
+    all_pairs = list(iter_pairs(pairs_path=src, allow_empty=True) if is_pairs
+                     else iter_pairs(src_path=src, tgt_path=tgt, allow_empty=True))
     if not all_pairs:
         raise InputError(src, None, "the file holds no sentences", "one sentence a line")
     gold_set = None
@@ -72,6 +75,15 @@ def read_testset(src: Path | None, tgt: Path | None = None, gold: Path | None = 
     return all_pairs[:limit], gold_set, (refs[:limit] if refs is not None else None)
 
 
+def _fits(bundle: ModelBundle, pair: SentencePair) -> bool:
+    """Whether the model can take `pair`'s source (`encode_pair` refuses one beyond its positions)."""
+    try:
+        encode_pair(bundle, pair.src_words, [], pair.index)
+    except ValueError:
+        return False
+    return True
+
+
 def run_testset(bundle: ModelBundle, src: Path | None, tgt: Path | None = None, gold: Path | None = None,
                 ref: Path | None = None, *, base: int | None = None, limit: int | None = None,
                 method: str = "shift-att", layer: Any = None, head: Any = "mean", beam: int = 1,
@@ -80,7 +92,10 @@ def run_testset(bundle: ModelBundle, src: Path | None, tgt: Path | None = None, 
     """Read, translate if needed, then score alignments against gold and triage in one pass, ranking the
     suspects by `combine` ("learned" or "fisher", as `aligndebug triage --combine`).
 
-    Translation takes the first third of the progress, aligning and triaging the rest.
+    Translation takes the first third of the progress, aligning and triaging the rest. As in `aligndebug
+    triage`, a sentence the model cannot take (empty, beyond its positions) does not stop the run: it is not
+    aligned, and its row is flagged with the reason and ranked among the suspects (`corpus["unusable"]` counts
+    them by reason).
     """
     progress = on_progress or (lambda fraction, text: None)
     pairs, gold_set, refs = read_testset(src, tgt, gold, ref, base=base, limit=limit)
@@ -88,24 +103,21 @@ def run_testset(bundle: ModelBundle, src: Path | None, tgt: Path | None = None, 
     n = len(pairs)
     progress(0.0, "Starting…")
     if pairs[0].tgt_words is None:
-        for p in pairs:  # a source beyond the model's positions is named (file, line) before any decoding
-            try:
-                encode_pair(bundle, p.src_words, [], p.index)
-            except ValueError as exc:
-                raise InputError(src, p.line, str(exc)) from None
-        sources = [p.source for p in pairs]
+        # a source the model cannot take (empty, beyond its positions) is not translated: its row is flagged
+        usable = [p for p in pairs if p.src_words and _fits(bundle, p)]
         hyps: list[str] = []
-        for i in range(0, n, 16):  # in chunks, so progress moves
-            hyps += translate(bundle, sources[i:i + 16], beam=beam)
-            progress(len(hyps) / n / 3, f"Translating {len(hyps)}/{n}")
-        pairs = [SentencePair(p.index, p.line, p.src_words, split_words(h)) for p, h in zip(pairs, hyps)]
+        for i in range(0, len(usable), 16):  # in chunks, so progress moves
+            hyps += translate(bundle, [p.source for p in usable[i:i + 16]], beam=beam)
+            progress(len(hyps) / max(1, len(usable)) / 3, f"Translating {len(hyps)}/{len(usable)}")
+        hyp_of = {p.index: h for p, h in zip(usable, hyps)}
+        pairs = [SentencePair(p.index, p.line, p.src_words, split_words(hyp_of.get(p.index, ""))) for p in pairs]
     done = [0]
 
     def tick(k: int) -> None:
         done[0] += k
         progress(min(1.0, 1 / 3 + 2 * done[0] / n / 3), f"Aligning and triaging {min(done[0], n)}/{n}")
 
-    opts = ScoreOptions(method=method, layer=layer, head=head, per_head=gold_set is not None)
+    opts = ScoreOptions(method=method, layer=layer, head=head, per_head=gold_set is not None, skip_invalid=True)
     ranked, aligned, totals = score_and_triage(bundle, pairs, golds, refs, opts, triage_layer=layer, on_progress=tick,
                                                combine=combine)
     rows = list(ranked)
@@ -115,7 +127,7 @@ def run_testset(bundle: ModelBundle, src: Path | None, tgt: Path | None = None, 
                   "precision": s.get("precision"), "recall": s.get("recall")})
     progress(1.0, f"Done: {n} sentences")
     ranking = ranked.calibration.combine  # "fisher" when a learned fit was asked for but could not be made
-    corpus: dict[str, Any] = {"sentences": n, "ranking": ranking,
+    corpus: dict[str, Any] = {"sentences": n, "ranking": ranking, "unusable": dict(getattr(ranked, "unusable", {})),
                               "settings": f"model {model_name or bundle.name} · layer {layer} · head {head} · "
                                           f"{method} · suspects ranked by {RANKINGS[ranking]}"}
     if gold_set is not None and totals.scored:

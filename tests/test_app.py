@@ -325,14 +325,20 @@ def test_testset_without_translations_is_translated(app, testset):
     assert sorted(table["source"]) == sorted(testset["src"].read_text(encoding="utf-8").splitlines())
 
 
-def test_testset_source_too_long_names_file_and_line(app, testset, tmp_path):
+def test_testset_keeps_a_source_too_long_for_the_model(app, testset, tmp_path):
+    """As `aligndebug triage`, the page does not stop at a sentence the model cannot take: it says how many
+    there were, and the row is in the table, flagged with the reason."""
     lines = testset["src"].read_text(encoding="utf-8").splitlines()
     lines[1] = " ".join(["Hund"] * (tm.bundle("marian").model.config.max_position_embeddings + 5))
     src = tmp_path / "long.src"
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
     at = _run_testset(app.run(), {"src": src})
     no_crash(at)
-    assert any("long.src:2" in e and "positions" in e for e in errors(at)), errors(at)
+    assert errors(at) == []
+    assert any("could not take 1 sentence(s) (too_long_for_model 1)" in w.value for w in at.warning)
+    table = at.dataframe[0].value
+    assert len(table) == len(lines)
+    assert list(table.loc[table["id"] == 1, "flags"])[0].startswith("too_long_for_model")
 
 
 def test_testset_from_uploads(app, testset):

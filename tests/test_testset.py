@@ -100,6 +100,46 @@ def test_the_test_set_page_translates_and_names_bad_files(bundle, tmp_path):
         run_testset(bundle, f["src"], f["tgt"], ref=f["ref"])
 
 
+def test_the_test_set_page_keeps_sentences_the_model_cannot_take(bundle, tmp_path):
+    """An empty source and one beyond the model's positions do not stop the page (as they do not stop
+    `aligndebug triage`): neither is translated nor aligned, both rows are flagged with the reason, ranked
+    among the suspects and counted; the other sentences are scored as without them."""
+    from aligndebug.testset import run_testset
+
+    f = _files(tmp_path, 6)
+    lines = f["src"].read_text(encoding="utf-8").splitlines()
+    lines[1], lines[4] = "", " ".join(["Hund"] * (bundle.max_positions + 5))
+    f["src"].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for tgt, gold in ((None, None), (f["tgt"], f["gold"])):
+        res = run_testset(bundle, f["src"], tgt, gold, f["ref"], base=0, limit=6, method="naive", layer=0)
+        by_id = {r["id"]: r for r in res.rows}
+        assert sorted(by_id) == list(range(6)) and res.corpus["unusable"] == {"empty": 1, "too_long_for_model": 1}
+        assert by_id[1]["flags"][0] == "empty" and by_id[4]["flags"][0] == "too_long_for_model"
+        n_suspects = sum(r["suspect"] for r in res.rows)
+        for k in (1, 4):
+            assert by_id[k]["suspect"] and by_id[k]["rank"] <= n_suspects
+            assert not by_id[k]["links"] and by_id[k]["aer"] is None  # not aligned
+        assert all(by_id[k]["links"] for k in (0, 2, 3, 5))
+        assert all((by_id[k]["aer"] is not None) == (gold is not None) for k in (0, 2, 3, 5))
+        if tgt is None:
+            assert by_id[4]["translation"] == "" and all(by_id[k]["translation"] for k in (0, 2, 3, 5))
+        else:
+            kept = [k for k in range(6) if k not in (1, 4)]
+            want = run_testset(bundle, *_subset(tmp_path, f, kept), base=0, method="naive", layer=0)
+            assert res.corpus["aer"] == pytest.approx(want.corpus["aer"], rel=1e-9)
+
+
+def _subset(tmp_path, f: dict, keep: list[int]) -> tuple:
+    """Copies of the src, tgt, gold and ref files holding only the lines `keep`."""
+    out = []
+    for key in ("src", "tgt", "gold", "ref"):
+        lines = f[key].read_text(encoding="utf-8").splitlines()
+        path = tmp_path / f"kept_{key}.txt"
+        path.write_text("".join(lines[k] + "\n" for k in keep), encoding="utf-8")
+        out.append(path)
+    return tuple(out)
+
+
 def test_default_layer_reads_the_same_signals_reduced_or_not(bundle):
     """Layer None (the model's default view) keeps the layer `align.select` reads, so the learned combination's
     variants (one builder: reduced) are scored as the set's own rows (two builders: not reduced)."""

@@ -187,8 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gold-base", type=int, choices=(0, 1), help="gold index base (default: detect and say)")
     s.add_argument("--gold-format", choices=("pharaoh", "sp", "naacl"), help="gold format (default: detect)")
     s.add_argument("--skip-invalid", action="store_true",
-                   help="skip bad gold lines, and sentences the model cannot take (empty, too long), instead of "
-                        "stopping; skipped sentences are counted and listed (index, line, reason) in the summary")
+                   help="skip bad gold lines, and sentences the model cannot take (empty, too long, a line that "
+                        "cannot be decoded), instead of stopping; skipped sentences are counted and listed (index, "
+                        "line, reason, file) in the summary")
     s.add_argument("--per-head", action="store_true", help="also AER for every layer x head and each layer's head mean")
     s.add_argument("--compare", action="store_true",
                    help="also score the alignments of " + ", ".join(a.label for a in compared_aligners())
@@ -362,8 +363,9 @@ def driver_setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
 
 
 def _pairs(args: argparse.Namespace):
-    return iter_pairs(src_path=args.src, tgt_path=args.tgt, pairs_path=args.pairs,
-                      allow_empty=getattr(args, "skip_invalid", False))
+    keep = getattr(args, "skip_invalid", False)  # a sentence the run skips is read, not refused
+    return iter_pairs(src_path=args.src, tgt_path=args.tgt, pairs_path=args.pairs, allow_empty=keep,
+                      keep_unreadable=keep)
 
 
 def score_run(args: argparse.Namespace, bundle: Any, opts: ScoreOptions) -> dict[str, Any]:
@@ -461,7 +463,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         extra["aligner"] = {k: opts.aligner.card.get(k) for k in ("base_model", "objective", "steps", "data")}
     result = summary(totals, signature, n_layers, n_heads, extra=extra)
     for s in result.get("skipped_sentences", []):  # name the file and line of each skipped sentence
-        target_side = args.tgt is not None and (s.get("message") or "").startswith("the target")
+        message = s.get("message") or ""
+        target_side = args.tgt is not None and (message.startswith("the target") or message.startswith(f"{args.tgt}:"))
         s["file"] = str(args.tgt if target_side else (args.pairs or args.src))
     print(format_summary(result))
     if args.summary_json:

@@ -34,6 +34,7 @@ class SentencePair:
     line: int
     src_words: list[str]
     tgt_words: list[str] | None
+    unreadable: str | None = None  # why a line of it could not be read (``PATH:LINE: ...``; kept, see `iter_pairs`)
 
     @property
     def source(self) -> str:
@@ -74,14 +75,40 @@ def iter_lines_at(path: PathLike, offset: int = 0, first_line: int = 1,
     `first_line` is the number of the line at `offset`; lines are decoded as `iter_lines` decodes
     them, so a reader can note where a sentence starts and come back to it later (Ray workers do).
     """
+    for lineno, pos, text, error in iter_lines_kept(path, offset, first_line, encoding):
+        if error is not None:
+            raise error
+        yield lineno, pos, text
+
+
+def iter_lines_kept(path: PathLike, offset: int = 0, first_line: int = 1,
+                    encoding: str = "utf-8") -> Iterator[tuple[int, int, str, InputError | None]]:
+    """`iter_lines_at`, keeping the lines it would refuse: (line number, offset, text, error or None). A line
+    `decode_line` refuses (bytes that cannot be decoded, a NUL byte, a stray byte-order mark) comes with its
+    error, as text with U+FFFD in place of what could not be read (a stray byte-order mark dropped)."""
     path = os.fspath(path)
     with open_bytes(path) as handle:
         if offset:
             handle.seek(offset)
         pos = offset
         for lineno, raw in enumerate(handle, start=first_line):
-            yield lineno, pos, decode_line(path, lineno, raw, encoding)
+            try:
+                yield lineno, pos, decode_line(path, lineno, raw, encoding), None
+            except InputError as exc:
+                text = _line_bytes(lineno, raw).decode(encoding, errors="replace")
+                yield lineno, pos, text.replace("\x00", "\ufffd").replace("\ufeff", ""), exc
             pos += len(raw)
+
+
+def iter_lines_flagged(path: PathLike, offset: int = 0, first_line: int = 1, encoding: str = "utf-8",
+                       keep: bool = False) -> Iterator[tuple[int, str, str | None]]:
+    """(line number, text, why it could not be read or None) of each line from `offset` on, read as
+    `iter_lines_kept` reads them; a line it cannot read raises its InputError unless `keep` (then the why is
+    ``PATH:LINE: message``)."""
+    for lineno, _, text, error in iter_lines_kept(path, offset, first_line, encoding):
+        if error is not None and not keep:
+            raise error
+        yield lineno, text, None if error is None else f"{error.path}:{error.line}: {error.message}"
 
 
 def _line_bytes(lineno: int, raw: bytes) -> bytes:
@@ -154,19 +181,24 @@ def iter_pairs(
     require_target: bool = False,
     allow_empty: bool = False,
     encoding: str = "utf-8",
+    keep_unreadable: bool = False,
 ) -> Iterator[SentencePair]:
     """Stream sentence pairs from parallel files or from one ``src ||| tgt`` file.
 
     Give either `pairs_path`, or `src_path` with an optional `tgt_path`. Without a target
     file `tgt_words` is None, unless `require_target` is set, which makes it an error.
-    Raises InputError (with file and line) for undecodable bytes, empty sentences (unless
-    `allow_empty`), a pairs line without exactly one ``|||``, and parallel files whose line
-    counts differ (raised when the shorter file runs out, after the pairs before it were yielded).
+    Raises InputError (with file and line) for undecodable bytes (unless `keep_unreadable`: the pair is
+    kept with `unreadable` set and the line read as `iter_lines_kept` reads it), empty sentences (unless
+    `allow_empty`), a pairs line without exactly one ``|||`` (unless the line was unreadable and kept: then
+    it is all source), and parallel files whose line counts differ (raised when the shorter file runs out,
+    after the pairs before it were yielded).
     """
     if pairs_path is not None:
         if src_path is not None or tgt_path is not None:
             raise InputError(pairs_path, None, "a pairs file was given together with --src/--tgt files", "either one 'src ||| tgt' file or parallel source/target files")
-        yield from _iter_pairs_file(os.fspath(pairs_path), allow_empty, encoding)
+        path = os.fspath(pairs_path)
+        for index, (lineno, text, why) in enumerate(iter_lines_flagged(path, encoding=encoding, keep=keep_unreadable)):
+            yield pair_of_line(path, index, lineno, text, allow_empty, why)
         return
     if src_path is None:
         raise InputError(tgt_path, None, "no source file given", "a source file (--src) or a pairs file")
@@ -174,11 +206,12 @@ def iter_pairs(
     if tgt_path is None:
         if require_target:
             raise InputError(src, None, "no target file given", "a target file (--tgt) or a 'src ||| tgt' pairs file")
-        for index, (lineno, text) in enumerate(iter_lines(src, encoding)):
-            yield SentencePair(index, lineno, line_words(src, lineno, text, "source", allow_empty), None)
+        for index, (lineno, text, why) in enumerate(iter_lines_flagged(src, encoding=encoding, keep=keep_unreadable)):
+            yield pair_of_lines(src, None, index, lineno, text, None, allow_empty, why)
         return
     tgt = os.fspath(tgt_path)
-    for index, (s, t) in enumerate(zip_longest(iter_lines(src, encoding), iter_lines(tgt, encoding))):
+    for index, (s, t) in enumerate(zip_longest(iter_lines_flagged(src, encoding=encoding, keep=keep_unreadable),
+                                               iter_lines_flagged(tgt, encoding=encoding, keep=keep_unreadable))):
         if s is None or t is None:
             short, long_ = (src, tgt) if s is None else (tgt, src)
             lineno = (t or s)[0]
@@ -187,17 +220,27 @@ def iter_pairs(
                 f"{short} ended after {lineno - 1} lines but {long_} has a line {lineno}",
                 "parallel files with the same number of lines",
             )
-        lineno = s[0]
-        yield SentencePair(index, lineno, line_words(src, lineno, s[1], "source", allow_empty), line_words(tgt, lineno, t[1], "target", allow_empty))
+        why = "; ".join(w for w in (s[2], t[2]) if w) or None
+        yield pair_of_lines(src, tgt, index, s[0], s[1], t[1], allow_empty, why)
 
 
-def _iter_pairs_file(path: str, allow_empty: bool, encoding: str) -> Iterator[SentencePair]:
-    for index, (lineno, text) in enumerate(iter_lines(path, encoding)):
-        if not text.strip(" ") and allow_empty:
-            yield SentencePair(index, lineno, [], [])
-            continue
-        src_text, tgt_text = split_pair(path, lineno, text)
-        yield SentencePair(index, lineno, line_words(path, lineno, src_text, "source", allow_empty), line_words(path, lineno, tgt_text, "target", allow_empty))
+def pair_of_lines(src: str, tgt: str | None, index: int, lineno: int, src_text: str, tgt_text: str | None,
+                  allow_empty: bool, unreadable: str | None = None) -> SentencePair:
+    """The pair of one line of a source file and (maybe) of a target file, split as `iter_pairs` splits."""
+    keep = allow_empty or unreadable is not None  # an unreadable line is kept (and flagged), whatever it holds
+    return SentencePair(index, lineno, line_words(src, lineno, src_text, "source", keep),
+                        None if tgt is None else line_words(tgt, lineno, tgt_text or "", "target", keep), unreadable)
+
+
+def pair_of_line(path: str, index: int, lineno: int, text: str, allow_empty: bool,
+                 unreadable: str | None = None) -> SentencePair:
+    """The pair of one ``source ||| target`` line, split as `iter_pairs` splits."""
+    if not text.strip(" ") and allow_empty:
+        return SentencePair(index, lineno, [], [], unreadable)
+    if unreadable is not None and text.count("|||") != 1:
+        return SentencePair(index, lineno, split_words(text), [], unreadable)
+    src_text, tgt_text = split_pair(path, lineno, text)
+    return pair_of_lines(path, path, index, lineno, src_text, tgt_text, allow_empty, unreadable)
 
 
 def iter_pair_lengths(pairs) -> Iterator[tuple[int, int]]:
@@ -214,22 +257,15 @@ def pair_lengths(pairs) -> list[tuple[int, int]]:
 
 
 def read_lines_keeping_bad(path: str | os.PathLike[str], encoding: str = "utf-8") -> tuple[list[str], dict[int, str]]:
-    """Every line of a text file for a run that keeps bad lines (triage): (texts, bad) where a line that
-    `decode_line` refuses (bytes that cannot be decoded, a NUL byte, a stray byte-order mark) is kept as text
-    with U+FFFD in place of what it could not read, and `bad` maps its 0-based index to that error, file and
-    line named (``PATH:LINE: message``)."""
-    path = os.fspath(path)
+    """Every line of a text file for a run that keeps bad lines (triage): (texts, bad), each line read as
+    `iter_lines_kept` reads it, `bad` mapping the 0-based index of a line it could not read to why
+    (``PATH:LINE: message``)."""
     texts: list[str] = []
     bad: dict[int, str] = {}
-    with open_bytes(path) as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            try:
-                text = decode_line(path, lineno, raw, encoding)
-            except InputError as exc:
-                bad[lineno - 1] = f"{exc.path}:{exc.line}: {exc.message}"
-                text = _line_bytes(lineno, raw).decode(encoding, errors="replace")
-                text = text.replace("\x00", "\ufffd").replace("\ufeff", "")
-            texts.append(text)
+    for lineno, text, why in iter_lines_flagged(path, encoding=encoding, keep=True):
+        if why is not None:
+            bad[lineno - 1] = why
+        texts.append(text)
     return texts, bad
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from .errors import PathLike
 from .gold import GoldPosition, GoldStream
 from .models import DEFAULT_NAMES, ModelBundle, ModelLoadError, load_model
-from .pairs import SentencePair, iter_lines_at, iter_pairs, line_words, split_pair
+from .pairs import SentencePair, iter_lines_flagged, iter_pairs, pair_of_line, pair_of_lines
 from .rows import ScoreOptions, ScoreTotals
 from .runner import (ChunkResult, Item, RankedFile, RowBuilder, ScoreSink, TriageRows, items_from_pairs, run_chunk,
                      run_chunks, run_triage, score_rows)
@@ -63,6 +63,7 @@ class ChunkSpec:
     offsets: tuple[int, ...]  # byte offset of the chunk's first line in each file (src, tgt) or (pairs,)
     skip: frozenset[int] = field(default_factory=frozenset)
     gold_start: GoldPosition | None = None  # where the chunk's first sentence starts in the gold file
+    keep_bad: bool = False  # empty and unreadable lines are read as `iter_pairs` keeps them (for --skip-invalid)
 
     def read(self, gold: GoldStream | None = None) -> list[Item]:
         """The chunk's sentences still to do, with their gold read from `gold` (the stream `plan_chunks` was given)."""
@@ -84,13 +85,15 @@ def _line_offsets(path: str, every: int) -> list[int]:
 
 def plan_chunks(src: PathLike | None = None, tgt: PathLike | None = None, pairs: PathLike | None = None,
                 chunk_size: int = 256, done: set[int] | frozenset[int] = frozenset(),
-                gold: GoldStream | None = None) -> list[ChunkSpec]:
+                gold: GoldStream | None = None, keep_bad: bool = False) -> list[ChunkSpec]:
     """Check every input line (raising the reader's InputError) and cut the input into chunk specs.
 
     Chunks whose sentences are all in `done` are left out; the others carry the done ones to skip,
     and, with a `gold` (already checked against these pairs), where the chunk starts in the gold file.
+    `keep_bad`: empty and unreadable lines are kept, as `iter_pairs` keeps them (the run skips them).
     """
-    n = sum(1 for _ in iter_pairs(src_path=src, tgt_path=tgt, pairs_path=pairs))  # validates, streaming
+    n = sum(1 for _ in iter_pairs(src_path=src, tgt_path=tgt, pairs_path=pairs, allow_empty=keep_bad,
+                                  keep_unreadable=keep_bad))  # validates, streaming
     files = [os.fspath(p) for p in ((pairs,) if pairs is not None else (src, tgt)) if p is not None]
     offsets = [_line_offsets(f, chunk_size) for f in files]
     gold_starts = gold.positions(chunk_size) if gold is not None else None
@@ -102,30 +105,30 @@ def plan_chunks(src: PathLike | None = None, tgt: PathLike | None = None, pairs:
             continue
         specs.append(ChunkSpec(k, first, first + 1, size, None if src is None else os.fspath(src),
                                None if tgt is None else os.fspath(tgt), None if pairs is None else os.fspath(pairs),
-                               tuple(o[k] for o in offsets), skip, None if gold_starts is None else gold_starts[k]))
+                               tuple(o[k] for o in offsets), skip, None if gold_starts is None else gold_starts[k],
+                               keep_bad))
     return specs
 
 
-def _lines_at(path: str, offset: int, first_line: int, n: int) -> Iterator[tuple[int, str]]:
-    """`n` lines of `path` from byte `offset`, decoded as `pairs.iter_lines` decodes them."""
-    for lineno, _, text in itertools.islice(iter_lines_at(path, offset, first_line), n):
-        yield lineno, text
+def _lines_at(path: str, offset: int, first_line: int, n: int, keep: bool) -> Iterator[tuple[int, str, str | None]]:
+    """`n` lines of `path` from byte `offset`, read as `pairs.iter_pairs` reads them (`iter_lines_flagged`)."""
+    return itertools.islice(iter_lines_flagged(path, offset, first_line, keep=keep), n)
 
 
 def read_chunk(spec: ChunkSpec) -> list[SentencePair]:
     """The chunk's sentence pairs, split exactly as `pairs.iter_pairs` splits them."""
-    out = []
+    keep = spec.keep_bad
     if spec.pairs is not None:
-        for k, (lineno, text) in enumerate(_lines_at(spec.pairs, spec.offsets[0], spec.first_line, spec.n)):
-            s, t = split_pair(spec.pairs, lineno, text)
-            out.append(SentencePair(spec.first_index + k, lineno, line_words(spec.pairs, lineno, s, "source", False),
-                                    line_words(spec.pairs, lineno, t, "target", False)))
-        return out
-    src_lines = _lines_at(spec.src, spec.offsets[0], spec.first_line, spec.n)
-    tgt_lines = _lines_at(spec.tgt, spec.offsets[1], spec.first_line, spec.n) if spec.tgt is not None else None
-    for k, (lineno, s) in enumerate(src_lines):
-        t = None if tgt_lines is None else line_words(spec.tgt, lineno, next(tgt_lines)[1], "target", False)
-        out.append(SentencePair(spec.first_index + k, lineno, line_words(spec.src, lineno, s, "source", False), t))
+        return [pair_of_line(spec.pairs, spec.first_index + k, lineno, text, keep, why)
+                for k, (lineno, text, why) in enumerate(_lines_at(spec.pairs, spec.offsets[0], spec.first_line,
+                                                                   spec.n, keep))]
+    out = []
+    src_lines = _lines_at(spec.src, spec.offsets[0], spec.first_line, spec.n, keep)
+    tgt_lines = _lines_at(spec.tgt, spec.offsets[1], spec.first_line, spec.n, keep) if spec.tgt is not None else None
+    for k, (lineno, s, why) in enumerate(src_lines):
+        t, t_why = (None, None) if tgt_lines is None else next(tgt_lines)[1:]
+        out.append(pair_of_lines(spec.src, spec.tgt, spec.first_index + k, lineno, s, t, keep,
+                                 "; ".join(w for w in (why, t_why) if w) or None))
     return out
 
 
@@ -316,7 +319,7 @@ def score_with_ray(model: str | ModelBundle, *, src: PathLike | None = None, tgt
     if out_path is not None:
         out_path = Path(out_path)
     with ScoreSink(out_path, resume) as sink:
-        specs = plan_chunks(src, tgt, pairs, opts.chunk_size, sink.done, gold)
+        specs = plan_chunks(src, tgt, pairs, opts.chunk_size, sink.done, gold, keep_bad=opts.skip_invalid)
         if on_progress and sink.done:
             on_progress(len(sink.done))
         execute = RayExecute(model, Pool(num_actors, num_cpus_per_actor, num_gpus_per_actor), device,

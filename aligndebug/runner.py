@@ -215,7 +215,7 @@ def items_from_pairs(pairs: Iterable[SentencePair], golds: Sequence[GoldAlignmen
         gold_of = lambda p: next(stream, None)  # noqa: E731
     for p in pairs:
         yield Item(p.index, p.line, p.src_words, p.tgt_words, gold_of(p),
-                   None if references is None else references[p.index])
+                   None if references is None else references[p.index], p.unreadable)
 
 
 def items_from_lines(sources: Sequence[str], targets: Sequence[str] | None = None,
@@ -671,7 +671,7 @@ def score_and_triage(bundle: ModelBundle, pairs: Sequence[SentencePair], golds: 
     if references is not None and len(references) != len(pairs):
         raise ValueError(f"{len(pairs)} pairs but {len(references)} references: expected one reference per pair")
     refs = None if references is None else {p.index: r for p, r in zip(pairs, references)}
-    items = [Item(x.index, x.line, x.source, x.target, x.gold, None if refs is None else refs[x.index])
+    items = [replace(x, reference=None if refs is None else refs[x.index])
              for x in items_from_pairs(pairs, _by_index(pairs, golds))]
     sink, signals = ScoreSink(None), []
     builders = [ScoreRows(opts), SignalRows(triage_layer, opts.head, opts.method)]

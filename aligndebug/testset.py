@@ -8,7 +8,7 @@ is tested without it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from .extract import encode_pair, translate
 from .gold import format_pharaoh, read_gold
 from .metrics import corpus_translation_scores
 from .models import ModelBundle
-from .pairs import SentencePair, iter_lines, iter_pairs, pair_lengths, read_text_lines, split_words
+from .pairs import SentencePair, iter_lines, iter_pairs, pair_lengths, read_lines_keeping_bad, split_words
 from .rows import ScoreOptions
 from .runner import score_and_triage
 from .triage import Calibration
@@ -50,16 +50,16 @@ def read_testset(src: Path | None, tgt: Path | None = None, gold: Path | None = 
                  *, base: int | None = None, limit: int | None = None):
     """(pairs, gold set or None, references or None), the first `limit` sentences of each. `src` is a source
     file or a ``source ||| target`` file (then `tgt` must be None); errors name file and line. Empty sentences
-    are kept (the run flags them)."""
+    and lines that cannot be decoded are kept (the run flags them)."""
     if src is None:
         raise InputError(None, None, "no source file given", "a source file or a `source ||| target` file")
     is_pairs = "|||" in next(iter_lines(src), (0, ""))[1]  # a `source ||| target` file, or sources alone
     if is_pairs and tgt is not None:
         raise InputError(tgt, None, "a translations file was given with a `source ||| target` file",
                          "either one pairs file or a source file with an optional translations file")
-    # empty lines are kept: like `aligndebug triage`, the page flags such a sentence rather than stopping
-    all_pairs = list(iter_pairs(pairs_path=src, allow_empty=True) if is_pairs
-                     else iter_pairs(src_path=src, tgt_path=tgt, allow_empty=True))
+    # empty and unreadable lines are kept: like `aligndebug triage`, the page flags such a sentence
+    keep = dict(allow_empty=True, keep_unreadable=True)
+    all_pairs = list(iter_pairs(pairs_path=src, **keep) if is_pairs else iter_pairs(src_path=src, tgt_path=tgt, **keep))
     if not all_pairs:
         raise InputError(src, None, "the file holds no sentences", "one sentence a line")
     gold_set = None
@@ -68,10 +68,15 @@ def read_testset(src: Path | None, tgt: Path | None = None, gold: Path | None = 
             raise InputError(gold, None, "gold alignments index the words of given translations, "
                              "but no translations were given", "a translations file (or a `source ||| target` file)")
         gold_set = read_gold(gold, base=base, sentences=pair_lengths(all_pairs), skip_invalid=True)
-    refs = read_text_lines(ref, "references") if ref is not None else None
-    if refs is not None and len(refs) != len(all_pairs):
-        raise InputError(ref, None, f"{len(refs)} references for {len(all_pairs)} sentences",
-                         "one reference a line, as many as sources")
+    refs: list[str | None] | None = None
+    if ref is not None:  # an empty reference line: no reference for that sentence; an unreadable one flags it
+        texts, bad = read_lines_keeping_bad(ref)
+        if len(texts) != len(all_pairs):
+            raise InputError(ref, None, f"{len(texts)} references for {len(all_pairs)} sentences",
+                             "one reference a line, as many as sources")
+        refs = [t if t.strip(" ") else None for t in texts]
+        all_pairs = [p if p.index not in bad else replace(p, unreadable="; ".join(w for w in (p.unreadable, bad[p.index]) if w))
+                     for p in all_pairs]
     return all_pairs[:limit], gold_set, (refs[:limit] if refs is not None else None)
 
 
@@ -93,9 +98,9 @@ def run_testset(bundle: ModelBundle, src: Path | None, tgt: Path | None = None, 
     suspects by `combine` ("learned" or "fisher", as `aligndebug triage --combine`).
 
     Translation takes the first third of the progress, aligning and triaging the rest. As in `aligndebug
-    triage`, a sentence the model cannot take (empty, beyond its positions) does not stop the run: it is not
-    aligned, and its row is flagged with the reason and ranked among the suspects (`corpus["unusable"]` counts
-    them by reason).
+    triage`, a sentence the model cannot take (a line it cannot decode, empty, beyond its positions) does not
+    stop the run: it is not aligned, and its row is flagged with the reason and ranked among the suspects
+    (`corpus["unusable"]` counts them by reason).
     """
     progress = on_progress or (lambda fraction, text: None)
     pairs, gold_set, refs = read_testset(src, tgt, gold, ref, base=base, limit=limit)
@@ -103,14 +108,15 @@ def run_testset(bundle: ModelBundle, src: Path | None, tgt: Path | None = None, 
     n = len(pairs)
     progress(0.0, "Starting…")
     if pairs[0].tgt_words is None:
-        # a source the model cannot take (empty, beyond its positions) is not translated: its row is flagged
-        usable = [p for p in pairs if p.src_words and _fits(bundle, p)]
+        # a source the model cannot take (unreadable, empty, beyond its positions) is not translated: its row
+        # is flagged
+        usable = [p for p in pairs if p.unreadable is None and p.src_words and _fits(bundle, p)]
         hyps: list[str] = []
         for i in range(0, len(usable), 16):  # in chunks, so progress moves
             hyps += translate(bundle, [p.source for p in usable[i:i + 16]], beam=beam)
             progress(len(hyps) / max(1, len(usable)) / 3, f"Translating {len(hyps)}/{len(usable)}")
         hyp_of = {p.index: h for p, h in zip(usable, hyps)}
-        pairs = [SentencePair(p.index, p.line, p.src_words, split_words(hyp_of.get(p.index, ""))) for p in pairs]
+        pairs = [replace(p, tgt_words=split_words(hyp_of.get(p.index, ""))) for p in pairs]
     done = [0]
 
     def tick(k: int) -> None:
@@ -137,7 +143,10 @@ def run_testset(bundle: ModelBundle, src: Path | None, tgt: Path | None = None, 
         corpus["gold_warnings"] = gold_set.warnings
     if refs is not None:
         hyps_all = [p.target for p in pairs]
-        corpus.update({k: v for k, v in corpus_translation_scores(hyps_all, refs).items() if k in ("bleu", "chrf")})
+        scored = [(h, r) for h, r in zip(hyps_all, refs) if r is not None]
+        if scored:
+            corpus.update({k: v for k, v in corpus_translation_scores(*map(list, zip(*scored))).items()
+                           if k in ("bleu", "chrf")})
     grid = {k: v.aer for k, v in totals.grid.items()} if totals.grid else None
     gold_lines = {p.index: (format_pharaoh(g) if g is not None else "") for p, g in zip(pairs, golds or [])}
     return TestsetResult(rows, corpus, grid, ranked.calibration, gold_lines)

@@ -112,6 +112,24 @@ def test_lines_kept_with_their_errors_for_triage(tmp_path):
     assert read_lines_keeping_bad(gz) == (texts, {k: v.replace(str(p), str(gz)) for k, v in bad.items()})
 
 
+def test_pairs_with_unreadable_lines_kept_for_a_run_that_skips_them(tmp_path):
+    """`keep_unreadable`: a pair with a line that cannot be decoded is kept, `unreadable` naming file and line
+    (both files' when both are bad); a bad pairs-file line without its '|||' is all source."""
+    src = write(tmp_path / "s.txt", b"ok\nbad \xff byte\nfine\nalso \xfe\n")
+    tgt = write(tmp_path / "t.txt", b"ok\nok\nnot \xc3( ok\nno \xff\n")
+    with pytest.raises(InputError):
+        list(iter_pairs(src, tgt, allow_empty=True))
+    pairs = list(iter_pairs(src, tgt, keep_unreadable=True))
+    assert [p.unreadable is None for p in pairs] == [True, False, False, False]
+    assert pairs[1].unreadable.startswith(f"{src}:2: bytes b'\\xff'") and pairs[1].src_words == ["bad", "\ufffd", "byte"]
+    assert pairs[2].unreadable.startswith(f"{tgt}:3: ") and pairs[2].tgt_words == ["not", "\ufffd(", "ok"]
+    assert pairs[3].unreadable.startswith(f"{src}:4: ") and f"; {tgt}:4: " in pairs[3].unreadable
+    pf = write(tmp_path / "p.txt", b"a ||| b\nbad \xff no bar\n\xff ||| c\n")
+    got = list(iter_pairs(pairs_path=pf, keep_unreadable=True))
+    assert [(p.src_words, p.tgt_words, p.unreadable is not None) for p in got] == [
+        (["a"], ["b"], False), (["bad", "\ufffd", "no", "bar"], [], True), (["\ufffd"], ["c"], True)]
+
+
 def test_empty_lines_error_unless_allowed(tmp_path):
     src = write(tmp_path / "s.txt", "a\n  \nc\n")
     tgt = write(tmp_path / "t.txt", "x\ny\nz\n")

@@ -82,6 +82,28 @@ def test_plan_skips_done_sentences_and_checks_input_first(tmp_path):
     assert exc.value.path == str(p["tgt"]) and exc.value.line == 7
 
 
+@pytest.mark.parametrize("layout", ["src+tgt", "pairs"])
+def test_chunks_keep_bad_lines_as_the_local_reader_does_for_skip_invalid(tmp_path, layout):
+    """With --skip-invalid an empty line and one with bytes that cannot be decoded are read, not refused, by the
+    plan and by every chunk, exactly as `iter_pairs` keeps them (the run then skips them with the reason)."""
+    p = write_files(tmp_path, 12)
+    key = "tgt" if layout == "src+tgt" else "pairs"
+    end = b"\r\n" if key == "tgt" else b"\n"
+    lines = p[key].read_bytes().split(end)
+    lines[3], lines[7] = b"", lines[7].replace(b" ", b" \xff ", 1)
+    p[key].write_bytes(end.join(lines))
+    files = dict(src=p["src"], tgt=p["tgt"]) if key == "tgt" else dict(pairs=p["pairs"])
+    with pytest.raises(InputError):
+        plan_chunks(**files, chunk_size=5)
+    local = list(iter_pairs(src_path=files.get("src"), tgt_path=files.get("tgt"), pairs_path=files.get("pairs"),
+                            allow_empty=True, keep_unreadable=True))
+    specs = plan_chunks(**files, chunk_size=5, keep_bad=True)
+    assert [q for s in specs for q in read_chunk(s)] == local and len(local) == 12
+    assert local[7].unreadable.startswith(f"{p[key]}:8: bytes b'\\xff'")
+    assert [k for k, q in enumerate(local) if q.unreadable] == [7]
+    assert (local[3].tgt_words if key == "tgt" else local[3].src_words) == []
+
+
 def test_actor_scores_a_chunk_as_score_stream_does(tmp_path, model_dir):
     """The actor class, called in-process with an in-memory model: the very rows of a local run."""
     pytest.importorskip("ray", reason="Ray is not installed: pip install 'aligndebug[ray]'")

@@ -143,6 +143,23 @@ def test_skip_invalid_keeps_going_past_bad_sentences_and_lists_them(capsys, mode
         (1, 2, "too_long_for_model", str(src)), (2, 3, "empty", str(src))]
 
 
+def test_skip_invalid_skips_a_line_it_cannot_decode(capsys, model_dir, inputs, tmp_path):
+    """Bytes that cannot be decoded stop `score` naming the file they are in (here the target file); with
+    --skip-invalid the pair is skipped and listed with that file, its line and the reason."""
+    src, tgt = tmp_path / "s.de", tmp_path / "t.en"
+    src.write_text("".join(d + "\n" for d in tm.DE[:3]), encoding="utf-8")
+    tgt.write_bytes(b"".join((e.encode() if k != 1 else e.encode().replace(b" ", b" \xff ", 1)) + b"\n"
+                             for k, e in enumerate(tm.EN[:3])))
+    common = ["score", "--model", str(model_dir), "--src", str(src), "--tgt", str(tgt), "--no-progress", "--layer", "0"]
+    assert main(common) == 2 and f"{tgt}:2: bytes b'\\xff'" in capsys.readouterr().err
+    out, summ = tmp_path / "rows.jsonl", tmp_path / "summary.json"
+    assert main(common + ["--skip-invalid", "--out", str(out), "--summary-json", str(summ)]) == 0
+    rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert [r.get("skipped") for r in rows] == [None, "undecodable", None] and rows[0]["links"]
+    skipped = json.loads(summ.read_text(encoding="utf-8"))["skipped_sentences"]
+    assert [(s["index"], s["line"], s["skipped"], s["file"]) for s in skipped] == [(1, 2, "undecodable", str(tgt))]
+
+
 def test_progress_moves_a_sentence_at_a_time_within_a_chunk(bundle):
     """A 256-sentence chunk used to report once at its end; now every sentence reports when its row is built."""
     from aligndebug.pairs import SentencePair

@@ -101,30 +101,37 @@ def test_the_test_set_page_translates_and_names_bad_files(bundle, tmp_path):
 
 
 def test_the_test_set_page_keeps_sentences_the_model_cannot_take(bundle, tmp_path):
-    """An empty source and one beyond the model's positions do not stop the page (as they do not stop
-    `aligndebug triage`): neither is translated nor aligned, both rows are flagged with the reason, ranked
-    among the suspects and counted; the other sentences are scored as without them."""
+    """An empty source, one beyond the model's positions and a reference line that cannot be decoded do not
+    stop the page (as they do not stop `aligndebug triage`): none is aligned (nor translated), each row is
+    flagged with the reason, ranked among the suspects and counted; an empty reference line leaves its row
+    without reference scores; the other sentences are scored as without them."""
     from aligndebug.testset import run_testset
 
     f = _files(tmp_path, 6)
     lines = f["src"].read_text(encoding="utf-8").splitlines()
     lines[1], lines[4] = "", " ".join(["Hund"] * (bundle.max_positions + 5))
     f["src"].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    refs = f["ref"].read_bytes().split(b"\n")
+    refs[2], refs[5] = refs[2].replace(b" ", b" \xff ", 1), b""
+    f["ref"].write_bytes(b"\n".join(refs))
     for tgt, gold in ((None, None), (f["tgt"], f["gold"])):
         res = run_testset(bundle, f["src"], tgt, gold, f["ref"], base=0, limit=6, method="naive", layer=0)
         by_id = {r["id"]: r for r in res.rows}
-        assert sorted(by_id) == list(range(6)) and res.corpus["unusable"] == {"empty": 1, "too_long_for_model": 1}
+        assert sorted(by_id) == list(range(6))
+        assert res.corpus["unusable"] == {"empty": 1, "too_long_for_model": 1, "undecodable": 1}
         assert by_id[1]["flags"][0] == "empty" and by_id[4]["flags"][0] == "too_long_for_model"
+        assert by_id[2]["flags"][0] == "undecodable" and f"{f['ref']}:3: bytes" in by_id[2]["reasons"][0]
+        assert "chrf" not in by_id[5] and "chrf" in by_id[0] and "bleu" in res.corpus
         n_suspects = sum(r["suspect"] for r in res.rows)
-        for k in (1, 4):
+        for k in (1, 2, 4):
             assert by_id[k]["suspect"] and by_id[k]["rank"] <= n_suspects
             assert not by_id[k]["links"] and by_id[k]["aer"] is None  # not aligned
-        assert all(by_id[k]["links"] for k in (0, 2, 3, 5))
-        assert all((by_id[k]["aer"] is not None) == (gold is not None) for k in (0, 2, 3, 5))
+        assert all(by_id[k]["links"] for k in (0, 3, 5))
+        assert all((by_id[k]["aer"] is not None) == (gold is not None) for k in (0, 3, 5))
         if tgt is None:
-            assert by_id[4]["translation"] == "" and all(by_id[k]["translation"] for k in (0, 2, 3, 5))
+            assert by_id[4]["translation"] == "" and all(by_id[k]["translation"] for k in (0, 3, 5))
         else:
-            kept = [k for k in range(6) if k not in (1, 4)]
+            kept = [0, 3, 5]
             want = run_testset(bundle, *_subset(tmp_path, f, kept), base=0, method="naive", layer=0)
             assert res.corpus["aer"] == pytest.approx(want.corpus["aer"], rel=1e-9)
 
@@ -133,9 +140,9 @@ def _subset(tmp_path, f: dict, keep: list[int]) -> tuple:
     """Copies of the src, tgt, gold and ref files holding only the lines `keep`."""
     out = []
     for key in ("src", "tgt", "gold", "ref"):
-        lines = f[key].read_text(encoding="utf-8").splitlines()
+        lines = f[key].read_bytes().split(b"\n")
         path = tmp_path / f"kept_{key}.txt"
-        path.write_text("".join(lines[k] + "\n" for k in keep), encoding="utf-8")
+        path.write_bytes(b"".join(lines[k] + b"\n" for k in keep))
         out.append(path)
     return tuple(out)
 

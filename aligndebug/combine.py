@@ -580,7 +580,8 @@ def learned(calibration: Any) -> "Combiner | None":
 
 UNUSABLE = {"empty": "the model cannot take this sentence (empty)",
             "too_long_for_model": "the model cannot take this sentence (too long for its positions)",
-            "undecodable": "the model was not given this sentence (a line of it could not be read as text)"}
+            "undecodable": "the model was not given this sentence (a line of it could not be read as text)",
+            "no_tokens": "the model cannot take this sentence (its tokenizer makes no token of it)"}
 
 
 def row_score(row: dict[str, Any], calibration: triage.Calibration) -> float:

@@ -41,14 +41,15 @@ class InputError(ValueError):
 
 
 class SentenceError(ValueError):
-    """One sentence cannot be used; `index` is its position in the caller's list, `reason` what is wrong."""
+    """One sentence cannot be used; `index` is its position in the caller's list, `reason` what is wrong and
+    `code` the kind, as rows flag it: ``empty``, ``too_long_for_model`` or ``no_tokens``."""
 
-    def __init__(self, index: int, reason: str):
-        self.index, self.reason = index, reason
+    def __init__(self, index: int, reason: str, code: str):
+        self.index, self.reason, self.code = index, reason, code
         super().__init__(f"sentence {index}: {reason}")
 
     def __reduce__(self):  # keep the fields through pickling (Ray workers)
-        return (type(self), (self.index, self.reason))
+        return (type(self), (self.index, self.reason, self.code))
 
 
 class ModelLoadError(RuntimeError):

@@ -17,7 +17,7 @@ import torch
 from .errors import SentenceError  # noqa: F401  (re-exported)
 from .models import ModelBundle, decoder_inputs  # noqa: F401  (decoder_inputs re-exported)
 from .record import Record
-from .words import encode_words, split_words
+from .words import NoTokensError, encode_words, split_words
 
 ATTENTIONS = ("cross", "enc_self", "dec_self")
 Words = Sequence[str]
@@ -43,19 +43,25 @@ def encode_pair(bundle: ModelBundle, src: str | Words, tgt: str | Words, index: 
     """Tokenize one pair with word maps; raises SentenceError naming the sentence when it cannot be used."""
     src_words, tgt_words = as_words(src), as_words(tgt)
     if not src_words:
-        raise SentenceError(index, "the source is empty; expected at least one word")
+        raise SentenceError(index, "the source is empty; expected at least one word", "empty")
     tok = bundle.tokenizer
-    src_ids, src_wids = encode_words(tok, src_words, target=False, prefix=bundle.source_prefix)
-    if tgt_words:
-        label_ids, tgt_wids = encode_words(tok, tgt_words, target=True)
-    else:  # an empty translation still has its special tokens, so its log-prob can be scored
-        label_ids = list(tok(text_target="")["input_ids"])
-        tgt_wids = np.full(len(label_ids), -1, dtype=np.int64)
+    side = "source"
+    try:
+        src_ids, src_wids = encode_words(tok, src_words, target=False, prefix=bundle.source_prefix)
+        side = "target"
+        if tgt_words:
+            label_ids, tgt_wids = encode_words(tok, tgt_words, target=True)
+        else:  # an empty translation still has its special tokens, so its log-prob can be scored
+            label_ids = list(tok(text_target="")["input_ids"])
+            tgt_wids = np.full(len(label_ids), -1, dtype=np.int64)
+    except NoTokensError as exc:  # e.g. a line that is only a special token's text, such as "</s>"
+        raise SentenceError(index, f"the {side} gives no token: {exc}", "no_tokens") from None
     limit = bundle.max_positions
     for side, n in (("source", len(src_ids)), ("target", len(label_ids))):
         if limit and n > limit:
             raise SentenceError(index, f"the {side} has {n} tokens, more than the {limit} positions "
-                                       f"model {bundle.name} can attend over; split the sentence or use another model")
+                                       f"model {bundle.name} can attend over; split the sentence or use another model",
+                                "too_long_for_model")
     return Encoded(src_words, tgt_words, src_ids, src_wids, label_ids, tgt_wids)
 
 

@@ -319,7 +319,7 @@ def signal_row(rec: Record, id_: int, source: str, reference: str | None = None,
 
 def unusable_row(id_: int, source: str, translation: str, reference: str | None, reason: str,
                  message: str) -> dict[str, Any]:
-    """The row of a sentence the model cannot take (`reason`: ``empty``, ``too_long_for_model``, ``undecodable``): kept, with
+    """The row of a sentence the model cannot take (`reason`: a code of `runner.unusable_reason`): kept, with
     the signals that need no forward pass (length ratio, output repetition, reference scores); the others
     are undefined (NaN)."""
     src_words, tgt_words = source.split(), translation.split()

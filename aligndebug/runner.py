@@ -183,9 +183,9 @@ def _text(x: str | list[str] | None) -> str:
 
 def unusable_reason(bundle: ModelBundle, item: Item) -> tuple[str, str] | Encoded:
     """(code, message) when the model cannot take `item` -- ``undecodable`` (a line whose bytes could not be
-    read, `Item.unreadable`), ``empty`` (no source word, or a given target with no word) or
-    ``too_long_for_model`` (past the model's positions) -- else the pair as encoded for the forward pass (the
-    target empty when the model is to translate)."""
+    read, `Item.unreadable`), ``empty`` (no source word, or a given target with no word),
+    ``too_long_for_model`` (past the model's positions) or ``no_tokens`` (words its tokenizer makes no token
+    of) -- else the pair as encoded for the forward pass (the target empty when the model is to translate)."""
     if item.unreadable:
         return "undecodable", item.unreadable
     if not _text(item.source).split():
@@ -195,7 +195,7 @@ def unusable_reason(bundle: ModelBundle, item: Item) -> tuple[str, str] | Encode
         # an empty target is named only for a source the model could take: one too long left no translation
         enc = encode_pair(bundle, item.source, [] if no_target or item.target is None else item.target, item.index)
     except SentenceError as exc:
-        return ("empty" if "empty" in exc.reason else "too_long_for_model"), exc.reason
+        return exc.code, exc.reason
     return ("empty", "the target is empty") if no_target else enc
 
 

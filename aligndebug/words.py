@@ -16,6 +16,10 @@ import numpy as np
 from .pairs import split_words  # noqa: F401  (re-exported: words are split on ASCII spaces only)
 
 
+class NoTokensError(ValueError):
+    """The tokenizer made no token of a sentence's words (a line that is only special tokens' text)."""
+
+
 def encode_words(tokenizer: Any, words: Sequence[str], target: bool = False, prefix: str = "") -> tuple[list[int], np.ndarray]:
     """Token ids (special tokens included) for `words`, and the word index of each token (-1: special/prefix).
 
@@ -62,7 +66,7 @@ def _encode_word_by_word(tokenizer: Any, words: Sequence[str], text: str, target
     ids, mask = list(full["input_ids"]), list(full["special_tokens_mask"])
     content = [i for i, m in enumerate(mask) if not m]
     if not content:
-        raise ValueError(f"the tokenizer produced no tokens for {text!r}")
+        raise NoTokensError(f"the tokenizer produced no tokens for {text!r}")
     head, tail = ids[: content[0]], ids[content[-1] + 1:]
     per_word = _word_pieces(tokenizer, words, target)
     prefix_ids = _call(tokenizer, prefix, target, add_special_tokens=False)["input_ids"] if prefix else []

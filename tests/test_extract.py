@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -136,6 +137,24 @@ def test_too_long_source_names_the_positions():
     with pytest.raises(SentenceError, match=rf"sentence 1\b.*more than the {limit} positions") as info:
         translate(b, ["Der Hund .", long_source])
     assert info.value.index == 1
+
+
+def test_a_sentence_its_tokenizer_makes_no_token_of_is_named_with_its_side():
+    """Marian's SentencePiece tokenizer drops a special token's text ("</s>"): nothing is left to align, which
+    is a SentenceError coded `no_tokens` naming the side (so triage keeps and flags the row), not a bare
+    ValueError that stops the run; the same pair in a triage is kept and flagged."""
+    from aligndebug.runner import run_triage
+
+    b = tm.bundle("marian")
+    for src, tgt, side in (("</s>", "The dog .", "source"), ("Der Hund .", "</s>", "target")):
+        with pytest.raises(SentenceError, match=rf"the {side} gives no token: .*'</s>'") as info:
+            extract(b, ["Der Hund .", src], ["The dog .", tgt])
+        assert (info.value.index, info.value.code) == (1, "no_tokens")
+        assert pickle.loads(pickle.dumps(info.value)).code == "no_tokens"  # through a Ray worker
+    rows = {r["id"]: r for r in run_triage(b, ["Der Hund .", "</s>", "Die Katze ."], ["The dog .", "A cat .", "</s>"],
+                                           combine="fisher")}
+    assert [rows[k].get("unusable") for k in range(3)] == [None, "no_tokens", "no_tokens"]
+    assert "source gives no token" in rows[1]["reasons"][0] and "target gives no token" in rows[2]["reasons"][0]
 
 
 def test_mismatched_source_and_target_counts():

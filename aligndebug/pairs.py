@@ -267,14 +267,3 @@ def read_lines_keeping_bad(path: str | os.PathLike[str], encoding: str = "utf-8"
             bad[lineno - 1] = why
         texts.append(text)
     return texts, bad
-
-
-def read_text_lines(path: str | os.PathLike[str], what: str, allow_empty: bool = False) -> list[str]:
-    """Lines of a text file (one sentence each); empty lines are an error naming file and line (unless
-    `allow_empty`: triage keeps such a sentence and flags it)."""
-    out = []
-    for lineno, text in iter_lines(path):
-        if not allow_empty and not text.strip(" "):
-            raise InputError(path, lineno, f"empty {what}", f"one {what} a line, with at least one word")
-        out.append(text)
-    return out

@@ -75,8 +75,8 @@ def read_testset(src: Path | None, tgt: Path | None = None, gold: Path | None = 
             raise InputError(ref, None, f"{len(texts)} references for {len(all_pairs)} sentences",
                              "one reference a line, as many as sources")
         refs = [t if t.strip(" ") else None for t in texts]
-        all_pairs = [p if p.index not in bad else replace(p, unreadable="; ".join(w for w in (p.unreadable, bad[p.index]) if w))
-                     for p in all_pairs]
+        all_pairs = [replace(p, unreadable="; ".join(w for w in (p.unreadable, bad[p.index]) if w))
+                     if p.index in bad else p for p in all_pairs]
     return all_pairs[:limit], gold_set, (refs[:limit] if refs is not None else None)
 
 

@@ -175,6 +175,28 @@ def test_score_on_ray_resumes_and_matches_a_local_run(tmp_path, model_dir, local
 
 
 @requires_ray
+def test_skip_invalid_on_ray_skips_what_a_local_run_skips(tmp_path, model_dir, local_ray):
+    """An empty source line and a translation line with bytes that cannot be decoded: with --skip-invalid the
+    Ray run gets past both (it used to stop at the empty line) and gives the local run's rows and skip list."""
+    p = write_files(tmp_path, 10)
+    src, tgt = p["src"].read_bytes().split(b"\n"), p["tgt"].read_bytes().split(b"\r\n")
+    src[2], tgt[6] = b"", tgt[6].replace(b" ", b" \xff ", 1)
+    p["src"].write_bytes(b"\n".join(src))
+    p["tgt"].write_bytes(b"\r\n".join(tgt))
+    common = ["score", "--model", str(model_dir), "--src", str(p["src"]), "--tgt", str(p["tgt"]), "--layer", "0",
+              "--batch-size", "4", "--chunk-size", "4", "--skip-invalid", "--no-progress"]
+    for name, extra in (("local", []), ("ray", ["--ray", "--ray-actors", "2"])):
+        assert cli.main([*common, "--out", str(tmp_path / f"{name}.jsonl"),
+                         "--summary-json", str(tmp_path / f"{name}.json"), *extra]) == 0
+    read = lambda name: [json.loads(x) for x in (tmp_path / name).read_text(encoding="utf-8").splitlines()]  # noqa: E731
+    assert read("ray.jsonl") == read("local.jsonl")
+    skipped = json.loads((tmp_path / "ray.json").read_text(encoding="utf-8"))["skipped_sentences"]
+    assert skipped == json.loads((tmp_path / "local.json").read_text(encoding="utf-8"))["skipped_sentences"]
+    assert [(s["index"], s["skipped"], s["file"]) for s in skipped] == [(2, "empty", str(p["src"])),
+                                                                        (6, "undecodable", str(p["tgt"]))]
+
+
+@requires_ray
 def test_a_pool_the_cluster_cannot_hold_is_refused(tmp_path, model_dir, local_ray):
     """Two CPUs and no GPU: three CPU actors, or one GPU actor, would wait forever; they are refused at once."""
     from aligndebug.ray_backend import score_with_ray

@@ -100,7 +100,9 @@ def test_resume_completes_a_partial_file_as_a_local_run_does(tmp_path, bundle, l
 def test_cli_triage_on_ray_writes_the_local_files(tmp_path, model_dir, local_ray, capsys):
     src, tgt = corpus(10)
     (tmp_path / "src.txt").write_text("\n".join(src) + "\n", encoding="utf-8")
-    (tmp_path / "tgt.txt").write_text("\n".join(tgt) + "\n", encoding="utf-8")
+    lines = [t.encode() for t in tgt]
+    lines[4] = lines[4].replace(b" ", b" \xff ", 1)  # a line that cannot be decoded: kept and flagged by both
+    (tmp_path / "tgt.txt").write_bytes(b"\n".join(lines) + b"\n")
     # Fisher's combination: the learned one is refitted on each run's own 10 rows, whose rank-based features
     # can move by a rank with the last digits of a float, and a refit on so few rows then
     # moves every score; these tests are about the runner giving the same rows, not about that fit.
@@ -110,6 +112,7 @@ def test_cli_triage_on_ray_writes_the_local_files(tmp_path, model_dir, local_ray
     assert cli.main([*common, "--out", str(tmp_path / "ray.jsonl"), "--ray", "--ray-actors", "1"]) == 0
     local = file_rows(tmp_path / "local.jsonl")
     assert_same_to_digits(file_rows(tmp_path / "ray.jsonl"), local) and len(local) == 10
+    assert [r["id"] for r in local if r.get("unusable") == "undecodable"] == [4]
     assert_same_to_digits(json.loads(calibration_path(tmp_path / "ray.jsonl").read_text()),
                           json.loads(calibration_path(tmp_path / "local.jsonl").read_text()))
     assert "rank" in capsys.readouterr().out

@@ -27,7 +27,7 @@ from .learned import WEIGHTS, LearnedAligner, links_from_word_matrix, load_align
 from .learned_train import read_words, read_silver, train_aligner
 from .methods import DEFAULT_ROW_RULE, ROW_RULES, compared_aligners
 from .models import load_model
-from .pairs import count_lines, iter_pair_lengths, iter_pairs, read_lines_keeping_bad
+from .pairs import count_lines, iter_pair_lengths, iter_pairs, join_reasons, read_lines_keeping_bad
 from . import ray_backend
 from .report import write_report
 from .rows import ScoreOptions, TriageRow, read_links, summary
@@ -647,7 +647,7 @@ def _triage_lines(path: str, unreadable: dict[int, str]) -> list[str]:
     that could not be read are added to `unreadable` (sentence index -> why, a sentence's files joined)."""
     lines, bad = read_lines_keeping_bad(path)
     for k, why in bad.items():
-        unreadable[k] = f"{unreadable[k]}; {why}" if k in unreadable else why
+        unreadable[k] = join_reasons(unreadable.get(k), why)
     return lines
 
 

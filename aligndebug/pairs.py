@@ -220,8 +220,12 @@ def iter_pairs(
                 f"{short} ended after {lineno - 1} lines but {long_} has a line {lineno}",
                 "parallel files with the same number of lines",
             )
-        why = "; ".join(w for w in (s[2], t[2]) if w) or None
-        yield pair_of_lines(src, tgt, index, s[0], s[1], t[1], allow_empty, why)
+        yield pair_of_lines(src, tgt, index, s[0], s[1], t[1], allow_empty, join_reasons(s[2], t[2]))
+
+
+def join_reasons(*reasons: str | None) -> str | None:
+    """Why a sentence's lines could not be read, the given reasons joined ("; "), or None without any."""
+    return "; ".join(r for r in reasons if r) or None
 
 
 def pair_of_lines(src: str, tgt: str | None, index: int, lineno: int, src_text: str, tgt_text: str | None,

@@ -31,7 +31,7 @@ import numpy as np
 from .errors import PathLike
 from .gold import GoldPosition, GoldStream
 from .models import DEFAULT_NAMES, ModelBundle, ModelLoadError, load_model
-from .pairs import SentencePair, iter_lines_flagged, iter_pairs, pair_of_line, pair_of_lines
+from .pairs import SentencePair, iter_lines_flagged, iter_pairs, join_reasons, pair_of_line, pair_of_lines
 from .rows import ScoreOptions, ScoreTotals
 from .runner import (ChunkResult, Item, RankedFile, RowBuilder, ScoreSink, TriageRows, items_from_pairs, run_chunk,
                      run_chunks, run_triage, score_rows)
@@ -127,8 +127,7 @@ def read_chunk(spec: ChunkSpec) -> list[SentencePair]:
     tgt_lines = _lines_at(spec.tgt, spec.offsets[1], spec.first_line, spec.n, keep) if spec.tgt is not None else None
     for k, (lineno, s, why) in enumerate(src_lines):
         t, t_why = (None, None) if tgt_lines is None else next(tgt_lines)[1:]
-        out.append(pair_of_lines(spec.src, spec.tgt, spec.first_index + k, lineno, s, t, keep,
-                                 "; ".join(w for w in (why, t_why) if w) or None))
+        out.append(pair_of_lines(spec.src, spec.tgt, spec.first_index + k, lineno, s, t, keep, join_reasons(why, t_why)))
     return out
 
 

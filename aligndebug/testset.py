@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .extract import encode_pair, translate
+from .extract import Encoded, translate
 from .gold import format_pharaoh, read_gold
 from .metrics import corpus_translation_scores
 from .models import ModelBundle
-from .pairs import SentencePair, iter_lines, iter_pairs, pair_lengths, read_lines_keeping_bad, split_words
+from .pairs import iter_lines, iter_pairs, join_reasons, pair_lengths, read_lines_keeping_bad, split_words
 from .rows import ScoreOptions
-from .runner import score_and_triage
+from .runner import Item, score_and_triage, unusable_reason
 from .triage import Calibration
 
 Progress = Callable[[float, str], None]  # (fraction done, what is happening)
@@ -75,18 +75,9 @@ def read_testset(src: Path | None, tgt: Path | None = None, gold: Path | None = 
             raise InputError(ref, None, f"{len(texts)} references for {len(all_pairs)} sentences",
                              "one reference a line, as many as sources")
         refs = [t if t.strip(" ") else None for t in texts]
-        all_pairs = [replace(p, unreadable="; ".join(w for w in (p.unreadable, bad[p.index]) if w))
-                     if p.index in bad else p for p in all_pairs]
+        all_pairs = [replace(p, unreadable=join_reasons(p.unreadable, bad[p.index])) if p.index in bad else p
+                     for p in all_pairs]
     return all_pairs[:limit], gold_set, (refs[:limit] if refs is not None else None)
-
-
-def _fits(bundle: ModelBundle, pair: SentencePair) -> bool:
-    """Whether the model can take `pair`'s source (`encode_pair` refuses one beyond its positions)."""
-    try:
-        encode_pair(bundle, pair.src_words, [], pair.index)
-    except ValueError:
-        return False
-    return True
 
 
 def run_testset(bundle: ModelBundle, src: Path | None, tgt: Path | None = None, gold: Path | None = None,
@@ -108,9 +99,10 @@ def run_testset(bundle: ModelBundle, src: Path | None, tgt: Path | None = None, 
     n = len(pairs)
     progress(0.0, "Starting…")
     if pairs[0].tgt_words is None:
-        # a source the model cannot take (unreadable, empty, beyond its positions) is not translated: its row
-        # is flagged
-        usable = [p for p in pairs if p.unreadable is None and p.src_words and _fits(bundle, p)]
+        # a source the model cannot take (`unusable_reason`: unreadable, empty, no tokens, beyond its positions)
+        # is not translated: its row is flagged as the run's own check flags it
+        items = [Item(p.index, p.line, p.src_words, unreadable=p.unreadable) for p in pairs]
+        usable = [p for p, x in zip(pairs, items) if isinstance(unusable_reason(bundle, x), Encoded)]
         hyps: list[str] = []
         for i in range(0, len(usable), 16):  # in chunks, so progress moves
             hyps += translate(bundle, [p.source for p in usable[i:i + 16]], beam=beam)

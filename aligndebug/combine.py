@@ -67,14 +67,14 @@ ERROR_TYPES = ("detached", "omission", "repetition")
 # a span repeated right after itself and one repeated further on look alike to no single linear model (one
 # shows in the tandem-repeat signal, the other only in the longest repeat, noisier on clean text), so each
 # gets its own and the larger of the two speaks for repetition
-KINDS = {"detached": "detached", "omission": "omission", "repetition": "repetition",
+KINDS = {"detached": "detached", "partly_detached": "detached", "omission": "omission", "repetition": "repetition",
          "distant_repetition": "repetition"}
 # derived from per-word lists with token thresholds (NaN in raw signal rows), and needing a reference
 SKIP = ("scattered_share", "omission_share", "overattended_share")
 Z_CAP = 10.0
 MAX_SAMPLES = 1001
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-VERSION = 4
+VERSION = 5
 
 
 def signal_catalogue() -> dict[str, tuple[str, str]]:
@@ -137,8 +137,22 @@ def repeat_span(text: str, rng: np.random.Generator, distant: bool = False) -> s
     return join_words(words[:at] + words[start:start + length] + words[at:], punct)
 
 
+def detach_part(text: str, other: str, rng: np.random.Generator) -> str | None:
+    """`text` drifting off into `other`: the first 20-50% of its words, then `other` from the same relative
+    place on, so that half or more of the result is unrelated to the source (a *strongly detached*
+    hallucination, where a translation starts on the source and leaves it). None when either has < 2 words."""
+    words, punct = split_final_punct(text)
+    tail, tail_punct = split_final_punct(other)
+    if len(words) < 2 or len(tail) < 2:
+        return None
+    frac = float(rng.uniform(0.2, 0.5))
+    keep = min(max(1, int(round(len(words) * frac))), len(tail))
+    start = min(int(round(len(tail) * frac)), len(tail) - keep)  # the unrelated rest is never the shorter part
+    return join_words(words[:keep] + tail[start:], tail_punct or punct)
+
+
 def make_variants(rows: Sequence[Mapping[str, Any]], seed: int = 0, max_per_type: int | None = None,
-                  repetition: str = "alternate") -> dict[str, list[dict[str, Any]]]:
+                  repetition: str = "alternate", detached: str = "alternate") -> dict[str, list[dict[str, Any]]]:
     """Synthetic errors of every kind (`KINDS`) from rows holding "source" and "translation" (and maybe
     "reference"): per kind a list of {"base": index of the row, "source", "translation"[, "reference"]}.
 
@@ -151,6 +165,8 @@ def make_variants(rows: Sequence[Mapping[str, Any]], seed: int = 0, max_per_type
     """
     if repetition not in ("alternate", "adjacent", "distant"):
         raise ValueError(f"repetition must be 'alternate', 'adjacent' or 'distant', not {repetition!r}")
+    if detached not in ("alternate", "full", "part"):
+        raise ValueError(f"detached must be 'alternate', 'full' or 'part', not {detached!r}")
     rng = np.random.default_rng(seed)
     n = len(rows)
     base = np.arange(n)
@@ -167,13 +183,18 @@ def make_variants(rows: Sequence[Mapping[str, Any]], seed: int = 0, max_per_type
     out: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
     if n >= 2:
         shift = rng.permutation(n)
-        for i in base:
+        part_rng = np.random.default_rng([seed, 1])  # its own stream: the other kinds' draws stay as they were
+        for k, i in enumerate(base):
             # the next row in a random cycle whose text differs (a cycle has no fixed point)
             pos = int(np.flatnonzero(shift == i)[0])
             for step in range(1, n):
                 j = int(shift[(pos + step) % n])
                 if texts[j] != texts[i] and texts[j].strip():
-                    out["detached"].append(variant(i, texts[j]))
+                    part = detached == "part" or (detached == "alternate" and k % 2 == 1)
+                    if part and (t := detach_part(texts[i], texts[j], part_rng)) is not None:
+                        out["partly_detached"].append(variant(i, t))
+                    elif not part:
+                        out["detached"].append(variant(i, texts[j]))
                     break
     for k, i in enumerate(base):
         if (t := omit_span(texts[i], rng)) is not None:
@@ -402,7 +423,8 @@ class Combiner:
         push = w * x
         error = KINDS.get(kind, kind)
         article = "an" if error[0] in "aeiou" else "a"
-        how = " (a span said again further on)" if kind == "distant_repetition" else ""
+        how = {"distant_repetition": " (a span said again further on)",
+               "partly_detached": " (it leaves the source partway)"}.get(kind, "")
         out = [f"most like {article} {error} error{how}: learned probability {prob:.2f} (at even odds against a "
                "clean row)"]
         for i in np.argsort(-push)[:k]:

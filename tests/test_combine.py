@@ -10,8 +10,8 @@ import pytest
 from scipy import special
 
 from aligndebug import combine
-from aligndebug.combine import (Combiner, fit, make_variants, omit_span, repeat_span, split_final_punct,
-                                suspect_z)
+from aligndebug.combine import (Combiner, detach_part, fit, make_variants, omit_span, repeat_span,
+                                split_final_punct, suspect_z)
 from aligndebug.triage import roc_auc, tail_scale
 
 ROWS = [{"source": f"Quelle {i} .", "translation": t} for i, t in enumerate([
@@ -72,12 +72,41 @@ def test_repetition_never_doubles_punctuation_alone():
     assert repeat_span(", ( ) .", rng) is None
 
 
+def test_a_partly_detached_translation_starts_on_its_own_and_drifts_off():
+    rng = np.random.default_rng(3)
+    own = [f"o{i}" for i in range(10)]
+    other = [f"x{i}" for i in range(8)]
+    for _ in range(30):
+        out = detach_part(" ".join(own) + " .", " ".join(other) + " !", rng)
+        assert out.endswith(" !")  # the other translation's end, with its punctuation
+        words = out[:-2].split()
+        kept = [w for w in words if w.startswith("o")]
+        tail = words[len(kept):]
+        assert 2 <= len(kept) <= 5 and kept == own[:len(kept)]  # 20-50% of its own words, from the start
+        assert tail == other[len(other) - len(tail):]  # then the other's words to its end
+        assert len(tail) >= len(kept)  # half or more is unrelated to the source
+    # a short other translation: fewer of its own words kept, never more than the unrelated rest
+    for _ in range(30):
+        assert detach_part(" ".join(own), "x0 x1", rng).split() == ["o0", "o1", "x0", "x1"]
+    assert detach_part("one", "two words", rng) is None
+    assert detach_part("two words", "one", rng) is None
+
+
 def test_make_variants():
     v = make_variants(ROWS, seed=3)
-    assert len(v["detached"]) == len(ROWS)
+    texts = [r["translation"] for r in ROWS]
+    # the rows' detached variants are dealt in turn: another row's translation, then one drifting off into it
+    assert len(v["detached"]) == 3 and len(v["partly_detached"]) == 3
+    assert {i["base"] for i in v["detached"]}.isdisjoint(i["base"] for i in v["partly_detached"])
     for item in v["detached"]:
         assert item["translation"] != ROWS[item["base"]]["translation"]
-        assert item["translation"] in [r["translation"] for r in ROWS]
+        assert item["translation"] in texts
+        assert item["source"] == ROWS[item["base"]]["source"]
+    for item in v["partly_detached"]:
+        own = ROWS[item["base"]]["translation"].split()
+        words = item["translation"].split()
+        assert words[0] == own[0] and item["translation"] not in texts
+        assert any(t.endswith(" ".join(words[-2:])) for t in texts if t.split() != own)  # another row's end
         assert item["source"] == ROWS[item["base"]]["source"]
     assert all(len(i["translation"].split()) < len(ROWS[i["base"]]["translation"].split()) for i in v["omission"])
     for kind in ("repetition", "distant_repetition"):
@@ -87,14 +116,23 @@ def test_make_variants():
     assert {i["base"] for i in v["repetition"]}.isdisjoint(i["base"] for i in v["distant_repetition"])
     assert make_variants(ROWS, seed=3) == v  # deterministic
     few = make_variants(ROWS, seed=3, max_per_type=2)
-    assert [len(few[k]) for k in combine.KINDS] == [2, 2, 1, 1]
+    assert {k: len(few[k]) for k in combine.KINDS} == {"detached": 1, "partly_detached": 1, "omission": 2,
+                                                       "repetition": 1, "distant_repetition": 1}
     # every row's repetition of one kind: the other kinds as "alternate" makes them
     for how, kind in (("adjacent", "repetition"), ("distant", "distant_repetition")):
         one = make_variants(ROWS, seed=3, repetition=how)
         assert len(one[kind]) == len(ROWS) and one["distant_repetition" if how == "adjacent" else "repetition"] == []
         assert one["detached"] == v["detached"]
+    # every row's detached variant of one kind; the partial ones draw apart, so the other kinds stay the same
+    full, part = make_variants(ROWS, seed=3, detached="full"), make_variants(ROWS, seed=3, detached="part")
+    assert len(full["detached"]) == len(part["partly_detached"]) == len(ROWS)
+    assert full["partly_detached"] == part["detached"] == []
+    assert full["omission"] == part["omission"] == v["omission"]
+    assert [i for i in full["detached"] if i["base"] in {j["base"] for j in v["detached"]}] == v["detached"]
     with pytest.raises(ValueError, match="alternate"):
         make_variants(ROWS, repetition="both")
+    with pytest.raises(ValueError, match="'full' or 'part'"):
+        make_variants(ROWS, detached="some")
 
 
 def test_suspect_z():
@@ -200,7 +238,9 @@ def test_fit_with_a_model_end_to_end(tiny_bundle):
     comb = combine.fit_with_model(b, clean, seed=0, batch_size=8)
     assert set(comb.weights) == set(combine.KINDS)
     assert "alti_source" in comb.signals
-    assert comb.n_fit["detached"] == {"clean": len(clean), "errors": len(clean)}
+    n = len(clean)  # detached variants dealt in turn: every other row another's translation, the rest partly
+    assert comb.n_fit["detached"] == {"clean": n, "errors": (n + 1) // 2}
+    assert comb.n_fit["partly_detached"] == {"clean": n, "errors": n // 2}
     assert comb.logit(clean).shape == (len(clean),)
     assert np.isfinite(comb.logit(clean)).all()
 

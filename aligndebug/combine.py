@@ -3,8 +3,11 @@
 Fisher's method gives every signal family the same weight, so many weak attention signals can
 drown a strong one. Here the weights are learned from the calibration set itself, without labels:
 
-1. **Synthetic errors** (`make_variants`): from the calibration rows, *detached* variants (another
-   row's translation), *omission* variants (a contiguous third of the words removed) and
+1. **Synthetic errors** (`make_variants`): from the calibration rows, *detached* variants (for half of
+   them another row's translation, for the other half *partly_detached*: the row's first 20-50% of words,
+   then another row's translation from the same place on, `detach_part`; a kind of its own, reported as
+   detached: a wholly foreign translation is far out on every likelihood signal, one that starts on its
+   source much nearer the clean rows), *omission* variants (a contiguous third of the words removed) and
    *repetition* variants (a span of one to four words said twice: for half of them right after
    itself, for the other half (two to four words) further on, *distant_repetition*, fitted as a kind of its own and
    reported as repetition, `KINDS`). Sentence-final punctuation is
@@ -66,7 +69,9 @@ ERROR_TYPES = ("detached", "omission", "repetition")
 # the kinds of synthetic error a combination is fitted on, one model each, and the error type each one is:
 # a span repeated right after itself and one repeated further on look alike to no single linear model (one
 # shows in the tandem-repeat signal, the other only in the longest repeat, noisier on clean text), so each
-# gets its own and the larger of the two speaks for repetition
+# gets its own and the larger of the two speaks for repetition; likewise a wholly foreign translation (far out
+# on every likelihood signal) and one that leaves its source partway (much nearer the clean rows: fitted with
+# the wholly foreign ones, its model's weights follow the easy cases, README's benchmark)
 KINDS = {"detached": "detached", "partly_detached": "detached", "omission": "omission", "repetition": "repetition",
          "distant_repetition": "repetition"}
 # derived from per-word lists with token thresholds (NaN in raw signal rows), and needing a reference
@@ -156,7 +161,10 @@ def make_variants(rows: Sequence[Mapping[str, Any]], seed: int = 0, max_per_type
     """Synthetic errors of every kind (`KINDS`) from rows holding "source" and "translation" (and maybe
     "reference"): per kind a list of {"base": index of the row, "source", "translation"[, "reference"]}.
 
-    *detached*: the translation of another row with a different text (a random derangement);
+    *detached* / *partly_detached*: the translation of another row with a different text (a random
+    derangement) / the row's own first words drifting off into it (`detach_part`), for the rows in turn
+    (`detached` "alternate"), or every row's in full ("full") or in part ("part"); the partial ones draw from
+    a stream of their own, so the other kinds' variants do not depend on `detached`;
     *omission*: a contiguous ceil(n/3) of the n words removed (rows of 3+ words);
     *repetition* / *distant_repetition*: a span of 1-4 words said again right after itself / of 2-4 further on,
     for the rows in turn (`repetition` "alternate": repetition costs no more forced passes than another
@@ -668,5 +676,5 @@ def describe(comb: Combiner, k: int = 5) -> list[str]:
 
 
 __all__ = ["Combiner", "is_suspect", "learned", "row_score", "scored_row", "scored_rows", "ERROR_TYPES", "add_alti", "describe", "fisher_scores", "fit",
-           "fit_with_model", "forced_signal_rows", "make_variants", "omit_span", "repeat_span", "suspect_z",
+           "fit_with_model", "forced_signal_rows", "make_variants", "detach_part", "omit_span", "repeat_span", "suspect_z",
            "reference_samples", "signal_catalogue"]

@@ -218,6 +218,16 @@ def test_a_distant_repetition_is_reported_as_repetition():
     assert comb.reasons(bad)[0].startswith("most like a repetition error (a span said again further on): ")
 
 
+def test_a_partly_detached_row_is_reported_as_detached():
+    rng = np.random.default_rng(5)
+    comb = fit(_toy_rows(rng, 200), {"partly_detached": _toy_rows(rng, 200, shift=2.0),
+                                     "repetition": _toy_rows(rng, 200, rep=2.0)})
+    bad = {"seq_logprob": -6.0, "longest_repeat": 0.0, "entropy_mean": 0.0, "length_ratio": 1.0}
+    prob, kind = comb.score(bad)
+    assert kind == "detached" and prob > 0.9
+    assert comb.reasons(bad)[0].startswith("most like a detached error (it leaves the source partway): ")
+
+
 def test_two_sided_signal_gets_both_sides():
     rng = np.random.default_rng(3)
     clean = _toy_rows(rng, 300)

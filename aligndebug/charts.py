@@ -45,9 +45,17 @@ FLAG_COLOURS = {"ok": "#4c78a8", "scattered": "#d62728", "low confidence": "#d62
 
 # ----------------------------------------------------------------------------- helpers
 
+def vega_strings(values: Sequence[Any]) -> str:
+    """A Vega expression array literal of `values` as strings (JSON strings are valid literals). The word "if" is
+    written as "i" + "f": Vega's expression parser (Vega 6, as vl-convert and the app's browser run it) fails on
+    the string literal "if" ("Unrecognized signal name"), and with it every chart of a sentence that says "if"."""
+    return "[" + ", ".join('"i" + "f"' if str(v) == "if" else json.dumps(str(v), ensure_ascii=False)
+                           for v in values) + "]"
+
+
 def _labels_expr(labels: Sequence[str]) -> str:
-    """A Vega expression mapping an integer axis value to its label (JSON is a valid literal)."""
-    return f"{json.dumps([str(x) for x in labels], ensure_ascii=False)}[datum.value]"
+    """A Vega expression mapping an integer axis value to its label."""
+    return f"{vega_strings(labels)}[datum.value]"
 
 
 def _axis(labels: Sequence[str], title: str | None, orient: str | None = None, angle: int = 0) -> alt.Axis:

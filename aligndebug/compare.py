@@ -738,11 +738,13 @@ def checkpoint_chart(summary: dict[str, Any]):
     a metric that was not measured (BLEU with --alignment-only) gets no panel."""
     import altair as alt
 
+    from .charts import vega_strings
+
     names = [m["model"] for m in summary["models"]]
     series = (("AER, best layer (head mean)", "best_layer_aer", 100.0, "AER (%)"),
               ("AER, chosen layer and head", "aer", 100.0, "AER (%)"), ("BLEU", "bleu", 1.0, "BLEU"),
               ("mean Seq-Logprob of the reference", "seq_logprob", 1.0, "nats per token"))
-    labels = json.dumps([os.path.basename(n.rstrip("/")) or n for n in names], ensure_ascii=False)
+    labels = vega_strings([os.path.basename(n.rstrip("/")) or n for n in names])
     panels = []
     for title, key, scale, unit in series:
         values = [{"checkpoint": k, "name": m["model"], "value": scale * m[key]}

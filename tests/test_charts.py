@@ -272,6 +272,18 @@ def test_png_and_svg_export(rec):
     assert axis.index("das") < axis.index("Haus")
 
 
+def test_a_word_vega_cannot_take_as_a_string_is_still_drawn():
+    # Vega's expression parser fails on the string literal "if": before, no chart of such a sentence rendered
+    words = ["if", "it", "rains", "if"]
+    assert charts.vega_strings(words) == '["i" + "f", "it", "rains", "i" + "f"]'
+    assert charts.vega_strings(["\"if\"", "If", 3]) == '["\\"if\\"", "If", "3"]'
+    svg = ET.fromstring(export.chart_to_svg(charts.coverage_chart(words, [1.0, 0.1, 2.0, 0.5])))
+    texts = [t.text for t in svg.iter() if t.tag.endswith("text") and t.text]
+    assert texts.count("if") == 2 and texts.index("it") < texts.index("rains")
+    grid = charts.learned_heatmap(np.full((4, 5), 0.2), words, ["when", "if", "it", "rains"], [(0, 1)])
+    assert export.chart_to_png(grid, scale=1)[:8] == export.PNG_MAGIC
+
+
 def test_every_chart_renders(rec):
     built = [charts.layer_head_grid(rec), charts.self_attention_heatmap(rec, "decoder"),
              charts.token_chart(**views.token_signals(rec)), charts.coverage_chart(rec.src_words, [1, 0.1, 2])]

@@ -21,6 +21,7 @@ import altair as alt
 import numpy as np
 
 from .align import attention_matrix, default_layer, target_token_word_ids
+from .export import printable_text
 from .record import Record
 from .views import (check_gold_range, check_level, layer_head_values, marked_labels, self_attention_matrix,
                     source_target)
@@ -46,11 +47,12 @@ FLAG_COLOURS = {"ok": "#4c78a8", "scattered": "#d62728", "low confidence": "#d62
 # ----------------------------------------------------------------------------- helpers
 
 def vega_strings(values: Sequence[Any]) -> str:
-    """A Vega expression array literal of `values` as strings (JSON strings are valid literals). The word "if" is
-    written as "i" + "f": Vega's expression parser (Vega 6, as vl-convert and the app's browser run it) fails on
-    the string literal "if" ("Unrecognized signal name"), and with it every chart of a sentence that says "if"."""
-    return "[" + ", ".join('"i" + "f"' if str(v) == "if" else json.dumps(str(v), ensure_ascii=False)
-                           for v in values) + "]"
+    """A Vega expression array literal of `values` as labels (`printable_text`; JSON strings are valid literals).
+    The word "if" is written as "i" + "f": Vega's expression parser (Vega 6, as vl-convert and the app's browser
+    run it) fails on the string literal "if" ("Unrecognized signal name"), and with it every chart of a sentence
+    that says "if"."""
+    labels = [printable_text(str(v)) for v in values]
+    return "[" + ", ".join('"i" + "f"' if t == "if" else json.dumps(t, ensure_ascii=False) for t in labels) + "]"
 
 
 def _labels_expr(labels: Sequence[str]) -> str:

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import re
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -15,9 +16,47 @@ from .record import Record
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+# C0 and C1 control characters, DEL, and the line and paragraph separators
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _picture(match: re.Match) -> str:
+    code = ord(match.group())
+    return chr(0x2400 + code) if code < 0x20 else "\u2421" if code == 0x7F else "\ufffd"
+
+
+def printable_text(text: str) -> str:
+    """`text` as an image can show it: a C0 control character as its control picture (NUL as ␀, DEL as ␡), any
+    other control character and a line or paragraph separator as U+FFFD; printable text unchanged. vl-convert
+    aborts the whole process on a NUL in an image's text and writes SVG that is not XML with one in an ARIA
+    label, and Vega's expression parser fails on a line separator inside a string."""
+    return _UNPRINTABLE.sub(_picture, text) if _UNPRINTABLE.search(text) else text
+
+
+def _printable_data(node: Any) -> Any:
+    """`node` (a spec) with every string in its inline data rows made `printable_text`."""
+    def rows(values: list) -> list:
+        return [{k: printable_text(v) if isinstance(v, str) else v for k, v in r.items()} if isinstance(r, dict)
+                else r for r in values]
+
+    if isinstance(node, list):
+        return [_printable_data(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for k, v in node.items():
+        if k == "datasets" and isinstance(v, dict):
+            out[k] = {name: rows(vals) if isinstance(vals, list) else vals for name, vals in v.items()}
+        elif k == "values" and isinstance(v, list):
+            out[k] = rows(v)
+        else:
+            out[k] = _printable_data(v)
+    return out
+
+
 def _spec(chart: Any) -> dict[str, Any]:
-    """A Vega-Lite spec dict from an Altair chart (or a spec dict passed through)."""
-    return chart if isinstance(chart, dict) else chart.to_dict()
+    """A Vega-Lite spec dict from an Altair chart (or a spec dict passed through), its data printable."""
+    return _printable_data(chart if isinstance(chart, dict) else chart.to_dict())
 
 
 def chart_to_png(chart: Any, scale: float = 2.0) -> bytes:

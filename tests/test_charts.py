@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
 import json
 import math
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -282,6 +285,21 @@ def test_a_word_vega_cannot_take_as_a_string_is_still_drawn():
     assert texts.count("if") == 2 and texts.index("it") < texts.index("rains")
     grid = charts.learned_heatmap(np.full((4, 5), 0.2), words, ["when", "if", "it", "rains"], [(0, 1)])
     assert export.chart_to_png(grid, scale=1)[:8] == export.PNG_MAGIC
+
+
+def test_words_with_control_characters_are_drawn_as_visible_signs():
+    assert export.printable_text("a\x00b\tc\x7f") == "a\u2400b\u2409c\u2421"
+    assert export.printable_text("a\u2028b\u2029c\x85") == "a\ufffdb\ufffdc\ufffd"
+    assert export.printable_text("quo\"te \u200fرت 😀") == "quo\"te \u200fرت 😀"  # printable text as it is
+    # vl-convert aborts the process (a Rust panic) on a NUL in an image's text: try it in a child process
+    code = ("import xml.etree.ElementTree as ET; from aligndebug import charts, export\n"
+            "words = ['a\\x00b', 'x\\u2028y', 'back\\\\slash', 'it\\'s', 'if']\n"
+            "svg = ET.fromstring(export.chart_to_svg(charts.coverage_chart(words, [1.0, 2.0, 0.5, 1.5, 1.0])))\n"
+            "print([t.text for t in svg.iter() if t.tag.endswith('text') and t.text])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    shown = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    assert {"a\u2400b", "x\ufffdy", "back\\slash", "it's", "if"} <= set(shown)
 
 
 def test_every_chart_renders(rec):

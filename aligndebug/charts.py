@@ -48,9 +48,9 @@ FLAG_COLOURS = {"ok": "#4c78a8", "scattered": "#d62728", "low confidence": "#d62
 
 def vega_strings(values: Sequence[Any]) -> str:
     """A Vega expression array literal of `values` as labels (`printable_text`; JSON strings are valid literals).
-    The word "if" is written as "i" + "f": Vega's expression parser (Vega 6, as vl-convert and the app's browser
-    run it) fails on the string literal "if" ("Unrecognized signal name"), and with it every chart of a sentence
-    that says "if"."""
+    The word "if" is written as "i" + "f": Vega's expression parser (Vega 6.2, in vl-convert 1.9) fails on the
+    string literal "if" ("Unrecognized signal name"), and with it every exported chart of a sentence that says
+    "if"."""
     labels = [printable_text(str(v)) for v in values]
     return "[" + ", ".join('"i" + "f"' if t == "if" else json.dumps(t, ensure_ascii=False) for t in labels) + "]"
 

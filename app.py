@@ -33,6 +33,7 @@ from aligndebug.metrics import AlignmentSignature, count_links
 from aligndebug.learned import CARD, WEIGHTS, AlignerMismatchError, load_aligner
 from aligndebug.models import DEFAULT_NAMES, ModelLoadError, load_model
 from aligndebug.record import Record
+from aligndebug.runner import unusable_counts
 from aligndebug.serverfiles import allowed_roots, resolve_server_path, server_paths_allowed
 from aligndebug.words import split_words
 
@@ -700,9 +701,9 @@ def testset_page(cfg: dict[str, Any], inp: dict[str, Any]) -> None:
             col.metric(label, f"{corpus[key]:.3f}" if key in ("aer", "precision", "recall") else f"{corpus[key]:.1f}")
     st.caption(f"Scored with {corpus['settings']}" + (f" · gold: {corpus['gold']}" if "gold" in corpus else ""))
     if corpus.get("unusable"):
-        st.warning(f"The model could not take {sum(corpus['unusable'].values())} sentence(s) ("
-                   + ", ".join(f"{k} {n}" for k, n in sorted(corpus["unusable"].items()))
-                   + "): they are not aligned, and are flagged with the reason and ranked among the suspects below.")
+        st.warning(f"The model could not take {sum(corpus['unusable'].values())} sentence(s) "
+                   f"({unusable_counts(corpus['unusable'])}): they are not aligned, and are flagged with the reason "
+                   "and ranked among the suspects below.")
     if "gold" in corpus:
         for w in corpus.get("gold_warnings", []):
             st.warning(w)

@@ -31,7 +31,7 @@ from .pairs import count_lines, iter_pair_lengths, iter_pairs, join_reasons, rea
 from . import ray_backend
 from .report import write_report
 from .rows import ScoreOptions, TriageRow, read_links, summary
-from .runner import calibration_path, partial_path, run_triage, score_stream
+from .runner import calibration_path, partial_path, run_triage, score_stream, unusable_counts
 from .store import claim_run, file_fingerprint, run_record_path, write_json_atomic, write_lines_atomic
 from .suite import SuiteOptions, read_suite, resolve_suite, run_suite, summarize, write_html
 from .suite import format_summary as format_suite_summary
@@ -708,10 +708,10 @@ def cmd_triage(args: argparse.Namespace) -> int:
         write_report(rows, args.html, bundle=bundle, calibration=calibration, top=args.top,
                      layer=args.layer, head=args.head, method=args.method)
     print(format_top(rows, 10))
-    unusable = getattr(rows, "unusable", {})
+    unusable = rows.unusable
     combine = "learned" if learned(calibration) is not None else "Fisher's method"
     print(f"{len(rows)} sentences, score: {combine}; the model could not take {sum(unusable.values())}"
-          + (" (" + ", ".join(f"{k} {n}" for k, n in sorted(unusable.items())) + ")" if unusable else ""))
+          + (f" ({unusable_counts(unusable)})" if unusable else ""))
     print(f"rows: {args.out}   calibration: {calibration_path(args.out)}"
           + (f"   report: {args.html}" if args.html else ""))
     return 0

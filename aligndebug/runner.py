@@ -460,6 +460,11 @@ class RankedFile(Sequence):
                 yield parse_row(line, SIGNALS)
 
 
+def unusable_counts(counts: Mapping[str, int]) -> str:
+    """How many sentences the model could not take, by reason, in words: ``"empty 2, undecodable 1"``."""
+    return ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
+
+
 class TriageRows(list):
     """The ranked rows of a triage run kept in memory (a plain list) carrying the `calibration` they were scored with."""
 

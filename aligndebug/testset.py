@@ -125,7 +125,7 @@ def run_testset(bundle: ModelBundle, src: Path | None, tgt: Path | None = None, 
                   "precision": s.get("precision"), "recall": s.get("recall")})
     progress(1.0, f"Done: {n} sentences")
     ranking = ranked.calibration.combine  # "fisher" when a learned fit was asked for but could not be made
-    corpus: dict[str, Any] = {"sentences": n, "ranking": ranking, "unusable": dict(getattr(ranked, "unusable", {})),
+    corpus: dict[str, Any] = {"sentences": n, "ranking": ranking, "unusable": dict(ranked.unusable),
                               "settings": f"model {model_name or bundle.name} · layer {layer} · head {head} · "
                                           f"{method} · suspects ranked by {RANKINGS[ranking]}"}
     if gold_set is not None and totals.scored:

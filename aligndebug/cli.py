@@ -27,7 +27,7 @@ from .learned import WEIGHTS, LearnedAligner, links_from_word_matrix, load_align
 from .learned_train import read_words, read_silver, train_aligner
 from .methods import DEFAULT_ROW_RULE, ROW_RULES, compared_aligners
 from .models import load_model
-from .pairs import count_lines, iter_pair_lengths, iter_pairs, join_reasons, read_lines_keeping_bad
+from .pairs import blank_as_none, count_lines, iter_pair_lengths, iter_pairs, join_reasons, read_lines_keeping_bad
 from . import ray_backend
 from .report import write_report
 from .rows import ScoreOptions, TriageRow, read_links, summary
@@ -665,7 +665,7 @@ def cmd_triage(args: argparse.Namespace) -> int:
     sources, targets, references = (_triage_lines(path, unreadable) if path else None
                                     for path in (args.src, args.tgt, args.ref))
     if references is not None:
-        references = [r if r.strip(" ") else None for r in references]
+        references = blank_as_none(references)
     for path, lines in ((args.tgt, targets), (args.ref, references)):
         if lines is not None and len(lines) != len(sources):
             raise InputError(path, None, f"{len(lines)} lines but {args.src} has {len(sources)}",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import gzip
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
 
@@ -258,6 +258,11 @@ def iter_pair_lengths(pairs) -> Iterator[tuple[int, int]]:
 def pair_lengths(pairs) -> list[tuple[int, int]]:
     """(n_src_words, n_tgt_words) per pair, as a list: the `sentences` argument of gold.read_gold."""
     return list(iter_pair_lengths(pairs))
+
+
+def blank_as_none(lines: Sequence[str]) -> list[str | None]:
+    """`lines` with each blank one (spaces only) as None: an empty reference line means no reference."""
+    return [t if t.strip(" ") else None for t in lines]
 
 
 def read_lines_keeping_bad(path: str | os.PathLike[str], encoding: str = "utf-8") -> tuple[list[str], dict[int, str]]:

@@ -17,7 +17,8 @@ from .extract import Encoded, translate
 from .gold import format_pharaoh, read_gold
 from .metrics import corpus_translation_scores
 from .models import ModelBundle
-from .pairs import iter_lines, iter_pairs, join_reasons, pair_lengths, read_lines_keeping_bad, split_words
+from .pairs import (blank_as_none, iter_lines, iter_pairs, join_reasons, pair_lengths, read_lines_keeping_bad,
+                    split_words)
 from .rows import ScoreOptions
 from .runner import Item, score_and_triage, unusable_reason
 from .triage import Calibration
@@ -74,7 +75,7 @@ def read_testset(src: Path | None, tgt: Path | None = None, gold: Path | None = 
         if len(texts) != len(all_pairs):
             raise InputError(ref, None, f"{len(texts)} references for {len(all_pairs)} sentences",
                              "one reference a line, as many as sources")
-        refs = [t if t.strip(" ") else None for t in texts]
+        refs = blank_as_none(texts)
         all_pairs = [replace(p, unreadable=join_reasons(p.unreadable, bad[p.index])) if p.index in bad else p
                      for p in all_pairs]
     return all_pairs[:limit], gold_set, (refs[:limit] if refs is not None else None)

@@ -23,6 +23,7 @@ from .decoding import resolve as resolve_decoding
 from .errors import InputError, ModelLoadError
 from .extract import encode_pair, extract, translate
 from .gold import read_gold, scan_gold
+from .labels import format_label_aucs, label_aucs, read_error_labels
 from .learned import WEIGHTS, LearnedAligner, links_from_word_matrix, load_aligner
 from .learned_train import read_words, read_silver, train_aligner
 from .methods import DEFAULT_ROW_RULE, ROW_RULES, compared_aligners
@@ -626,6 +627,10 @@ def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="JSONL rows, most suspect first (calibration saved beside it)")
     p.add_argument("--html", type=Path, help="self-contained HTML report of the top suspects")
     p.add_argument("--top", type=positive_int, default=20, help="suspects shown in the HTML report")
+    p.add_argument("--labels", type=Path, help="error labels people gave these translations (TSV with a 'labels' "
+                                               "column, one line per sentence): print the ROC-AUC of the score and "
+                                               "of every signal per label, against the rows with no label")
+    p.add_argument("--labels-json", type=Path, help="also write those AUCs as JSON (with --labels)")
     p.add_argument("--calibration", type=Path, help="calibration JSON from an earlier run on a clean set "
                                                      "(default: calibrate on this set)")
     p.add_argument("--percentile", type=percentile, default=95.0, help="flag threshold percentile when calibrating")
@@ -671,7 +676,13 @@ def cmd_triage(args: argparse.Namespace) -> int:
             raise InputError(path, None, f"{len(lines)} lines but {args.src} has {len(sources)}",
                              "one line per source sentence")
     calibration = Calibration.load(args.calibration) if args.calibration else None
-    check_outputs(args.out, args.html)
+    labelled = read_error_labels(args.labels) if args.labels else None  # a bad file fails before any work
+    if labelled is not None and len(labelled) != len(sources):
+        raise InputError(args.labels, None, f"labels for {len(labelled)} sentences but {args.src} has {len(sources)}",
+                         "one line per source sentence after the header")
+    if args.labels_json and labelled is None:
+        raise InputError(None, None, "--labels-json needs --labels", "--labels FILE")
+    check_outputs(args.out, args.html, args.labels_json)
     bundle, ray_kwargs = driver_setup(args)
     check_layer(args.layer, bundle.num_layers)
     apply_view(args, bundle)
@@ -714,6 +725,11 @@ def cmd_triage(args: argparse.Namespace) -> int:
           + (f" ({unusable_counts(unusable)})" if unusable else ""))
     print(f"rows: {args.out}   calibration: {calibration_path(args.out)}"
           + (f"   report: {args.html}" if args.html else ""))
+    if labelled is not None:
+        aucs = label_aucs(rows, labelled, calibration)
+        print(format_label_aucs(aucs))
+        if args.labels_json:
+            write_json_atomic(args.labels_json, aucs)
     return 0
 
 

@@ -391,6 +391,40 @@ def test_cli_triage(tiny, tmp_path, capsys):
         assert cal.n == 3 and cal.combine == combine  # the unusable rows calibrate nothing
 
 
+def test_cli_triage_scores_its_ranking_against_labels(tiny, tmp_path, capsys):
+    """--labels prints, per label, the ROC-AUC of the score and of the best single signal against the rows with
+    no label (as the JSON of --labels-json holds them, recomputed here from the ranked rows); a row whose
+    translation is not the labelled one is left out; a labels file of the wrong length fails before any work."""
+    from aligndebug.cli import main
+    from aligndebug.triage import roc_auc
+
+    _, folder = tiny
+    src, tgt, labels = tmp_path / "src.txt", tmp_path / "tgt.txt", tmp_path / "labels.tsv"
+    src.write_text("\n".join(SOURCES) + "\n", encoding="utf-8")
+    tgt.write_text("\n".join(TARGETS) + "\n", encoding="utf-8")
+    texts = TARGETS[:3] + ["another text", TARGETS[4]]
+    kinds = ["none", "omission", "none", "none", "repetition,omission"]
+    labels.write_text("id\tlabels\ttranslation\n" + "".join(f"{i}\t{k}\t{t}\n" for i, (k, t) in enumerate(zip(kinds, texts))),
+                      encoding="utf-8")
+    out, js = tmp_path / "o.jsonl", tmp_path / "labels.json"
+    assert main(["triage", "--model", str(folder), "--src", str(src), "--tgt", str(tgt), "--out", str(out),
+                 "--labels", str(labels), "--labels-json", str(js), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "labelled rows: 4 (2 without a label); 1 left out" in printed
+    got = json.loads(js.read_text(encoding="utf-8"))
+    rows = {r["id"]: r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
+    # omission: rows 1 and 4 against the clean rows 0 and 2 (row 3 is left out)
+    expected = roc_auc([rows[i]["score"] for i in (1, 4, 0, 2)], [True, True, False, False])
+    assert got["labels"]["omission"]["auc"]["score"] == approx(expected)
+    assert got["labels"]["omission"]["n"] == 2 and got["labels"]["repetition"]["n"] == 1 and got["mismatched"] == [3]
+    assert re.search(r"omission\s+2\s+" + f"{expected:.3f}", printed)
+    labels.write_text("labels\nnone\n", encoding="utf-8")
+    assert main(["triage", "--model", str(folder), "--src", str(src), "--tgt", str(tgt), "--out", str(tmp_path / "b.jsonl"),
+                 "--labels", str(labels), "--no-progress"]) == 2
+    assert f"{labels}: labels for 1 sentences but" in capsys.readouterr().err
+    assert not (tmp_path / "b.jsonl").exists()
+
+
 def test_cli_triage_keeps_lines_it_cannot_read(tiny, tmp_path, capsys):
     """Bytes that cannot be decoded (a translation, a reference) do not stop the run: the row is kept, flagged
     `undecodable` with the file and line, scored by the signals needing no forward pass (on the text with

@@ -1,0 +1,105 @@
+"""Error labels people gave translations: the TSV reader, its errors, and per-label ROC-AUCs of a triage."""
+
+from __future__ import annotations
+
+import pytest
+from numeric import approx
+
+from aligndebug.errors import InputError
+from aligndebug.labels import ErrorLabels, format_label_aucs, label_aucs, read_error_labels
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "labels.tsv"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_read_error_labels_reads_names_clean_rows_and_the_labelled_translation(tmp_path):
+    path = _write(tmp_path, "id\tlabels\tnote\ttranslation\n"
+                            "0\tnone\t\ta dog runs .\n"
+                            "1\tomission, repetition\tdrops 'park'\ta a dog .\n"
+                            "2\t\t\ttwo men .\n"
+                            "3\tNone\t\tx\n")
+    got = read_error_labels(path)
+    assert got == [ErrorLabels(frozenset(), "a dog runs ."), ErrorLabels(frozenset({"omission", "repetition"}), "a a dog ."),
+                   ErrorLabels(frozenset(), "two men ."), ErrorLabels(frozenset(), "x")]
+    # columns in any order, no id or translation column
+    assert read_error_labels(_write(tmp_path, "note\tLabels\nfine\tnone\n\tfully_detached\n")) == [
+        ErrorLabels(frozenset()), ErrorLabels(frozenset({"fully_detached"}))]
+
+
+@pytest.mark.parametrize("text, line, words", [
+    ("id\tnote\n0\tx\n", 1, "no 'labels' column"),
+    ("id\tlabels\n0\tnone\n1\n", 3, "1 tab-separated fields, the header has 2"),
+    ("id\tlabels\n0\tnone\n2\tnone\n", 3, "id '2' on the line of sentence 1"),
+    ("labels\nnone\nOmission!\n", 3, "label 'Omission!' is not a name"),
+    ("labels\nomission,,repetition\n", 2, "label '' is not a name"),
+])
+def test_a_bad_labels_file_names_its_line_and_what_was_expected(tmp_path, text, line, words):
+    path = _write(tmp_path, text)
+    with pytest.raises(InputError) as err:
+        read_error_labels(path)
+    assert err.value.line == line and words in err.value.message and err.value.expected
+    assert str(err.value).startswith(f"{path}:{line}:")
+
+
+def test_an_empty_labels_file_is_an_error(tmp_path):
+    with pytest.raises(InputError, match="empty"):
+        read_error_labels(_write(tmp_path, ""))
+
+
+def _rows():
+    # triage rows come ranked, not in input order; labels are matched by id
+    return [
+        {"id": 3, "score": 5.0, "translation": "d", "seq_logprob": -4.0, "repeat_share": 0.5},
+        {"id": 0, "score": 3.0, "translation": "a", "seq_logprob": -1.0, "repeat_share": 0.0},
+        {"id": 4, "score": 2.5, "translation": "e", "seq_logprob": -0.5, "repeat_share": 0.1},
+        {"id": 1, "score": 2.0, "translation": "b", "seq_logprob": -3.0, "repeat_share": 0.0},
+        {"id": 2, "score": 1.0, "translation": "c", "seq_logprob": -2.0, "repeat_share": None},
+        {"id": 5, "score": 0.0, "translation": "f  g", "seq_logprob": -5.0, "repeat_share": 0.0},
+    ]
+
+
+def test_label_aucs_by_hand():
+    labelled = [ErrorLabels(frozenset({"omission"}), "a"), ErrorLabels(frozenset()), ErrorLabels(frozenset(), "c"),
+                ErrorLabels(frozenset({"repetition", "omission"}), "d"), ErrorLabels(frozenset(), "E (another)"),
+                ErrorLabels(frozenset(), "f g")]
+    got = label_aucs(_rows(), labelled)
+    # row 4's translation is not the labelled one; row 5's differs only in spacing
+    assert got["mismatched"] == [4] and got["n"] == 5 and got["clean"] == 3
+    omission, repetition = got["labels"]["omission"], got["labels"]["repetition"]
+    assert omission["n"] == 2 and repetition["n"] == 1
+    # clean rows 1, 2, 5 score 2, 1, 0; omission rows 0 and 3 score 3 and 5: above all three
+    assert omission["auc"]["score"] == approx(1.0)
+    # Seq-Logprob (low = suspect) of the omission rows -1 and -4 against clean -3, -2, -5:
+    # -1 is below none of them, -4 below -3 and -2: (0 + 2) / 6
+    assert omission["auc"]["seq_logprob"] == approx(2 / 6)
+    # repeat_share of row 3 (0.5) against clean 0, undefined (least suspect), 0
+    assert repetition["auc"]["repeat_share"] == approx(1.0)
+    assert repetition["auc"]["seq_logprob"] == approx(2 / 3)
+    assert omission["best_signal"] in ("repeat_share", "seq_logprob") and omission["best_auc"] == approx(
+        max(omission["auc"]["repeat_share"], omission["auc"]["seq_logprob"]))
+    text = format_label_aucs(got)
+    assert "1 left out" in text and "omission" in text and "repetition" in text
+
+
+def test_label_aucs_needs_one_label_per_row():
+    with pytest.raises(ValueError, match="6 triage rows but 2 labelled"):
+        label_aucs(_rows(), [ErrorLabels(frozenset())] * 2)
+
+
+@pytest.mark.parametrize("target", ["reference", "own"])
+def test_the_held_out_error_labels_in_datasets_read_and_match_their_set(data_dir, target):
+    folder = data_dir / "heldout" / "europarl-deen-500"
+    labelled = read_error_labels(folder / f"errors.{target}.tsv")
+    sources = (folder / "test.de").read_text(encoding="utf-8").splitlines()
+    assert len(labelled) == len(sources) == 500
+    names = set().union(*(x.labels for x in labelled))
+    assert names <= {"fully_detached", "strongly_detached", "omission", "repetition"}
+    assert all(x.translation for x in labelled)
+    if target == "reference":  # the labelled text is the set's reference, line for line
+        assert [x.translation for x in labelled] == (folder / "test.en").read_text(encoding="utf-8").splitlines()
+        assert sum(not x.labels for x in labelled) == 490
+    else:
+        assert sum(not x.labels for x in labelled) == 128 and "repetition" in names

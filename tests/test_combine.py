@@ -190,6 +190,24 @@ def test_fit_is_the_constrained_optimum():
     assert w[0] > 0.3 and abs(grad[0]) < 1e-4  # interior: gradient 0
 
 
+def test_spliced_kinds_leave_out_the_lowest_token_log_prob():
+    """A junction the model finds improbable is what the lowest token log-prob sees in a spliced variant, not
+    an error a decoder makes: the spliced kinds' models give it weight 0 even where it separates their
+    variants perfectly, and a wholly foreign translation (no junction) still uses it."""
+    rng = np.random.default_rng(6)
+
+    def rows(n, dip=0.0, rep=0.0):
+        return [{**r, "min_logprob": float(rng.normal(-3.0 - dip, 0.3))} for r in _toy_rows(rng, n, rep=rep)]
+
+    kinds = ("detached", "partly_detached", "omission", "repetition", "distant_repetition")
+    comb = fit(rows(300), {k: rows(300, dip=3.0, rep=1.0) for k in kinds}, l2=0.01)
+    assert comb.weights["detached"]["min_logprob"] > 1.0
+    for kind in kinds[1:]:
+        assert comb.weights[kind]["min_logprob"] == 0.0 and kind in combine.SPLICE_BLIND
+        assert comb.weights[kind]["longest_repeat"] > 0.3  # fitted on what is left
+        assert comb.train_auc[kind] < 0.9  # the junction alone would separate them perfectly
+
+
 def test_json_round_trip_and_reasons():
     rng = np.random.default_rng(2)
     clean = _toy_rows(rng, 200)

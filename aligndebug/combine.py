@@ -41,8 +41,8 @@ drown a strong one. Here the weights are learned from the calibration set itself
    scripts/triage_auc.py: the largest log-odds lets an easily separated type (repetition: one
    doubled word is near-certain) outrank false alarms of another only as far as its fit's L2
    allows, so clean rows with a high detached log-odds outrank repetitions; z-scores alone flatten
-   omission, whose clean rows spread wide. On the three splits the blend fell short of the best
-   single signal only where the "clean" rows are the model's own real errors (see README);
+   omission, whose clean rows spread wide (chosen on README's synthetic benchmark before
+   `SPLICE_BLIND`; README gives both benchmarks, synthetic and labelled, and where each loses);
    `Combiner.clean_z` (z-scores alone) stays for comparison. Calibrations saved before VERSION 3
    rank by the largest log-odds (`ranking` "max"), as they did.
 `fit_with_model` forces 50 variants per error type by default: on that benchmark 50, 100 and all

@@ -82,7 +82,7 @@ SKIP = ("scattered_share", "omission_share", "overattended_share")
 # variant spliced inside a sentence (a span cut out or said again, a translation that drifts into another's)
 # has a junction the model finds improbable, and the lowest token log-prob finds exactly that junction; an
 # error a decoder makes is fluent there. On the embedded model's own translations it ranks spliced omissions
-# and repetitions 0.97-0.98 (README's synthetic benchmark) but labelled real ones 0.67-0.68; left out, the
+# and repetitions 0.96-0.98 (README's synthetic benchmark) but labelled real ones 0.67-0.74; left out, the
 # combination ranks the labelled errors of two held-out sets higher (README). A wholly foreign translation has no
 # junction and keeps it.
 SPLICE_BLIND: dict[str, tuple[str, ...]] = {k: ("min_logprob",) for k in

@@ -103,3 +103,14 @@ def test_the_held_out_error_labels_in_datasets_read_and_match_their_set(data_dir
         assert sum(not x.labels for x in labelled) == 490
     else:
         assert sum(not x.labels for x in labelled) == 128 and "repetition" in names
+
+
+def test_the_multi30k_error_labels_in_datasets_read_and_match_their_set(data_dir):
+    import gzip
+
+    folder = data_dir / "train" / "multi30k-deen"
+    labelled = read_error_labels(folder / "errors.test_2016_flickr.own.tsv")
+    with gzip.open(folder / "test_2016_flickr.de.gz", "rt", encoding="utf-8") as f:
+        assert len(labelled) == len(f.read().splitlines()) == 1000
+    assert set().union(*(x.labels for x in labelled)) == {"fully_detached", "strongly_detached", "omission", "repetition"}
+    assert sum(not x.labels for x in labelled) == 783 and all(x.translation for x in labelled)

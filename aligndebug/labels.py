@@ -77,12 +77,12 @@ def label_aucs(rows: Sequence[dict[str, Any]], labelled: Sequence[ErrorLabels],
     if len(rows) != len(labelled):
         raise ValueError(f"{len(rows)} triage rows but {len(labelled)} labelled sentences: expected one each")
     matched, mismatched = [], []
-    for r in rows:
+    for r in rows:  # may stream from a ranked file: keep only the numbers an AUC needs
         lab = labelled[r["id"]]
         if lab.translation is not None and not _same_text(lab.translation, r.get("translation") or ""):
             mismatched.append(r["id"])
         else:
-            matched.append((r, lab.labels))
+            matched.append(({k: r[k] for k in ("score", *SIGNALS) if k in r}, lab.labels))
     kept = [r for r, _ in matched]
     clean = np.array([not names for _, names in matched], dtype=bool)
     signals = [n for n in SIGNALS if any(isinstance(r.get(n), (int, float)) and np.isfinite(r[n]) for r in kept)]
@@ -96,7 +96,8 @@ def label_aucs(rows: Sequence[dict[str, Any]], labelled: Sequence[ErrorLabels],
         has = np.array([label in names for _, names in matched], dtype=bool)
         use = has | clean
         auc = {name: roc_auc(v[use], has[use]) for name, v in values.items()}
-        best = max((a, n) for n, a in auc.items() if n != "score" and np.isfinite(a)) if len(auc) > 1 else (np.nan, None)
+        finite = [(a, n) for n, a in auc.items() if n != "score" and np.isfinite(a)]
+        best = max(finite) if finite else (float("nan"), None)  # NaN: no row without a label to rank against
         result["labels"][label] = {"n": int(has.sum()), "auc": auc, "best_signal": best[1], "best_auc": best[0]}
     return result
 

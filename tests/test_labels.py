@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from numeric import approx
 
@@ -82,6 +83,14 @@ def test_label_aucs_by_hand():
         max(omission["auc"]["repeat_share"], omission["auc"]["seq_logprob"]))
     text = format_label_aucs(got)
     assert "1 left out" in text and "omission" in text and "repetition" in text
+
+
+def test_label_aucs_without_a_clean_row_has_no_auc_to_give():
+    labelled = [ErrorLabels(frozenset({"omission"}))] * 6
+    got = label_aucs(_rows(), labelled)
+    assert got["clean"] == 0 and got["labels"]["omission"]["best_signal"] is None
+    assert np.isnan(got["labels"]["omission"]["auc"]["score"])
+    assert "nan" in format_label_aucs(got)
 
 
 def test_label_aucs_needs_one_label_per_row():

@@ -54,14 +54,6 @@ from aligndebug.triage import SIGNALS, calibrate, roc_auc, suspect_values
 DATA = Path(__file__).resolve().parents[1] / "datasets" / "heldout" / "europarl-deen-500"
 
 
-def oriented(name: str, rows: list[dict], cal) -> np.ndarray:
-    """A signal with its suspect direction as 'high' (undefined values: the least suspect)."""
-    if name in SIGNALS:
-        return suspect_values(name, rows, cal)
-    v = -np.array([r.get(name, np.nan) for r in rows], dtype=np.float64)  # alti_source: low = suspect
-    return np.where(np.isnan(v), np.nanmin(v), v)
-
-
 def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args) -> dict:
     t0 = time.process_time()
     opts = dict(batch_size=args.batch_size, layer="mean", head="mean", method="shift-att")
@@ -82,7 +74,7 @@ def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args) -> dict
     rows = {"control": forced_signal_rows(bundle, controls, **opts)}
     for kind in KINDS:
         rows[kind] = forced_signal_rows(bundle, variants[kind], **opts)
-    names = [n for n in list(SIGNALS) + ["alti_source"]
+    names = [n for n in SIGNALS
              if sum(np.isfinite(r.get(n, np.nan)) for r in rows["control"] if isinstance(r.get(n), float)) > 0]
     learned = {k: comb.logit(v) for k, v in rows.items()}  # per row, so the score of a set is its rows' scores
     table: dict[str, dict[str, float]] = {}
@@ -90,7 +82,7 @@ def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args) -> dict
         both = rows["control"] + rows[kind]
         labels = np.r_[np.zeros(len(rows["control"]), bool), np.ones(len(rows[kind]), bool)]
         for n in names:
-            table.setdefault(n, {})[kind] = roc_auc(oriented(n, both, cal), labels)
+            table.setdefault(n, {})[kind] = roc_auc(suspect_values(n, both, cal), labels)
         table.setdefault("Fisher score (today)", {})[kind] = roc_auc(fisher_scores(both, cal), labels)
         table.setdefault("learned combination", {})[kind] = roc_auc(np.r_[learned["control"], learned[kind]], labels)
         lg = comb.logits(both)
@@ -107,7 +99,7 @@ def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args) -> dict
     for kind in ("detached", "omission", "partly_detached"):
         both = plain + rows[kind]
         labels = np.r_[np.zeros(len(plain), bool), np.ones(len(rows[kind]), bool)]
-        best = max((roc_auc(oriented(n, both, cal), labels), n) for n in names)
+        best = max((roc_auc(suspect_values(n, both, cal), labels), n) for n in names)
         score = np.r_[learned["control"][keep], learned[kind]]
         unrepeated[kind] = {"learned": roc_auc(score, labels), "best": best[0], "best_signal": best[1]}
     return {"table": table, "outranking": above, "without_stuttering_controls": unrepeated, "weights": describe(comb),
@@ -131,7 +123,7 @@ def markdown(table: dict[str, dict[str, float]]) -> str:
     best = {e: max(v[e] for v in single.values()) for e in KINDS}
     lines = ["| signal | direction | " + " | ".join(KINDS) + " |", "|---|---|" + "---:|" * len(KINDS)]
     for name, row in table.items():
-        direction = SIGNALS[name].direction if name in SIGNALS else "low" if name == "alti_source" else ""
+        direction = SIGNALS[name].direction if name in SIGNALS else ""
         label = f"**{name}**" if name in combined else f"`{name}`"
         cells = [f"**{row[e]:.3f}**" if name in single and row[e] == best[e] else f"{row[e]:.3f}" for e in KINDS]
         lines.append(f"| {label} | {direction} | " + " | ".join(cells) + " |")

@@ -638,6 +638,9 @@ def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="how the signals make one score: learned (default; weights fitted without labels on this "
                         "set against synthetic errors made from it, saved in the calibration) or fisher (Fisher's "
                         "method, every signal family the same weight)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the synthetic errors the learned combination is fitted on (default 0): another seed "
+                        "shows how much a ranking owes to that draw")
     p.add_argument("--method", choices=tuple(ROW_RULES), default=None,
                    help="; ".join(f"{k}: {v}" for k, v in ROW_RULES.items()) + f". {VIEW_DEFAULT}")
     p.add_argument("--layer", type=parse_selector, default=None, help=f"decoder layer (0-based) or 'mean'. {VIEW_DEFAULT}")
@@ -688,7 +691,7 @@ def cmd_triage(args: argparse.Namespace) -> int:
     apply_view(args, bundle)
     common = dict(batch_size=args.batch_size, calibration=calibration, beam=args.beam, layer=args.layer,
                   head=args.head, method=args.method, percentile=args.percentile, out=args.out,
-                  chunk_size=args.chunk_size, combine=args.combine)
+                  chunk_size=args.chunk_size, combine=args.combine, seed=args.seed)
     # a triage rerun with the same --out resumes from <out>.partial: only when that file is this run's
     triage_run = {"command": "triage", "aligndebug": __version__, "model": bundle.name,
                   "model_fingerprint": bundle.fingerprint(), "method": args.method, "layer": args.layer,

@@ -3,7 +3,8 @@
 Fisher's method gives every signal family the same weight, so many weak attention signals can
 drown a strong one. Here the weights are learned from the calibration set itself, without labels:
 
-1. **Synthetic errors** (`make_variants`): from the calibration rows, *detached* variants (for half of
+1. **Synthetic errors** (`make_variants`): from the calibration rows that do not already say a span twice in
+   a row (`reliable_clean`; those rows are left out of the fit altogether), *detached* variants (for half of
    them another row's translation, for the other half *partly_detached*: the row's first 20-50% of words,
    then another row's translation from the same place on, `detach_part`; a kind of its own, reported as
    detached: a wholly foreign translation is far out on every likelihood signal, one that starts on its
@@ -90,7 +91,7 @@ SPLICE_BLIND: dict[str, tuple[str, ...]] = {k: ("min_logprob",) for k in
 Z_CAP = 10.0
 MAX_SAMPLES = 1001
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-VERSION = 6
+VERSION = 7
 
 
 def signal_catalogue() -> dict[str, tuple[str, str]]:
@@ -583,13 +584,24 @@ def fit(clean_rows: Sequence[Mapping[str, Any]], variant_rows: Mapping[str, Sequ
     return comb
 
 
+def reliable_clean(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The rows a fit takes as clean: those that do not already say a span twice in a row (`tandem_repeat`
+    > 0), a repetition error by the synthetic errors' own definition. Left in, they teach every kind that a
+    repeat is what clean rows do, and they are the bases of variants that add an error to one. All rows when
+    fewer than two would be left."""
+    keep = [r for r in rows if not (_finite(r.get("tandem_repeat")) and float(r["tandem_repeat"]) > 0)]
+    return keep if len(keep) >= 2 else list(rows)
+
+
 def fit_with_model(bundle: Any, clean_rows: Sequence[Mapping[str, Any]], *, seed: int = 0,
                    max_per_type: int | None = 50, l2: float | None = None, alti: bool = True, batch_size: int = 16,
                    compute_rows: Callable[..., list[dict[str, Any]]] | None = None, **options: Any) -> Combiner:
-    """Make synthetic variants of `clean_rows`, force them through the model for their signals
-    (`compute_rows(bundle, items, alti=..., batch_size=..., **options)`, default `forced_signal_rows`)
-    and `fit`. With `alti`, clean rows lacking "alti_source" get it first."""
+    """Make synthetic variants of `clean_rows` (those `reliable_clean` keeps), force them through the model for
+    their signals (`compute_rows(bundle, items, alti=..., batch_size=..., **options)`, default
+    `forced_signal_rows`) and `fit` against those rows. With `alti`, clean rows lacking "alti_source" get it
+    first."""
     compute_rows = compute_rows or forced_signal_rows
+    clean_rows = reliable_clean(clean_rows)
     if alti and any("alti_source" not in r for r in clean_rows):
         add_alti(bundle, clean_rows, batch_size=batch_size)  # type: ignore[arg-type]
     variants = make_variants(clean_rows, seed=seed, max_per_type=max_per_type)
@@ -690,5 +702,5 @@ def describe(comb: Combiner, k: int = 5) -> list[str]:
 
 
 __all__ = ["Combiner", "is_suspect", "learned", "row_score", "scored_row", "scored_rows", "ERROR_TYPES", "add_alti", "describe", "fisher_scores", "fit",
-           "fit_with_model", "forced_signal_rows", "make_variants", "detach_part", "omit_span", "repeat_span", "suspect_z",
+           "fit_with_model", "reliable_clean", "forced_signal_rows", "make_variants", "detach_part", "omit_span", "repeat_span", "suspect_z",
            "reference_samples", "signal_catalogue"]

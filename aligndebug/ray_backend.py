@@ -341,7 +341,7 @@ def triage_with_ray(model: str | ModelBundle, sources: Sequence[str], targets: S
                     out: str | os.PathLike[str] | None = None, chunk_size: int = 256, num_actors: int = 2,
                     num_gpus_per_actor: float = 0.0, num_cpus_per_actor: float = 1.0, device: str | None = None,
                     load_kwargs: dict[str, Any] | None = None, address: str | None = None,
-                    on_progress: Callable[[int], None] | None = None, combine: str = "learned",
+                    on_progress: Callable[[int], None] | None = None, combine: str = "learned", seed: int = 0,
                     unreadable: Mapping[int, str] | None = None) -> TriageRows | RankedFile:
     """`runner.run_triage` on Ray: the same ranked rows, calibration, files and resume.
 
@@ -353,4 +353,5 @@ def triage_with_ray(model: str | ModelBundle, sources: Sequence[str], targets: S
                          dict(load_kwargs or {}), address, batch_size, beam)
     return run_triage(None, sources, targets, references, batch_size, calibration, beam=beam, layer=layer, head=head,
                       method=method, percentile=percentile, out=out, chunk_size=chunk_size, on_progress=on_progress,
-                      execute=execute, model_name=_model_name(model), combine=combine, unreadable=unreadable)
+                      execute=execute, model_name=_model_name(model), combine=combine, seed=seed,
+                      unreadable=unreadable)

@@ -105,6 +105,8 @@ SIGNALS: dict[str, Signal] = {s.name: s for s in (
     Signal("longest_repeat", "high", "repetition", "repetition", "longest repeated target span (words)"),
     Signal("tandem_repeat", "high", "repetition", "repetition", "longest immediately repeated target span (words)",
            report=True),
+    Signal("repeated_words", "high", "repetition", "repetition",
+           "target content words said again (occurrences beyond each word's first)", report=True),
     Signal("length_ratio", "both", "length", ("too_short", "too_long"), "target/source length ratio (words)",
            report=True, table=True),
     Signal("chrf", "low", "reference", "low_reference_score", "sentence chrF against the reference", report=True, table=True),
@@ -278,7 +280,7 @@ def lowest_tokens(token_logprobs: np.ndarray, tokens: Sequence[str], positions: 
 PUNCT_RUN = 5  # the same punctuation word this many times in a row is degenerate output, not an ellipsis
 
 
-def repetition_stats(words: Sequence[str]) -> dict[str, float]:
+def repetition_stats(words: Sequence[str], function_words: Iterable[str] | None = None) -> dict[str, float]:
     """Output repetition over target words, compared case-folded and without the punctuation
     attached at either end ("street." matches "street"; a punctuation-only word stays itself).
     A repeat made of punctuation-only words alone (`is_punctuation`) does not count: doubled closing
@@ -291,11 +293,17 @@ def repetition_stats(words: Sequence[str]) -> dict[str, float]:
       (occurrences may overlap; 1 when only single words repeat, 0 when nothing repeats).
     * ``tandem_repeat``: length of the longest span immediately followed by itself
       ("is is" = 1, "the man the man" = 2), 0 when there is none.
+    * ``repeated_words``: occurrences of content words (`content_mask`, `function_words`) beyond each one's
+      first, wherever they stand ("a street in a city street" = 1). A decoder that repeats itself mostly says
+      one content word or phrase again further on; the n-gram signals miss a single word, and
+      ``longest_repeat`` counts "the" and "of" said twice, which every long sentence does.
     """
     w = [_bare(x) for x in words]
     n = len(w)
     if n == 0:
-        return {"repeat_share": 0.0, "longest_repeat": 0.0, "tandem_repeat": 0.0}
+        return {"repeat_share": 0.0, "longest_repeat": 0.0, "tandem_repeat": 0.0, "repeated_words": 0.0}
+    content = [x for x, keep in zip(w, content_mask(w, function_words)) if keep]
+    repeated_words = len(content) - len(set(content))
     _, codes = np.unique(np.array(w, dtype=object).astype(str), return_inverse=True)
     eq = codes[:, None] == codes[None, :]
     # lcp[i, j] = length of the common run starting at i and j; filled one anti-diagonal
@@ -319,7 +327,8 @@ def repetition_stats(words: Sequence[str]) -> dict[str, float]:
     spans = (lcp >= ar[None, :] - ar[:, None]) & (words_before[ar][None, :] > words_before[ar][:, None])
     i, j = np.nonzero(np.triu(spans, k=1))
     tandem = int((j - i).max()) if len(i) else 0
-    return {"repeat_share": float(covered.mean()), "longest_repeat": float(longest), "tandem_repeat": float(tandem)}
+    return {"repeat_share": float(covered.mean()), "longest_repeat": float(longest), "tandem_repeat": float(tandem),
+            "repeated_words": float(repeated_words)}
 
 
 def _in_long_run(codes: np.ndarray, length: int) -> np.ndarray:
@@ -381,7 +390,7 @@ def word_signals(
         "src_coverage": [round(float(x), 5) for x in rel],
         "src_content": [bool(x) for x in content],
     }
-    out.update(repetition_stats(tgt_words))
+    out.update(repetition_stats(tgt_words, function_words))
     out.update(threshold_signals(out, src_words, entropy_threshold, coverage_low, coverage_high))
     return out
 

@@ -273,6 +273,32 @@ def test_fit_with_a_model_end_to_end(tiny_bundle):
     assert np.isfinite(comb.logit(clean)).all()
 
 
+def test_rows_that_already_say_a_span_twice_are_no_clean_examples():
+    """A calibration row with a tandem repeat is a repetition error by the variants' own definition: the fit
+    leaves it out of its clean rows and of the variants' bases, and keeps every row when fewer than two would
+    be left."""
+    rng = np.random.default_rng(3)
+    words = "the cat sat on the mat near a dog and a bird".split()
+    rows = []
+    for i, r in enumerate(_toy_rows(rng, 12)):
+        text = " ".join(words[i % 5:i % 5 + 6]) + (" mat mat" if i % 3 == 0 else "")
+        rows.append({**r, "source": f"Quelle {i}", "translation": text, "tandem_repeat": 1.0 if i % 3 == 0 else 0.0})
+    seen = []
+
+    def compute_rows(_bundle, items, **_):
+        seen.extend(items)
+        return _toy_rows(rng, len(items), shift=2.0)
+
+    comb = combine.fit_with_model(None, rows, alti=False, max_per_type=None, compute_rows=compute_rows)
+    kept = [r for r in rows if not r["tandem_repeat"]]
+    assert combine.reliable_clean(rows) == kept
+    assert {k: v["clean"] for k, v in comb.n_fit.items()} == {k: len(kept) for k in combine.KINDS}
+    assert seen and all(v["source"] in {r["source"] for r in kept} for v in seen)
+    one_clean = [dict(r, tandem_repeat=1.0) for r in rows[:-1]] + [rows[-1]]
+    assert combine.reliable_clean(one_clean) == one_clean
+    assert len(combine.reliable_clean([{"tandem_repeat": float("nan")}, {}])) == 2  # undefined: not a repeat
+
+
 @pytest.mark.parametrize("family", ["marian", "nllb", "t5"])
 def test_alti_in_the_signal_pass_equals_its_own_pass(tiny_bundle, family):
     import tiny_models

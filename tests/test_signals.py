@@ -111,10 +111,10 @@ def test_seq_logprob_includes_final_eos_and_skips_other_specials():
 def test_repetition_stats():
     clean = repetition_stats("a man rides a bike".split())
     # "a" repeats (longest 1) but no bigram repeats and nothing is immediately repeated
-    assert clean == {"repeat_share": 0.0, "longest_repeat": 1.0, "tandem_repeat": 0.0}
+    assert clean == {"repeat_share": 0.0, "longest_repeat": 1.0, "tandem_repeat": 0.0, "repeated_words": 0.0}
     rep = repetition_stats("the man the man walks".split())
-    # "the man" twice, back to back: 4 of 5 words are inside a repeated bigram
-    assert rep == {"repeat_share": 0.8, "longest_repeat": 2.0, "tandem_repeat": 2.0}
+    # "the man" twice, back to back: 4 of 5 words are inside a repeated bigram ("man" is a German function word)
+    assert rep == {"repeat_share": 0.8, "longest_repeat": 2.0, "tandem_repeat": 2.0, "repeated_words": 0.0}
     stutter = repetition_stats("a dog is is running".split())
     assert stutter["tandem_repeat"] == 1.0 and stutter["repeat_share"] == 0.0
     far = repetition_stats("a red car and a red car".split())
@@ -130,7 +130,7 @@ def test_repetition_stats():
     # a repeat of punctuation alone is ordinary text (nested brackets), not the model repeating itself
     assert repetition_stats('"Hi," he said , , ok'.split())["tandem_repeat"] == 0.0
     assert repetition_stats("( Parliament approved the position ( as amended ) )".split()) == {
-        "repeat_share": 0.0, "longest_repeat": 0.0, "tandem_repeat": 0.0}
+        "repeat_share": 0.0, "longest_repeat": 0.0, "tandem_repeat": 0.0, "repeated_words": 0.0}
     # ... but punctuation inside a repeated span still belongs to it
     assert repetition_stats("of the people , of the people , too".split())["tandem_repeat"] == 4.0
     assert repetition_stats("he said ( yes ( yes".split())["tandem_repeat"] == 2.0
@@ -140,6 +140,20 @@ def test_repetition_stats():
     dots = repetition_stats(["the", "employer"] + ["."] * 300)
     assert dots["tandem_repeat"] == 150.0 and dots["longest_repeat"] == 299.0
     assert dots["repeat_share"] == pytest.approx(300 / 302)
+
+
+def test_repeated_words_counts_content_words_said_again_anywhere():
+    # a single content word said again further on, which no n-gram signal sees ("a" and "in" do not count)
+    one = repetition_stats("Two boys cross a street in a city street.".split())
+    assert one["repeated_words"] == 1.0 and one["repeat_share"] == 0.0 and one["tandem_repeat"] == 0.0
+    # every occurrence beyond a word's first counts; case and attached punctuation do not hide one
+    assert repetition_stats("Green shirt, green green SHIRT".split())["repeated_words"] == 3.0
+    # function words, words of two letters or less and punctuation never count
+    assert repetition_stats("the cat and the dog of the of the ; ; ok ok".split())["repeated_words"] == 0.0
+    # another language's function words can be given
+    assert repetition_stats("le chat et le chien et".split())["repeated_words"] == 0.0
+    assert repetition_stats("chat pour chien pour".split(), function_words={"pour"})["repeated_words"] == 0.0
+    assert repetition_stats("chat pour chien pour".split())["repeated_words"] == 1.0
 
 
 def test_reference_scores_perfect_and_disjoint():

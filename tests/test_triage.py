@@ -425,6 +425,24 @@ def test_cli_triage_scores_its_ranking_against_labels(tiny, tmp_path, capsys):
     assert not (tmp_path / "b.jsonl").exists()
 
 
+def test_cli_triage_seed_draws_the_synthetic_errors(tiny, tmp_path):
+    """--seed is the seed of the synthetic errors the learned combination is fitted on: the same seed gives the
+    same fitted weights, another one other weights."""
+    from aligndebug.cli import main
+
+    _, folder = tiny
+    src, tgt = tmp_path / "src.txt", tmp_path / "tgt.txt"
+    src.write_text("\n".join(SOURCES) + "\n", encoding="utf-8")
+    tgt.write_text("\n".join(TARGETS) + "\n", encoding="utf-8")
+    weights = {}
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "0")):
+        out = tmp_path / f"{name}.jsonl"
+        assert main(["triage", "--model", str(folder), "--src", str(src), "--tgt", str(tgt), "--out", str(out),
+                     "--seed", seed, "--no-progress"]) == 0
+        weights[name] = Calibration.load(calibration_path(out)).combiner["weights"]
+    assert weights["a"] == weights["b"] and weights["a"] != weights["c"]
+
+
 def test_cli_triage_keeps_lines_it_cannot_read(tiny, tmp_path, capsys):
     """Bytes that cannot be decoded (a translation, a reference) do not stop the run: the row is kept, flagged
     `undecodable` with the file and line, scored by the signals needing no forward pass (on the text with

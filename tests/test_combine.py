@@ -275,8 +275,8 @@ def test_fit_with_a_model_end_to_end(tiny_bundle):
 
 def test_rows_that_already_say_a_span_twice_are_no_clean_examples():
     """A calibration row with a tandem repeat is a repetition error by the variants' own definition: the fit
-    leaves it out of its clean rows and of the variants' bases, and keeps every row when fewer than two would
-    be left."""
+    leaves it out of its clean rows and of the variants' bases (not of its reference), and keeps every row when
+    fewer than two would be left."""
     rng = np.random.default_rng(3)
     words = "the cat sat on the mat near a dog and a bird".split()
     rows = []
@@ -294,6 +294,9 @@ def test_rows_that_already_say_a_span_twice_are_no_clean_examples():
     assert combine.reliable_clean(rows) == kept
     assert {k: v["clean"] for k, v in comb.n_fit.items()} == {k: len(kept) for k in combine.KINDS}
     assert seen and all(v["source"] in {r["source"] for r in kept} for v in seen)
+    # ... but every row stays in the reference: a score says how unusual a row is among all it was calibrated on
+    assert sorted(comb.samples["tandem_repeat"]) == sorted(r["tandem_repeat"] for r in rows)
+    assert all(len(v) == len(rows) for v in comb.clean_logits.values())
     one_clean = [dict(r, tandem_repeat=1.0) for r in rows[:-1]] + [rows[-1]]
     assert combine.reliable_clean(one_clean) == one_clean
     assert len(combine.reliable_clean([{"tandem_repeat": float("nan")}, {}])) == 2  # undefined: not a repeat

@@ -593,8 +593,8 @@ def fit(clean_rows: Sequence[Mapping[str, Any]], variant_rows: Mapping[str, Sequ
 def reliable_clean(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The rows a fit takes as clean and makes its variants from: those that do not already say a span twice in
     a row (`tandem_repeat` > 0), a repetition error by the synthetic errors' own definition. Taken as clean,
-    they teach every kind that a repeat is what clean rows do (on the labelled own translations of README
-    the combination then ranks real omissions and repetitions 0.05-0.07 lower). All rows when fewer than two
+    they teach every kind that a repeat is what clean rows do (README: version 6, which took them, ranked the
+    labelled real omissions and repetitions 0.03-0.08 lower than version 7). All rows when fewer than two
     would be left."""
     keep = [r for r in rows if not (_finite(r.get("tandem_repeat")) and float(r["tandem_repeat"]) > 0)]
     return keep if len(keep) >= 2 else list(rows)

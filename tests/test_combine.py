@@ -265,6 +265,8 @@ def test_fit_with_a_model_end_to_end(tiny_bundle):
     assert all(0 <= r["alti_source"] <= 1 for r in clean)
     comb = combine.fit_with_model(b, clean, seed=0, batch_size=8)
     assert set(comb.weights) == set(combine.KINDS)
+    # triage's fits use the fixed strength, not one cross-validated on the synthetic errors
+    assert comb.l2 == {k: combine.FIT_L2 for k in combine.KINDS} and comb.cv_loss == {}
     assert "alti_source" in comb.signals
     n = len(clean)  # detached variants dealt in turn: every other row another's translation, the rest partly
     assert comb.n_fit["detached"] == {"clean": n, "errors": (n + 1) // 2}

@@ -19,7 +19,9 @@ score, of the learned combination and of ALTI+, errors of each type against the 
 the learned combination ranks above the most errors of each type (where its AUC loses, they show why), and the
 detached, omission and partly detached AUCs again without the clean rows that already hold a span said twice in a row (repetition
 errors by the benchmark's own definition, common among the embedded model's own translations; not for repetition,
-where removing them by the tandem-repeat signal would make that signal perfect by construction).
+where removing them by the tandem-repeat signal would make that signal perfect by construction); and every kind's
+AUCs with only the controls that the data folder's error labels (`errors.own.tsv`, `errors.reference.tsv`) call
+free of errors, controls chosen by people's (here: an assistant's) labels rather than by a signal.
 
 "learned combination" is the deployable score (the largest blended type score, `Combiner.logit`); "learned,
 this type only" reads the one model of the error type being tested, which a user cannot pick without
@@ -47,6 +49,7 @@ import numpy as np
 from aligndebug.combine import (KINDS, add_alti, detach_part, fisher_scores, fit_with_model, forced_signal_rows,
                                 make_variants, describe)
 from aligndebug.extract import translate
+from aligndebug.labels import read_error_labels
 from aligndebug.models import load_model
 from aligndebug.runner import run_triage
 from aligndebug.triage import SIGNALS, calibrate, roc_auc, suspect_values
@@ -54,7 +57,8 @@ from aligndebug.triage import SIGNALS, calibrate, roc_auc, suspect_values
 DATA = Path(__file__).resolve().parents[1] / "datasets" / "heldout" / "europarl-deen-500"
 
 
-def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args) -> dict:
+def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args, ev_labelled_clean=None) -> dict:
+    """`ev_labelled_clean`: per evaluation row, whether its target was labelled free of errors (None: no labels)."""
     t0 = time.process_time()
     opts = dict(batch_size=args.batch_size, layer="mean", head="mean", method="shift-att")
     fit_rows = forced_signal_rows(bundle, [{"source": s, "translation": t} for s, t in zip(fit_src, fit_tgt)], **opts)
@@ -102,9 +106,32 @@ def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args) -> dict
         best = max((roc_auc(suspect_values(n, both, cal), labels), n) for n in names)
         score = np.r_[learned["control"][keep], learned[kind]]
         unrepeated[kind] = {"learned": roc_auc(score, labels), "best": best[0], "best_signal": best[1]}
-    return {"table": table, "outranking": above, "without_stuttering_controls": unrepeated, "weights": describe(comb),
+    # controls the annotators found free of errors: chosen by labels, not by a signal, so every kind is scored
+    labelled: dict = {}
+    if ev_labelled_clean is not None:
+        keep = np.asarray(ev_labelled_clean, dtype=bool)
+        clean_rows = [r for r, k in zip(rows["control"], keep) if k]
+        labelled["controls"] = len(clean_rows)
+        for kind in KINDS:
+            both = clean_rows + rows[kind]
+            labels = np.r_[np.zeros(len(clean_rows), bool), np.ones(len(rows[kind]), bool)]
+            best = max((roc_auc(suspect_values(n, both, cal), labels), n) for n in names)
+            labelled[kind] = {"learned": roc_auc(np.r_[learned["control"][keep], learned[kind]], labels),
+                              "fisher": roc_auc(fisher_scores(both, cal), labels), "best": best[0],
+                              "best_signal": best[1]}
+    return {"table": table, "outranking": above, "without_stuttering_controls": unrepeated,
+            "labelled_clean_controls": labelled, "weights": describe(comb),
             "n": {k: len(v) for k, v in rows.items()}, "n_fit": len(fit_rows), "seconds": time.process_time() - t0,
             "combiner": comb.to_dict()}
+
+
+def labelled_clean(path: Path, targets: list[str], ids: list[int]) -> np.ndarray | None:
+    """Per evaluation row, whether `path` (an errors TSV of the data folder) labels its target free of errors;
+    a row whose target is not the labelled text counts as not labelled clean. None when there is no such file."""
+    if not path.exists():
+        return None
+    labels = read_error_labels(path)
+    return np.array([not labels[i].labels and labels[i].translation in (None, t) for i, t in zip(ids, targets)])
 
 
 def outranking(control: np.ndarray, errors: np.ndarray, texts: list[str], k: int = 3) -> dict:
@@ -192,7 +219,8 @@ def main(argv=None) -> int:
     for suite in [x for x in args.suites.split(",") if x]:
         tgt = own if suite == "own" else en
         res = run_suite(bundle, suite, [de[i] for i in fit_ids], [tgt[i] for i in fit_ids],
-                        [de[i] for i in ev_ids], [tgt[i] for i in ev_ids], args)
+                        [de[i] for i in ev_ids], [tgt[i] for i in ev_ids], args,
+                        labelled_clean(args.data / f"errors.{suite}.tsv", [tgt[i] for i in ev_ids], ev_ids))
         result[suite] = res
         print(f"\n## suite: {suite} (targets: {'the model' + chr(39) + 's own translations' if suite == 'own' else 'references forced as another system'}); "
               f"fit on {res['n_fit']} clean rows + their variants, evaluated on {res['n']}  ({res['seconds']:.0f} CPU s)\n")
@@ -206,6 +234,11 @@ def main(argv=None) -> int:
         print(f"\nwithout the {miss['removed']} clean rows holding a span said twice in a row (tandem repeat > 0): "
               + "; ".join(f"{k} learned {miss[k]['learned']:.3f}, best single {miss[k]['best']:.3f} ({miss[k]['best_signal']})"
                           for k in ("detached", "omission", "partly_detached")))
+        lab = res["labelled_clean_controls"]
+        if lab:
+            print(f"\nwith only the {lab['controls']} controls labelled free of errors (errors.{suite}.tsv): "
+                  + "; ".join(f"{k} learned {lab[k]['learned']:.3f}, Fisher {lab[k]['fisher']:.3f}, best single "
+                              f"{lab[k]['best']:.3f} ({lab[k]['best_signal']})" for k in KINDS))
         print("\nlearned weights (largest first):")
         for line in res["weights"]:
             print("  " + line)

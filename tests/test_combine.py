@@ -304,6 +304,21 @@ def test_rows_that_already_say_a_span_twice_are_no_clean_examples():
     assert len(combine.reliable_clean([{"tandem_repeat": float("nan")}, {}])) == 2  # undefined: not a repeat
 
 
+def test_rows_that_say_a_content_word_again_are_no_clean_examples_unless_too_few_are_left():
+    """A row that says a content word again is a repetition by the distant variants' own definition: left out of
+    the clean rows as long as a quarter of the rows stay; otherwise only the tandem repeats are left out."""
+    def rows(n_again: int, n_tandem: int, n: int = 12) -> list[dict]:
+        return [{"id": i, "tandem_repeat": float(i < n_tandem),
+                 "repeated_words": float(n_tandem <= i < n_tandem + n_again)} for i in range(n)]
+
+    assert [r["id"] for r in combine.reliable_clean(rows(n_again=6, n_tandem=2))] == [8, 9, 10, 11]
+    # 3 of 12 rows say nothing again: exactly a quarter, still enough
+    assert [r["id"] for r in combine.reliable_clean(rows(n_again=7, n_tandem=2))] == [9, 10, 11]
+    # 2 of 12 would be too few to stand for the set: only the tandem repeats go
+    assert [r["id"] for r in combine.reliable_clean(rows(n_again=8, n_tandem=2))] == list(range(2, 12))
+    assert [r["id"] for r in combine.reliable_clean([{"id": 0, "repeated_words": float("nan")}, {"id": 1}])] == [0, 1]
+
+
 @pytest.mark.parametrize("family", ["marian", "nllb", "t5"])
 def test_alti_in_the_signal_pass_equals_its_own_pass(tiny_bundle, family):
     import tiny_models
@@ -425,3 +440,21 @@ def test_triage_auc_names_the_clean_rows_behind_the_misses():
     assert [(r["translation"], r["outranks"]) for r in miss["rows"]] == [("a", 2.0), ("c", 1.5)]
     y = np.r_[np.zeros(4, bool), np.ones(3, bool)]
     assert 1 - roc_auc(np.r_[control, errors], y) == pytest.approx(miss["pairs"] / miss["of"])
+
+
+def test_triage_auc_takes_as_clean_controls_only_the_labelled_clean_texts(tmp_path):
+    """scripts/triage_auc.py: a control counts as labelled clean when its label is none and it is the text that was
+    labelled; no labels file, no mask."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("triage_auc", Path(__file__).parents[1] / "scripts" / "triage_auc.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    tsv = tmp_path / "errors.own.tsv"
+    tsv.write_text("id\tlabels\tnote\ttranslation\n0\tnone\t\tA cat.\n1\tomission\tdrops x\tA dog.\n"
+                   "2\tnone\t\tA bird.\n3\tnone\t\tA fish.\n", encoding="utf-8")
+    # evaluation rows 3, 1, 2 (in that order); row 2 was translated otherwise than labelled
+    mask = mod.labelled_clean(tsv, ["A fish.", "A dog.", "A bird flies."], [3, 1, 2])
+    assert mask.tolist() == [True, False, False]
+    assert mod.labelled_clean(tmp_path / "errors.reference.tsv", ["x"], [0]) is None

@@ -1,7 +1,7 @@
 """What issue 16 adds to `aligndebug triage`: ALTI+ traced in the signal pass, the source gain (a second pass with
 an empty source) and the learned combination.
 
-Three runs of `runner.run_triage` on the same sources (the model translates, then forces), 1 thread,
+Four kinds of run of `runner.run_triage` on the same sources (the model translates, then forces), 1 thread,
 process CPU time (other load on the machine does not count):
 
   (plain)   Fisher's method, no ALTI+ (`alti.supports` patched to refuse the model) and no source gain (its
@@ -10,9 +10,13 @@ process CPU time (other load on the machine does not count):
   (nogain)  ALTI+ and the learned combination without the source gain (its pass patched out): what the
             issue's two additions cost on their own
   (learned) the default: ALTI+, source gain and the learned combination (synthetic variants forced, the
-            per-type cross-validated fit, scoring)
+            fits, scoring)
 
-    OMP_NUM_THREADS=1 python bench/bench_triage.py --n 500 --repeats 2
+    OMP_NUM_THREADS=1 python bench/bench_triage.py --n 500 --repeats 3
+
+Printed: each run's time, and each kind against the plain one twice: the fastest run of each (best of the
+repeats), and run by run within each round of the four (the runs of a round follow each other, so the
+machine's drift between rounds moves their ratio less).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ def main() -> None:
     sources = (REPO / "datasets/heldout/europarl-deen-500/test.de").read_text(encoding="utf-8").splitlines()[:args.n]
     bundle = load_model("default")
     times: dict[str, float] = {}
+    rounds: dict[str, list[float]] = {}
     for name in [n for _ in range(args.repeats) for n in ("plain", "fisher", "nogain", "learned")]:
         with ExitStack() as patches:
             if name == "plain":
@@ -57,9 +62,13 @@ def main() -> None:
                               combine="fisher" if name in ("plain", "fisher") else "learned")
             took = time.process_time() - t0
         times[name] = min(times.get(name, took), took)
+        rounds.setdefault(name, []).append(took)
         print(f"{name:8s} {took:7.1f} s CPU  ({len(rows)} rows, combine {rows.calibration.combine})", flush=True)
     for name in ("fisher", "nogain", "learned"):
-        print(f"{name} / plain: {times[name] / times['plain']:.2f}x (best of {args.repeats} each)")
+        # a round's runs follow each other, so their ratio is less moved by the machine's drift between rounds
+        paired = np.array(rounds[name]) / np.array(rounds["plain"])
+        print(f"{name} / plain: {times[name] / times['plain']:.2f}x (best of {args.repeats} each); within each round "
+              + ", ".join(f"{r:.2f}x" for r in paired) + f" (median {np.median(paired):.2f}x)")
 
 
 if __name__ == "__main__":

@@ -424,14 +424,20 @@ def test_blended_ranking_is_continuous_and_old_calibrations_rank_by_log_odds():
 
 
 
-def test_triage_auc_names_the_clean_rows_behind_the_misses():
-    """scripts/triage_auc.py: the (clean, error) pairs in the wrong order count as 1 - AUC says, ties half."""
+def _triage_auc_script():
+    """scripts/triage_auc.py as a module (scripts/ is no package)."""
     import importlib.util
     from pathlib import Path
 
     spec = importlib.util.spec_from_file_location("triage_auc", Path(__file__).parents[1] / "scripts" / "triage_auc.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_triage_auc_names_the_clean_rows_behind_the_misses():
+    """scripts/triage_auc.py: the (clean, error) pairs in the wrong order count as 1 - AUC says, ties half."""
+    mod = _triage_auc_script()
     control = np.array([5.0, 0.0, 2.0, -1.0])
     errors = np.array([1.0, 2.0, 6.0])
     miss = mod.outranking(control, errors, ["a", "b", "c", "d"], k=3)
@@ -445,12 +451,7 @@ def test_triage_auc_names_the_clean_rows_behind_the_misses():
 def test_triage_auc_takes_as_clean_controls_only_the_labelled_clean_texts(tmp_path):
     """scripts/triage_auc.py: a control counts as labelled clean when its label is none and it is the text that was
     labelled; no labels file, no mask."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("triage_auc", Path(__file__).parents[1] / "scripts" / "triage_auc.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _triage_auc_script()
     tsv = tmp_path / "errors.own.tsv"
     tsv.write_text("id\tlabels\tnote\ttranslation\n0\tnone\t\tA cat.\n1\tomission\tdrops x\tA dog.\n"
                    "2\tnone\t\tA bird.\n3\tnone\t\tA fish.\n", encoding="utf-8")

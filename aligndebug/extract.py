@@ -163,15 +163,16 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 def translate(bundle: ModelBundle, sources: Sequence[str | Words], beam: int = 1, batch_size: int = 32,
-              max_new_tokens: int | None = None) -> list[str]:
+              max_new_tokens: int | None = None, check: bool = True) -> list[str]:
     """Translate sources (greedy when beam == 1) in length-sorted batches; returns detokenized strings.
 
     Every source is checked first (an empty one, or one past the model's positions, raises SentenceError
-    with its index) rather than truncated, so nothing is decoded for a set that cannot be used.
+    with its index) rather than truncated, so nothing is decoded for a set that cannot be used; `check=False`
+    for sources the caller has checked already (each check tokenizes the source word by word).
     """
     if beam < 1:
         raise ValueError(f"beam must be 1 (greedy) or more, not {beam}")
-    for i, src in enumerate(sources):
+    for i, src in enumerate(sources if check else ()):
         encode_pair(bundle, src, [], i)
     texts = [bundle.source_prefix + (" ".join(s) if not isinstance(s, str) else s) for s in sources]
     tok, model = bundle.tokenizer, bundle.model

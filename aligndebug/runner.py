@@ -262,7 +262,8 @@ def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuil
     keep = tuple(dict.fromkeys(k for b in builders for k in b.keep))
     reduce = builders[0].reducer() if len(builders) == 1 else None
     checked: dict[int, Encoded] = {}  # forced pairs encoded by the check, not encoded again
-    if all(hasattr(b, "fallback") for b in builders):
+    keeps_unusable = all(hasattr(b, "fallback") for b in builders)
+    if keeps_unusable:
         usable = []
         for x in items:
             enc = unusable_reason(bundle, x)
@@ -288,7 +289,8 @@ def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuil
         translated = (traced or prior) and targets is None
         try:
             if translated:  # generation is neither traced nor contrasted: translate first, then force
-                targets = translate(bundle, [x.source for x in group], beam=beam)
+                # every source of `group` passed `unusable_reason` already when the sentences are kept
+                targets = translate(bundle, [x.source for x in group], beam=beam, check=not keeps_unusable)
             priors = None
             if own is not None:
                 records = own(bundle, [x.source for x in group], targets, batch_size, beam)

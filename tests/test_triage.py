@@ -588,3 +588,28 @@ def test_unusable_sources_are_kept_when_the_model_translates(tiny):
     assert by_id[4]["flags"][0] == "too_long_for_model" and by_id[4]["translation"] == ""
     assert by_id[3]["suspect"] and by_id[4]["suspect"] and by_id[4]["length_ratio"] == 0.0
     assert all("alti_source" in by_id[k] and not math.isnan(by_id[k]["alti_source"]) for k in range(3))
+
+
+def test_triage_checks_each_source_once_before_the_model_translates(tiny, monkeypatch):
+    """The usability check encodes each source; translate() is told so and does not encode them again (each
+    encoding tokenizes word by word), while a caller that has not checked still gets the check."""
+    import aligndebug.extract as extract_mod
+    import aligndebug.runner as runner_mod
+    from aligndebug.errors import SentenceError
+
+    bundle, _ = tiny
+    calls: list[str] = []
+    real = extract_mod.encode_pair
+
+    def counting(b, src, tgt, index=0):
+        if not tgt:
+            calls.append(src if isinstance(src, str) else " ".join(src))
+        return real(b, src, tgt, index)
+
+    monkeypatch.setattr(extract_mod, "encode_pair", counting)
+    monkeypatch.setattr(runner_mod, "encode_pair", counting)
+    rows = run_triage(bundle, SOURCES, batch_size=2, combine="fisher")
+    assert len(rows) == len(SOURCES) and not any(r.get("unusable") for r in rows)
+    assert sorted(calls) == sorted(SOURCES)  # the check's encodings, none from translate()
+    with pytest.raises(SentenceError):
+        extract_mod.translate(bundle, ["Hund " * 200])

@@ -4,16 +4,16 @@ Fisher's method gives every signal family the same weight, so many weak attentio
 drown a strong one. Here the weights are learned from the calibration set itself, without labels:
 
 1. **Synthetic errors** (`make_variants`): from the calibration rows that say no span twice in a row and no
-   content word twice (`reliable_clean`: such a row is a repetition error by the variants' own definitions, so
-   it is neither a base nor a clean row of the fit; it stays in the features' and type scores' reference),
-   *detached* variants (for half of them another row's translation, for the other half *partly_detached*: the
-   row's first 20-50% of words, then another row's translation from the same place on, `detach_part`; a kind of its own, reported as
-   detached: a wholly foreign translation is far out on every likelihood signal, one that starts on its
-   source much nearer the clean rows), *omission* variants (a contiguous third of the words removed) and
-   *repetition* variants (a span of one to four words said twice: for half of them right after
-   itself, for the other half (two to four words) further on, *distant_repetition*, fitted as a kind of its own and
-   reported as repetition, `KINDS`). Sentence-final punctuation is
-   taken off before an edit and put back after, so no edit shows as a missing or doubled full stop.
+   content word twice (`reliable_clean`: such a row is a repetition error, by the variants' own definition or as
+   most labelled real ones are, so it is neither a base nor a clean row of the fit; it stays in the features'
+   and type scores' reference), *detached* variants (for half of them another row's translation, for the other
+   half *partly_detached*: the row's first 20-50% of words, then another row's translation from the same place
+   on, `detach_part`; a kind of its own, reported as detached: a wholly foreign translation is far out on every
+   likelihood signal, one that starts on its source much nearer the clean rows), *omission* variants (a
+   contiguous third of the words removed) and *repetition* variants (a span of one to four words said twice: for
+   half of them right after itself, for the other half (two to four words) further on, *distant_repetition*,
+   fitted as a kind of its own and reported as repetition, `KINDS`). Sentence-final punctuation is taken off
+   before an edit and put back after, so no edit shows as a missing or doubled full stop.
    Their signals come from forcing them through the model (`forced_signal_rows`); they are used
    for fitting only and never shown as rows.
 2. **Features** (`Combiner.features`): each signal's value as a *suspect z-score*: its mid-rank

@@ -21,7 +21,7 @@ detached, omission and partly detached AUCs again without the clean rows that al
 errors by the benchmark's own definition, common among the embedded model's own translations; not for repetition,
 where removing them by the tandem-repeat signal would make that signal perfect by construction); and every kind's
 AUCs with only the controls that the data folder's error labels (`errors.own.tsv`, `errors.reference.tsv`) call
-free of errors, controls chosen by people's (here: an assistant's) labels rather than by a signal.
+free of errors, controls chosen by labels (a language-model assistant's, their SOURCE.txt says) rather than by a signal.
 
 "learned combination" is the deployable score (the largest blended type score, `Combiner.logit`); "learned,
 this type only" reads the one model of the error type being tested, which a user cannot pick without

@@ -305,8 +305,8 @@ def test_rows_that_already_say_a_span_twice_are_no_clean_examples():
 
 
 def test_rows_that_say_a_content_word_again_are_no_clean_examples_unless_too_few_are_left():
-    """A row that says a content word again is a repetition by the distant variants' own definition: left out of
-    the clean rows as long as a quarter of the rows stay; otherwise only the tandem repeats are left out."""
+    """A row that says a content word again is a repetition as most labelled real ones are: left out of the clean
+    rows as long as a quarter of the rows stay; otherwise only the tandem repeats are left out."""
     def rows(n_again: int, n_tandem: int, n: int = 12) -> list[dict]:
         return [{"id": i, "tandem_repeat": float(i < n_tandem),
                  "repeated_words": float(n_tandem <= i < n_tandem + n_again)} for i in range(n)]

@@ -96,33 +96,34 @@ def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args, ev_labe
     above = {kind: outranking(learned["control"], learned[kind], [r["translation"] for r in rows["control"]])
              for kind in KINDS}
     # a clean row that already says a span twice in a row is a repetition error by this benchmark's own definition
-    keep = np.array([not r.get("tandem_repeat") for r in rows["control"]], dtype=bool)
-    plain = [r for r, k in zip(rows["control"], keep) if k]
-    unrepeated: dict = {"removed": int((~keep).sum())}
+    stutter_free = np.array([not r.get("tandem_repeat") for r in rows["control"]], dtype=bool)
     # not repetition: removing by tandem repeat makes that signal perfect
-    for kind in ("detached", "omission", "partly_detached"):
-        both = plain + rows[kind]
-        labels = np.r_[np.zeros(len(plain), bool), np.ones(len(rows[kind]), bool)]
-        best = max((roc_auc(suspect_values(n, both, cal), labels), n) for n in names)
-        score = np.r_[learned["control"][keep], learned[kind]]
-        unrepeated[kind] = {"learned": roc_auc(score, labels), "best": best[0], "best_signal": best[1]}
+    unrepeated: dict = {"removed": int((~stutter_free).sum()),
+                        **controls_subset_aucs(stutter_free, ("detached", "omission", "partly_detached"), rows, learned,
+                                               names, cal)}
     # controls the annotators found free of errors: chosen by labels, not by a signal, so every kind is scored
     labelled: dict = {}
     if ev_labelled_clean is not None:
         keep = np.asarray(ev_labelled_clean, dtype=bool)
-        clean_rows = [r for r, k in zip(rows["control"], keep) if k]
-        labelled["controls"] = len(clean_rows)
-        for kind in KINDS:
-            both = clean_rows + rows[kind]
-            labels = np.r_[np.zeros(len(clean_rows), bool), np.ones(len(rows[kind]), bool)]
-            best = max((roc_auc(suspect_values(n, both, cal), labels), n) for n in names)
-            labelled[kind] = {"learned": roc_auc(np.r_[learned["control"][keep], learned[kind]], labels),
-                              "fisher": roc_auc(fisher_scores(both, cal), labels), "best": best[0],
-                              "best_signal": best[1]}
+        labelled = {"controls": int(keep.sum()), **controls_subset_aucs(keep, KINDS, rows, learned, names, cal)}
     return {"table": table, "outranking": above, "without_stuttering_controls": unrepeated,
             "labelled_clean_controls": labelled, "weights": describe(comb),
             "n": {k: len(v) for k, v in rows.items()}, "n_fit": len(fit_rows), "seconds": time.process_time() - t0,
             "combiner": comb.to_dict()}
+
+
+def controls_subset_aucs(keep: np.ndarray, kinds, rows: dict, learned: dict, names: list[str], cal) -> dict:
+    """Per kind, the AUCs of its errors against only the controls `keep` marks: the learned combination's, Fisher's
+    and the best single signal's (and its name)."""
+    controls = [r for r, k in zip(rows["control"], keep) if k]
+    out = {}
+    for kind in kinds:
+        both = controls + rows[kind]
+        labels = np.r_[np.zeros(len(controls), bool), np.ones(len(rows[kind]), bool)]
+        best = max((roc_auc(suspect_values(n, both, cal), labels), n) for n in names)
+        out[kind] = {"learned": roc_auc(np.r_[learned["control"][keep], learned[kind]], labels),
+                     "fisher": roc_auc(fisher_scores(both, cal), labels), "best": best[0], "best_signal": best[1]}
+    return out
 
 
 def labelled_clean(path: Path, targets: list[str], ids: list[int]) -> np.ndarray | None:

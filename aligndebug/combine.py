@@ -6,10 +6,12 @@ drown a strong one. Here the weights are learned from the calibration set itself
 1. **Synthetic errors** (`make_variants`): from the calibration rows that say no span twice in a row and no
    content word twice (`reliable_clean`: such a row is a repetition error, by the variants' own definition or as
    most labelled real ones are, so it is neither a base nor a clean row of the fit; it stays in the features'
-   and type scores' reference), *detached* variants (for half of them another row's translation, for the other
-   half *partly_detached*: the row's first 20-50% of words, then another row's translation from the same place
-   on, `detach_part`; a kind of its own, reported as detached: a wholly foreign translation is far out on every
-   likelihood signal, one that starts on its source much nearer the clean rows), *omission* variants (a
+   and type scores' reference), *detached* variants (for a third of them another row's translation, for a
+   third *partly_detached*: the row's first 20-50% of words, then another row's translation from the same place
+   on, `detach_part`, and for a third *appended*: the row's whole translation, then another row's from a place
+   in its first half on, `append_other`; each a kind of its own, reported as detached: a wholly foreign
+   translation is far out on every likelihood signal, one that starts on its source much nearer the clean rows,
+   and one that goes on past its source is too long for it), *omission* variants (a
    contiguous third of the words removed) and *repetition* variants (a span of one to four words said twice: for
    half of them right after itself, for the other half (two to four words) further on, *distant_repetition*,
    fitted as a kind of its own and reported as repetition, `KINDS`). Sentence-final punctuation is taken off
@@ -77,9 +79,11 @@ ERROR_TYPES = ("detached", "omission", "repetition")
 # shows in the tandem-repeat signal, the other only in the longest repeat, noisier on clean text), so each
 # gets its own and the larger of the two speaks for repetition; likewise a wholly foreign translation (far out
 # on every likelihood signal) and one that leaves its source partway (much nearer the clean rows: fitted with
-# the wholly foreign ones, its model's weights follow the easy cases, README's benchmark)
-KINDS = {"detached": "detached", "partly_detached": "detached", "omission": "omission", "repetition": "repetition",
-         "distant_repetition": "repetition"}
+# the wholly foreign ones, its model's weights follow the easy cases, README's benchmark), and one that
+# translates its source and then goes on with unrelated words (too long for its source, fluent up to the
+# seam: neither of the other two shows it, README's labelled references)
+KINDS = {"detached": "detached", "partly_detached": "detached", "appended": "detached", "omission": "omission",
+         "repetition": "repetition", "distant_repetition": "repetition"}
 # derived from per-word lists with token thresholds (NaN in raw signal rows), and needing a reference
 SKIP = ("scattered_share", "omission_share", "overattended_share")
 # signals a kind's fit leaves out, because they find how its variants were made rather than the error. A
@@ -90,7 +94,10 @@ SKIP = ("scattered_share", "omission_share", "overattended_share")
 # combination ranks the labelled real repetitions of two held-out sets 0.05-0.10 higher, omissions as high or
 # higher (README). A wholly foreign translation has no junction and keeps it.
 SPLICE_BLIND: dict[str, tuple[str, ...]] = {k: ("min_logprob",) for k in
-                                            ("partly_detached", "omission", "repetition", "distant_repetition")}
+                                            ("partly_detached", "appended", "omission", "repetition",
+                                             "distant_repetition")}
+# how `make_variants` makes detached variants: "alternate" deals the rows in turn to the three ways
+DETACHED_WAYS = ("alternate", "full", "part", "append")
 Z_CAP = 10.0
 MAX_SAMPLES = 1001
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -102,7 +109,7 @@ FIT_L2 = 0.2
 # the smallest share of the calibration rows `reliable_clean` keeps when it leaves out rows that say a content
 # word again: a fit on fewer would stand on the few short rows of a set of long sentences
 MIN_RELIABLE_SHARE = 0.25
-VERSION = 8
+VERSION = 9
 
 
 def signal_catalogue() -> dict[str, tuple[str, str]]:
@@ -179,15 +186,29 @@ def detach_part(text: str, other: str, rng: np.random.Generator) -> str | None:
     return join_words(words[:keep] + tail[start:], tail_punct or punct)
 
 
+def append_other(text: str, other: str, rng: np.random.Generator) -> str | None:
+    """`text` in full, then `other` from a random place in its first half on: a translation that covers its
+    source and goes on with words unrelated to it (an addition; a *strongly detached* hallucination when the
+    rest is long). `text` keeps its final punctuation, the result ends with `other`'s. None when `text` has no
+    word or `other` fewer than 2."""
+    words, punct = split_final_punct(text)
+    tail, tail_punct = split_final_punct(other)
+    if not words or len(tail) < 2:
+        return None
+    start = int(rng.integers(0, len(tail) // 2))
+    return join_words(words + punct.split() + tail[start:], tail_punct or punct)
+
+
 def make_variants(rows: Sequence[Mapping[str, Any]], seed: int = 0, max_per_type: int | None = None,
                   repetition: str = "alternate", detached: str = "alternate") -> dict[str, list[dict[str, Any]]]:
     """Synthetic errors of every kind (`KINDS`) from rows holding "source" and "translation" (and maybe
     "reference"): per kind a list of {"base": index of the row, "source", "translation"[, "reference"]}.
 
-    *detached* / *partly_detached*: the translation of another row with a different text (a random
-    derangement) / the row's own first words drifting off into it (`detach_part`), for the rows in turn
-    (`detached` "alternate"), or every row's in full ("full") or in part ("part"); the partial ones draw from
-    a stream of their own, so the other kinds' variants do not depend on `detached`;
+    *detached* / *partly_detached* / *appended*: the translation of another row with a different text (a random
+    derangement) / the row's own first words drifting off into it (`detach_part`) / the row's own translation
+    going on into it (`append_other`), for the rows in turn (`detached` "alternate"), or every row's in full
+    ("full"), in part ("part") or appended ("append"); the partial and appended ones draw from streams of their
+    own, so the other kinds' variants do not depend on `detached`;
     *omission*: a contiguous ceil(n/3) of the n words removed (rows of 3+ words);
     *repetition* / *distant_repetition*: a span of 1-4 words said again right after itself / of 2-4 further on,
     for the rows in turn (`repetition` "alternate": repetition costs no more forced passes than another
@@ -196,8 +217,8 @@ def make_variants(rows: Sequence[Mapping[str, Any]], seed: int = 0, max_per_type
     """
     if repetition not in ("alternate", "adjacent", "distant"):
         raise ValueError(f"repetition must be 'alternate', 'adjacent' or 'distant', not {repetition!r}")
-    if detached not in ("alternate", "full", "part"):
-        raise ValueError(f"detached must be 'alternate', 'full' or 'part', not {detached!r}")
+    if detached not in DETACHED_WAYS:
+        raise ValueError(f"detached must be 'alternate' or one of {DETACHED_WAYS[1:]}, not {detached!r}")
     rng = np.random.default_rng(seed)
     n = len(rows)
     base = np.arange(n)
@@ -214,18 +235,21 @@ def make_variants(rows: Sequence[Mapping[str, Any]], seed: int = 0, max_per_type
     out: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
     if n >= 2:
         shift = rng.permutation(n)
-        part_rng = np.random.default_rng([seed, 1])  # its own stream: the other kinds' draws stay as they were
+        # streams of their own: the other kinds' draws stay as they were
+        part_rng, append_rng = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
         for k, i in enumerate(base):
             # the next row in a random cycle whose text differs (a cycle has no fixed point)
             pos = int(np.flatnonzero(shift == i)[0])
             for step in range(1, n):
                 j = int(shift[(pos + step) % n])
                 if texts[j] != texts[i] and texts[j].strip():
-                    part = detached == "part" or (detached == "alternate" and k % 2 == 1)
-                    if part and (t := detach_part(texts[i], texts[j], part_rng)) is not None:
-                        out["partly_detached"].append(variant(i, t))
-                    elif not part:
+                    way = DETACHED_WAYS[1 + k % 3] if detached == "alternate" else detached
+                    if way == "full":
                         out["detached"].append(variant(i, texts[j]))
+                    elif way == "part" and (t := detach_part(texts[i], texts[j], part_rng)) is not None:
+                        out["partly_detached"].append(variant(i, t))
+                    elif way == "append" and (t := append_other(texts[i], texts[j], append_rng)) is not None:
+                        out["appended"].append(variant(i, t))
                     break
     for k, i in enumerate(base):
         if (t := omit_span(texts[i], rng)) is not None:
@@ -455,7 +479,8 @@ class Combiner:
         error = KINDS.get(kind, kind)
         article = "an" if error[0] in "aeiou" else "a"
         how = {"distant_repetition": " (a span said again further on)",
-               "partly_detached": " (it leaves the source partway)"}.get(kind, "")
+               "partly_detached": " (it leaves the source partway)",
+               "appended": " (it goes on past its source)"}.get(kind, "")
         out = [f"most like {article} {error} error{how}: learned probability {prob:.2f} (at even odds against a "
                "clean row)"]
         for i in np.argsort(-push)[:k]:

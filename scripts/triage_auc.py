@@ -12,12 +12,14 @@ Per suite, on the fit half: the clean rows calibrate today's triage (`triage.cal
 score) and fit the learned combination (`combine.fit_with_model`, on synthetic variants of the fit
 half). On the evaluation half only: controls are its clean targets, errors are synthetic variants
 made from them with another seed (detached / omission / repetition right after the span / repetition further
-on, `combine.make_variants`, one of each kind per row, and partly detached: the row's first 20-50% of words and
+on, `combine.make_variants`, one of each kind per row; partly detached: the row's first 20-50% of words and
 then the rest of its detached variant, `combine.detach_part`, a translation that starts on its source and
-drifts off, what human annotators call strongly detached), all forced through the model. Printed: ROC-AUC of every signal in its suspect direction, of the Fisher
+drifts off, what human annotators call strongly detached; appended: the row's whole target and then its detached
+variant from a place in its first half on, `combine.append_other`, a translation that goes on past its
+source), all forced through the model. Printed: ROC-AUC of every signal in its suspect direction, of the Fisher
 score, of the learned combination and of ALTI+, errors of each type against the controls; and the clean rows
 the learned combination ranks above the most errors of each type (where its AUC loses, they show why), and the
-detached, omission and partly detached AUCs again without the clean rows that already hold a span said twice in a row (repetition
+detached, omission, partly detached and appended AUCs again without the clean rows that already hold a span said twice in a row (repetition
 errors by the benchmark's own definition, common among the embedded model's own translations; not for repetition,
 where removing them by the tandem-repeat signal would make that signal perfect by construction); and every kind's
 AUCs with only the controls that the data folder's error labels (`errors.own.tsv`, `errors.reference.tsv`) call
@@ -46,14 +48,16 @@ from pathlib import Path
 
 import numpy as np
 
-from aligndebug.combine import (KINDS, add_alti, detach_part, fisher_scores, fit_with_model, forced_signal_rows,
-                                make_variants, describe)
+from aligndebug.combine import (KINDS, add_alti, append_other, describe, detach_part, fisher_scores, fit_with_model,
+                                forced_signal_rows, make_variants)
 from aligndebug.extract import translate
 from aligndebug.labels import read_error_labels
 from aligndebug.models import load_model
 from aligndebug.runner import run_triage
 from aligndebug.triage import SIGNALS, calibrate, roc_auc, suspect_values
 
+# the kinds scored again without the controls that say a span twice in a row (not repetition: see run_suite)
+UNREPEATED_KINDS = ("detached", "omission", "partly_detached", "appended")
 DATA = Path(__file__).resolve().parents[1] / "datasets" / "heldout" / "europarl-deen-500"
 
 
@@ -72,9 +76,9 @@ def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args, ev_labe
     variants = make_variants(controls, seed=args.seed + 1, repetition="adjacent", detached="full")
     variants["distant_repetition"] = make_variants(controls, seed=args.seed + 1, repetition="distant")["distant_repetition"]
     rng = np.random.default_rng(args.seed + 2)
-    variants["partly_detached"] = [
-        {**v, "translation": t} for v in variants["detached"]
-        if (t := detach_part(controls[v["base"]]["translation"], v["translation"], rng)) is not None]
+    for kind, edit in (("partly_detached", detach_part), ("appended", append_other)):
+        variants[kind] = [{**v, "translation": t} for v in variants["detached"]
+                          if (t := edit(controls[v["base"]]["translation"], v["translation"], rng)) is not None]
     rows = {"control": forced_signal_rows(bundle, controls, **opts)}
     for kind in KINDS:
         rows[kind] = forced_signal_rows(bundle, variants[kind], **opts)
@@ -99,8 +103,7 @@ def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args, ev_labe
     stutter_free = np.array([not r.get("tandem_repeat") for r in rows["control"]], dtype=bool)
     # not repetition: removing by tandem repeat makes that signal perfect
     unrepeated: dict = {"removed": int((~stutter_free).sum()),
-                        **controls_subset_aucs(stutter_free, ("detached", "omission", "partly_detached"), rows, learned,
-                                               names, cal)}
+                        **controls_subset_aucs(stutter_free, UNREPEATED_KINDS, rows, learned, names, cal)}
     # controls the annotators found free of errors: chosen by labels, not by a signal, so every kind is scored
     labelled: dict = {}
     if ev_labelled_clean is not None:
@@ -234,7 +237,7 @@ def main(argv=None) -> int:
         miss = res["without_stuttering_controls"]
         print(f"\nwithout the {miss['removed']} clean rows holding a span said twice in a row (tandem repeat > 0): "
               + "; ".join(f"{k} learned {miss[k]['learned']:.3f}, best single {miss[k]['best']:.3f} ({miss[k]['best_signal']})"
-                          for k in ("detached", "omission", "partly_detached")))
+                          for k in UNREPEATED_KINDS))
         lab = res["labelled_clean_controls"]
         if lab:
             print(f"\nwith only the {lab['controls']} controls labelled free of errors (errors.{suite}.tsv): "

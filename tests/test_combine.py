@@ -10,7 +10,7 @@ import pytest
 from scipy import special
 
 from aligndebug import combine
-from aligndebug.combine import (Combiner, detach_part, fit, make_variants, omit_span, repeat_span,
+from aligndebug.combine import (Combiner, append_other, detach_part, fit, make_variants, omit_span, repeat_span,
                                 split_final_punct, suspect_z)
 from aligndebug.triage import roc_auc, tail_scale
 
@@ -92,12 +92,41 @@ def test_a_partly_detached_translation_starts_on_its_own_and_drifts_off():
     assert detach_part("two words", "one", rng) is None
 
 
+def test_an_appended_translation_says_all_of_its_own_and_goes_on_into_another():
+    rng = np.random.default_rng(4)
+    own = [f"o{i}" for i in range(5)]
+    other = [f"x{i}" for i in range(8)]
+    starts = set()
+    for _ in range(40):
+        out = append_other(" ".join(own) + " .", " ".join(other) + " !", rng)
+        assert out.endswith(" !")  # the other translation's end, with its punctuation
+        words = out[:-2].split()
+        assert words[:6] == own + ["."]  # all of its own, its full stop included
+        tail = words[6:]
+        assert tail == other[len(other) - len(tail):] and len(tail) > len(other) // 2  # from its first half on
+        starts.add(len(other) - len(tail))
+    assert starts == {0, 1, 2, 3}
+    # no final punctuation of its own: nothing between; the other's lacking: its own at the end
+    assert append_other("a b", "x y", rng) == "a b x y"
+    assert append_other("a b .", "x y", rng) == "a b . x y ."
+    assert append_other("", "x y", rng) is None and append_other("a b", "x", rng) is None
+
+
+def _ends_another(text: str, own: list[str], texts: list[str]) -> bool:
+    """Whether `text` ends in the last two words of a translation other than `own` (final punctuation aside:
+    a variant ends with the other's, or its own where the other has none)."""
+    end = split_final_punct(text)[0][-2:]
+    return any(split_final_punct(t)[0][-2:] == end for t in texts if t.split() != own)
+
+
 def test_make_variants():
     v = make_variants(ROWS, seed=3)
     texts = [r["translation"] for r in ROWS]
-    # the rows' detached variants are dealt in turn: another row's translation, then one drifting off into it
-    assert len(v["detached"]) == 3 and len(v["partly_detached"]) == 3
-    assert {i["base"] for i in v["detached"]}.isdisjoint(i["base"] for i in v["partly_detached"])
+    # the rows' detached variants are dealt in turn: another row's translation, one drifting off into it, one
+    # going on into it
+    assert len(v["detached"]) == len(v["partly_detached"]) == len(v["appended"]) == 2
+    bases = [{i["base"] for i in v[k]} for k in ("detached", "partly_detached", "appended")]
+    assert len(set().union(*bases)) == len(ROWS)
     for item in v["detached"]:
         assert item["translation"] != ROWS[item["base"]]["translation"]
         assert item["translation"] in texts
@@ -106,7 +135,13 @@ def test_make_variants():
         own = ROWS[item["base"]]["translation"].split()
         words = item["translation"].split()
         assert words[0] == own[0] and item["translation"] not in texts
-        assert any(t.endswith(" ".join(words[-2:])) for t in texts if t.split() != own)  # another row's end
+        assert _ends_another(item["translation"], own, texts)
+        assert item["source"] == ROWS[item["base"]]["source"]
+    for item in v["appended"]:
+        own = ROWS[item["base"]]["translation"]
+        rest = item["translation"][len(own):].split()
+        assert item["translation"].startswith(own + " ") and item["translation"] not in texts
+        assert _ends_another(item["translation"], own.split(), texts) and rest
         assert item["source"] == ROWS[item["base"]]["source"]
     assert all(len(i["translation"].split()) < len(ROWS[i["base"]]["translation"].split()) for i in v["omission"])
     for kind in ("repetition", "distant_repetition"):
@@ -116,22 +151,25 @@ def test_make_variants():
     assert {i["base"] for i in v["repetition"]}.isdisjoint(i["base"] for i in v["distant_repetition"])
     assert make_variants(ROWS, seed=3) == v  # deterministic
     few = make_variants(ROWS, seed=3, max_per_type=2)
-    assert {k: len(few[k]) for k in combine.KINDS} == {"detached": 1, "partly_detached": 1, "omission": 2,
-                                                       "repetition": 1, "distant_repetition": 1}
+    assert {k: len(few[k]) for k in combine.KINDS} == {"detached": 1, "partly_detached": 1, "appended": 0,
+                                                       "omission": 2, "repetition": 1, "distant_repetition": 1}
     # every row's repetition of one kind: the other kinds as "alternate" makes them
     for how, kind in (("adjacent", "repetition"), ("distant", "distant_repetition")):
         one = make_variants(ROWS, seed=3, repetition=how)
         assert len(one[kind]) == len(ROWS) and one["distant_repetition" if how == "adjacent" else "repetition"] == []
         assert one["detached"] == v["detached"]
-    # every row's detached variant of one kind; the partial ones draw apart, so the other kinds stay the same
-    full, part = make_variants(ROWS, seed=3, detached="full"), make_variants(ROWS, seed=3, detached="part")
-    assert len(full["detached"]) == len(part["partly_detached"]) == len(ROWS)
-    assert full["partly_detached"] == part["detached"] == []
-    assert full["omission"] == part["omission"] == v["omission"]
-    assert [i for i in full["detached"] if i["base"] in {j["base"] for j in v["detached"]}] == v["detached"]
+    # every row's detached variant of one kind; the partial and appended ones draw apart, so the other kinds
+    # stay the same
+    one_way = {way: make_variants(ROWS, seed=3, detached=way) for way in ("full", "part", "append")}
+    for way, kind in (("full", "detached"), ("part", "partly_detached"), ("append", "appended")):
+        assert len(one_way[way][kind]) == len(ROWS)
+        assert all(one_way[way][k] == [] for k in ("detached", "partly_detached", "appended") if k != kind)
+        assert one_way[way]["omission"] == v["omission"]
+    full = one_way["full"]["detached"]
+    assert [i for i in full if i["base"] in {j["base"] for j in v["detached"]}] == v["detached"]
     with pytest.raises(ValueError, match="alternate"):
         make_variants(ROWS, repetition="both")
-    with pytest.raises(ValueError, match="'full' or 'part'"):
+    with pytest.raises(ValueError, match="'append'"):
         make_variants(ROWS, detached="some")
 
 
@@ -268,9 +306,10 @@ def test_fit_with_a_model_end_to_end(tiny_bundle):
     # triage's fits use the fixed strength, not one cross-validated on the synthetic errors
     assert comb.l2 == {k: combine.FIT_L2 for k in combine.KINDS} and comb.cv_loss == {}
     assert "alti_source" in comb.signals
-    n = len(clean)  # detached variants dealt in turn: every other row another's translation, the rest partly
-    assert comb.n_fit["detached"] == {"clean": n, "errors": (n + 1) // 2}
-    assert comb.n_fit["partly_detached"] == {"clean": n, "errors": n // 2}
+    n = len(clean)  # detached variants dealt in turn: another's translation, partly, appended
+    assert comb.n_fit["detached"] == {"clean": n, "errors": (n + 2) // 3}
+    assert comb.n_fit["partly_detached"] == {"clean": n, "errors": (n + 1) // 3}
+    assert comb.n_fit["appended"] == {"clean": n, "errors": n // 3}
     assert comb.logit(clean).shape == (len(clean),)
     assert np.isfinite(comb.logit(clean)).all()
 

@@ -123,3 +123,41 @@ def test_the_multi30k_error_labels_in_datasets_read_and_match_their_set(data_dir
         assert len(labelled) == len(f.read().splitlines()) == 1000
     assert set().union(*(x.labels for x in labelled)) == {"fully_detached", "strongly_detached", "omission", "repetition"}
     assert sum(not x.labels for x in labelled) == 783 and all(x.translation for x in labelled)
+
+
+def test_the_interval_of_an_auc_difference_resamples_each_class_apart_and_pairs_the_scores():
+    from aligndebug.labels import auc_difference_interval
+    from aligndebug.triage import roc_auc
+
+    rng = np.random.default_rng(0)
+    has = np.r_[np.ones(40, bool), np.zeros(160, bool)]
+    strong = has * 2.0 + rng.normal(size=200)  # AUC about 0.92
+    weak = has * 0.2 + rng.normal(size=200)  # about 0.56
+    low, high = auc_difference_interval(strong, weak, has, resamples=500, seed=1)
+    diff = roc_auc(strong, has) - roc_auc(weak, has)
+    assert 0 < low < diff < high < 1  # a clear lead: the interval holds the difference and leaves out 0
+    # one score against itself: every resample gives 0 (paired: both on the same rows)
+    assert auc_difference_interval(strong, strong, has, resamples=200) == (0.0, 0.0)
+    # each class keeps its size: a perfect score stays perfect on every resample
+    assert auc_difference_interval(has * 1.0, weak * 0.0, has, resamples=200) == (0.5, 0.5)
+    # the same seed, the same interval
+    assert auc_difference_interval(strong, weak, has, resamples=300, seed=4) == auc_difference_interval(
+        strong, weak, has, resamples=300, seed=4)
+    # a near tie on few labelled rows: the interval holds 0
+    few = np.r_[np.ones(4, bool), np.zeros(60, bool)]
+    a, b = few * 0.5 + rng.normal(size=64), few * 0.5 + rng.normal(size=64)
+    lo, hi = auc_difference_interval(a, b, few, resamples=500)
+    assert lo < 0 < hi
+    assert all(np.isnan(auc_difference_interval(a, b, np.zeros(64, bool))))
+
+
+def test_label_aucs_give_the_score_against_the_best_signal_with_an_interval():
+    labelled = [ErrorLabels(frozenset({"omission"}), "a"), ErrorLabels(frozenset()), ErrorLabels(frozenset(), "c"),
+                ErrorLabels(frozenset({"omission"}), "d"), ErrorLabels(frozenset()), ErrorLabels(frozenset(), "f g")]
+    got = label_aucs(_rows(), labelled, resamples=200)
+    vs = got["labels"]["omission"]["score_vs_best"]
+    om = got["labels"]["omission"]
+    assert vs["difference"] == approx(om["auc"]["score"] - om["best_auc"])
+    assert vs["low"] <= vs["difference"] <= vs["high"] and vs["resamples"] == 200
+    assert "[" in format_label_aucs(got)
+    assert "score_vs_best" not in label_aucs(_rows(), labelled, resamples=0)["labels"]["omission"]

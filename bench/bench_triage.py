@@ -48,8 +48,7 @@ def main() -> None:
     torch.set_num_threads(1)
     sources = (REPO / "datasets/heldout/europarl-deen-500/test.de").read_text(encoding="utf-8").splitlines()[:args.n]
     bundle = load_model("default")
-    times: dict[str, float] = {}
-    rounds: dict[str, list[float]] = {}
+    rounds: dict[str, list[float]] = {}  # name -> its runs' times, round by round
     for name in [n for _ in range(args.repeats) for n in ("plain", "fisher", "nogain", "learned")]:
         with ExitStack() as patches:
             if name == "plain":
@@ -61,13 +60,13 @@ def main() -> None:
             rows = run_triage(bundle, sources, batch_size=args.batch_size,
                               combine="fisher" if name in ("plain", "fisher") else "learned")
             took = time.process_time() - t0
-        times[name] = min(times.get(name, took), took)
         rounds.setdefault(name, []).append(took)
         print(f"{name:8s} {took:7.1f} s CPU  ({len(rows)} rows, combine {rows.calibration.combine})", flush=True)
     for name in ("fisher", "nogain", "learned"):
         # a round's runs follow each other, so their ratio is less moved by the machine's drift between rounds
         paired = np.array(rounds[name]) / np.array(rounds["plain"])
-        print(f"{name} / plain: {times[name] / times['plain']:.2f}x (best of {args.repeats} each); within each round "
+        best = min(rounds[name]) / min(rounds["plain"])
+        print(f"{name} / plain: {best:.2f}x (best of {args.repeats} each); within each round "
               + ", ".join(f"{r:.2f}x" for r in paired) + f" (median {np.median(paired):.2f}x)")
 
 

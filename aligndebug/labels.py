@@ -17,6 +17,7 @@ from .triage import SIGNALS, Calibration, roc_auc, suspect_values
 
 CLEAN_WORDS = ("", "none")
 _LABEL = re.compile(r"[a-z][a-z0-9_]*")
+INTERVAL_LEVEL = 0.95  # of the interval `label_aucs` gives the score's lead over the best single signal
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def _bootstrap_aucs(values: np.ndarray, n_pos: int, idx_pos: np.ndarray, idx_neg
 
 
 def auc_difference_interval(a: np.ndarray, b: np.ndarray, positive: np.ndarray, resamples: int = 1000,
-                            level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+                            level: float = INTERVAL_LEVEL, seed: int = 0) -> tuple[float, float]:
     """Percentile interval of ROC-AUC(a) - ROC-AUC(b) over a bootstrap that resamples the positive and the
     negative rows apart (each class keeps its size), the two scores on the same resampled rows (paired)."""
     positive = np.asarray(positive, dtype=bool)
@@ -143,7 +144,7 @@ def label_aucs(rows: Sequence[dict[str, Any]], labelled: Sequence[ErrorLabels],
             low, high = auc_difference_interval(values["score"][use], values[best[1]][use], has[use], resamples,
                                                 seed=seed)
             entry["score_vs_best"] = {"difference": auc["score"] - best[0], "low": low, "high": high,
-                                      "level": 0.95, "resamples": resamples}
+                                      "level": INTERVAL_LEVEL, "resamples": resamples}
         result["labels"][label] = entry
     return result
 

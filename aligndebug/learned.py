@@ -136,7 +136,9 @@ def n_parameters(module: nn.Module) -> int:
 
 def model_fingerprint(model: Any) -> str:
     """A short hash of the model's config and weights (names, shapes and per-tensor sums and edge values),
-    cheap enough to compute on every load, that changes when any weight tensor does."""
+    cheap enough to compute on every load, that changes when any weight tensor does by more than half
+    precision's rounding. The weights are read in half precision, so the model loaded on a GPU
+    (`load_model(..., device="cuda")` halves it) has the fingerprint of the same model in float32."""
     h = hashlib.sha256()
     cfg = model.config.to_dict()
     for key in ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_attn_implementation",
@@ -145,7 +147,8 @@ def model_fingerprint(model: Any) -> str:
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     with torch.no_grad():
         for name, p in sorted(model.state_dict().items()):
-            flat = p.detach().float().flatten().cpu()
+            q = p.detach().cpu()
+            flat = (q.half() if q.is_floating_point() else q).float().flatten()
             h.update(name.encode())
             h.update(str(tuple(p.shape)).encode())
             edge = torch.cat([flat[:8], flat[-8:]]) if flat.numel() else flat
@@ -242,7 +245,7 @@ class LearnedAligner:
                             enc_layers=None if enc_layers is None else list(range(_n_encoder_layers(bundle) + 1)))
         torch.manual_seed(seed)
         card = {"base_model": bundle.name, "base_family": bundle.family, "fingerprint": model_fingerprint(bundle.model)}
-        return cls(AlignerModule(cfg), card)
+        return cls(AlignerModule(cfg).to(bundle.device), card)
 
     # -- model passes
 
@@ -255,6 +258,7 @@ class LearnedAligner:
             keys_in = enc if self.config.enc_layers is None else \
                 torch.stack([out.encoder_hidden_states[i] for i in self.config.enc_layers]).float()
         dev = enc.device
+        self.module.to(dev)  # an aligner loaded on its own (or shipped to a Ray actor) meets the model's device
         return keys_in, enc, src_mask.to(dev), states, lab_mask.to(dev), labels.to(dev)
 
     def losses(self, bundle: ModelBundle, batch: Sequence[Encoded], links: Sequence[Links] | None) -> dict[str, torch.Tensor]:
@@ -273,11 +277,12 @@ class LearnedAligner:
             p = torch.softmax(self.module.logits(keys_in, src_mask, states, lab_mask, causal=True), -1)
             ctx = self.module.value(torch.einsum("bts,bsd->btd", p, enc))
             head, bias = _output_projection(bundle.model)
-            # detached weights: the loss trains the module, never the frozen model (nor fills its .grad)
-            logits = nn.functional.linear(ctx, head.weight.detach(),
-                                          None if getattr(head, "bias", None) is None else head.bias.detach())
+            # detached weights: the loss trains the module, never the frozen model (nor fills its .grad);
+            # in float32 like the module, also when the model is in half precision on a GPU
+            logits = nn.functional.linear(ctx, head.weight.detach().float(),
+                                          None if getattr(head, "bias", None) is None else head.bias.detach().float())
             if bias is not None:
-                logits = logits + bias.detach()
+                logits = logits + bias.detach().float()
             keep = lab_mask & (labels >= 0)
             out["self"] = nn.functional.cross_entropy(logits[keep].float(), labels[keep])
         out["loss"] = sum(out.values())
@@ -314,7 +319,6 @@ class LearnedAligner:
         encoded = [encode_pair(bundle, s, t, i) for i, (s, t) in enumerate(zip(sources, targets, strict=True))]
         was_training = self.module.training
         self.module.eval()
-        self.module.to(bundle.device)  # an aligner shipped to a Ray actor meets a model on the actor's device
         try:
             for idx in length_batches([len(e.src_ids) + len(e.label_ids) for e in encoded], batch_size):
                 for i, mat in zip(idx, self.word_matrices(bundle, [encoded[i] for i in idx])):
@@ -402,6 +406,7 @@ def load_aligner(path: Path | str | None, bundle: ModelBundle | None = None) -> 
     aligner = LearnedAligner(module, card, folder)
     if bundle is not None:
         aligner.check_model(bundle, where=f"aligner {folder}")
+        module.to(bundle.device)  # before any optimizer state is loaded for it (a resumed training)
     return aligner
 
 

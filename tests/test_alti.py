@@ -47,6 +47,15 @@ def test_hand_computed_rollout():
     np.testing.assert_allclose(r_enc[0].numpy(), enc[0].numpy())
 
 
+
+def test_rollout_stays_on_the_contributions_device():
+    """Every tensor the rollout makes lives where its inputs do (a GPU's in use; here the meta device, which
+    fails the same way on a tensor made on the CPU)."""
+    enc = torch.rand(2, 3, 3, device="meta")
+    total, r_enc = full_rollout([enc, enc], [torch.rand(2, 4, 4, device="meta")], [torch.rand(2, 4, 4, device="meta")])
+    assert total.device.type == r_enc.device.type == "meta" and total.shape == (2, 4, 7)
+
+
 def _reference_sublayer(attn, vw, residual, bias, cross, ln=None):
     """Loop-by-loop numpy ALTI of one sublayer (float64): the definition written out."""
     h, q, k = attn.shape

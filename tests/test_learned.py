@@ -184,6 +184,14 @@ def test_fingerprint_changes_with_one_weight(tiny_bundle):
     assert model_fingerprint(model) != before
 
 
+def test_fingerprint_is_that_of_the_same_model_in_half_precision(tiny_bundle):
+    """`load_model(..., device="cuda")` halves the model: an aligner trained on it in float32 must accept it."""
+    import copy
+
+    model = tiny_bundle("marian").model
+    assert model_fingerprint(copy.deepcopy(model).half()) == model_fingerprint(model)
+
+
 def test_not_an_aligner_folder(tmp_path):
     from aligndebug.models import ModelLoadError
 

@@ -13,7 +13,7 @@ from scipy import stats
 
 from .errors import InputError, PathLike
 from .pairs import iter_lines
-from .triage import SIGNALS, Calibration, roc_auc, suspect_values
+from .triage import SIGNALS, Calibration, auc_from_ranks, roc_auc, suspect_values
 
 CLEAN_WORDS = ("", "none")
 _LABEL = re.compile(r"[a-z][a-z0-9_]*")
@@ -67,7 +67,8 @@ def read_error_labels(path: PathLike) -> list[ErrorLabels]:
     return out
 
 
-def _same_text(a: str, b: str) -> bool:
+def same_text(a: str, b: str) -> bool:
+    """Whether two translations are the same text up to spacing (the labelled one and a triage row's)."""
     return a.split() == b.split()
 
 
@@ -78,8 +79,7 @@ def _bootstrap_aucs(values: np.ndarray, n_pos: int, idx_pos: np.ndarray, idx_neg
     out = []
     for v in values:
         both = np.concatenate([v[idx_pos], v[n_pos + idx_neg]], axis=1)
-        ranks = stats.rankdata(both, axis=1)
-        out.append((ranks[:, :n_pos].sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+        out.append(auc_from_ranks(stats.rankdata(both, axis=1)[:, :n_pos].sum(axis=1), n_pos, n_neg))
     return np.array(out)
 
 
@@ -120,7 +120,7 @@ def label_aucs(rows: Sequence[dict[str, Any]], labelled: Sequence[ErrorLabels],
     matched, mismatched = [], []
     for r in rows:  # may stream from a ranked file: keep only the numbers an AUC needs
         lab = labelled[r["id"]]
-        if lab.translation is not None and not _same_text(lab.translation, r.get("translation") or ""):
+        if lab.translation is not None and not same_text(lab.translation, r.get("translation") or ""):
             mismatched.append(r["id"])
         else:
             matched.append(({k: r[k] for k in ("score", *SIGNALS) if k in r}, lab.labels))

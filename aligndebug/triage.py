@@ -307,6 +307,11 @@ ROW_ORDER = ("id", "rank", "score", "flags", "reasons", "source", "translation",
 
 # --------------------------------------------------------------------------- statistics
 
+def auc_from_ranks(positive_rank_sum: Any, n_pos: int, n_neg: int) -> Any:
+    """Mann-Whitney's ROC-AUC from the sum of the positives' (average) ranks among all the scores."""
+    return (positive_rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
 def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
     """ROC-AUC from ranks (Mann-Whitney U): P(score of a positive > score of a negative), ties
     counting one half. NaN when a class is empty; NaN scores are an error."""
@@ -319,8 +324,7 @@ def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranks = stats.rankdata(s)  # average ranks for ties
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(auc_from_ranks(stats.rankdata(s)[y].sum(), n_pos, n_neg))  # average ranks for ties
 
 
 def suspect_values(name: str, rows: Sequence[dict[str, Any]], calibration: Calibration | None = None) -> np.ndarray:

@@ -51,7 +51,7 @@ import numpy as np
 from aligndebug.combine import (KINDS, add_alti, append_other, describe, detach_part, fisher_scores, fit_with_model,
                                 forced_signal_rows, make_variants)
 from aligndebug.extract import translate
-from aligndebug.labels import read_error_labels
+from aligndebug.labels import read_error_labels, same_text
 from aligndebug.models import load_model
 from aligndebug.runner import run_triage
 from aligndebug.triage import SIGNALS, calibrate, roc_auc, suspect_values
@@ -131,11 +131,13 @@ def controls_subset_aucs(keep: np.ndarray, kinds, rows: dict, learned: dict, nam
 
 def labelled_clean(path: Path, targets: list[str], ids: list[int]) -> np.ndarray | None:
     """Per evaluation row, whether `path` (an errors TSV of the data folder) labels its target free of errors;
-    a row whose target is not the labelled text counts as not labelled clean. None when there is no such file."""
+    a row whose target is not the labelled text (up to spacing, as `--labels` compares them) counts as not
+    labelled clean. None when there is no such file."""
     if not path.exists():
         return None
     labels = read_error_labels(path)
-    return np.array([not labels[i].labels and labels[i].translation in (None, t) for i, t in zip(ids, targets)])
+    return np.array([not labels[i].labels and (labels[i].translation is None or same_text(labels[i].translation, t))
+                     for i, t in zip(ids, targets)])
 
 
 def outranking(control: np.ndarray, errors: np.ndarray, texts: list[str], k: int = 3) -> dict:

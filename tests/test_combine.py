@@ -494,7 +494,8 @@ def test_triage_auc_takes_as_clean_controls_only_the_labelled_clean_texts(tmp_pa
     tsv = tmp_path / "errors.own.tsv"
     tsv.write_text("id\tlabels\tnote\ttranslation\n0\tnone\t\tA cat.\n1\tomission\tdrops x\tA dog.\n"
                    "2\tnone\t\tA bird.\n3\tnone\t\tA fish.\n", encoding="utf-8")
-    # evaluation rows 3, 1, 2 (in that order); row 2 was translated otherwise than labelled
-    mask = mod.labelled_clean(tsv, ["A fish.", "A dog.", "A bird flies."], [3, 1, 2])
-    assert mask.tolist() == [True, False, False]
+    # evaluation rows 3, 1, 2, 0 (in that order); row 2 was translated otherwise than labelled, row 0 the same
+    # up to spacing (as `triage --labels` compares them)
+    mask = mod.labelled_clean(tsv, ["A fish.", "A dog.", "A bird flies.", " A  cat."], [3, 1, 2, 0])
+    assert mask.tolist() == [True, False, False, True]
     assert mod.labelled_clean(tmp_path / "errors.reference.tsv", ["x"], [0]) is None

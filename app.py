@@ -2,7 +2,8 @@
 
 Thin on purpose: every computation lives in the aligndebug package; this file only arranges
 calls and widgets. The model is loaded once per process (st.cache_resource). The model named
-by $ALIGNDEBUG_MODEL (default: the embedded de->en model) is the one the page opens on.
+by $ALIGNDEBUG_MODEL (default: the embedded de->en model) is the one the page opens on; every
+model runs on $ALIGNDEBUG_DEVICE (default cpu; cuda: a GPU, in half precision, as `--device cuda`).
 """
 
 from __future__ import annotations
@@ -45,9 +46,14 @@ st.set_page_config(page_title="aligndebug", layout="wide")
 
 # ----------------------------------------------------------------------------- cached work
 
-@st.cache_resource(show_spinner="Loading model…", max_entries=3)
 def get_bundle(name: str):
-    return load_model(name)
+    """The model `name` on the app's device ($ALIGNDEBUG_DEVICE), loaded once per process."""
+    return _load_bundle(name, os.environ.get("ALIGNDEBUG_DEVICE", "cpu"))
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=3)
+def _load_bundle(name: str, device: str):
+    return load_model(name, device=device)
 
 
 @st.cache_resource(show_spinner="Loading the learned aligner…", max_entries=4)
@@ -157,7 +163,7 @@ def sidebar_settings(model: str) -> dict[str, Any] | None:
         fail(exc, f"Model {model!r} cannot be used")
         return None
     n_layers, n_heads = bundle.num_layers, bundle.num_heads
-    sb.caption(f"{bundle.family} · {n_layers} decoder layers × {n_heads} heads")
+    sb.caption(f"{bundle.family} · {n_layers} decoder layers × {n_heads} heads · {bundle.device}")
     sb.subheader("Attention")
     view = bundle.view  # the model's own best view (the embedded model's aligndebug.json), else package defaults
     layer = sb.selectbox("Layer", ["mean", *range(n_layers)], index=1 + view.get("layer", default_layer(n_layers)),

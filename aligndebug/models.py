@@ -114,7 +114,8 @@ def load_model(name_or_path: str | None = "default", device: str = "cpu", src_la
     else:
         path, name = str(name_or_path), str(name_or_path)
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(f"--device {device} was asked for, but no CUDA GPU is available")
+        raise ModelLoadError(f"device {device!r} was asked for (--device, or $ALIGNDEBUG_DEVICE in the app), "
+                             "but no CUDA GPU is available")
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError) as exc:

@@ -166,6 +166,21 @@ def test_model_that_cannot_be_loaded(app):
     assert not at.tabs
 
 
+def test_the_model_runs_on_the_device_the_server_names(app, monkeypatch):
+    """$ALIGNDEBUG_DEVICE puts every model of the app on that device; one the machine lacks is a clear error."""
+    import torch
+
+    at = app.run()
+    assert any(c.value.endswith("· cpu") for c in at.sidebar.caption), [c.value for c in at.sidebar.caption]
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: the refusal below cannot be shown")
+    monkeypatch.setenv("ALIGNDEBUG_DEVICE", "cuda")
+    at = at.run()
+    no_crash(at)
+    assert any("cannot be used" in e and "no CUDA GPU" in e and "ALIGNDEBUG_DEVICE" in e for e in errors(at)), errors(at)
+    assert not at.tabs
+
+
 def test_decoder_only_model_is_refused(app, decoder_only):
     at = app.run()
     at.text_input(key="model").set_value(decoder_only).run()

@@ -21,6 +21,7 @@ import numpy as np
 import streamlit as st
 
 from aligndebug import agreement, attribution, charts, export, rollout, signals, suite, testset, views
+from aligndebug.combine import ERROR_TYPES
 from aligndebug.contrast import contrast
 from aligndebug.align import align_record, default_layer
 from aligndebug.compare import grid_difference
@@ -719,8 +720,10 @@ def testset_page(cfg: dict[str, Any], inp: dict[str, Any]) -> None:
     rows = res["rows"]
     import pandas as pd
 
-    table = pd.DataFrame([{k: (", ".join(v) if isinstance(v, list) and k == "flags" else v)
-                           for k, v in r.items() if k in TABLE_COLUMNS} for r in rows])
+    # each error type's own score is a column of its own, so the table sorts by one type alone
+    table = pd.DataFrame([{**{k: (", ".join(v) if isinstance(v, list) and k == "flags" else v)
+                              for k, v in r.items() if k in TABLE_COLUMNS},
+                           **{f"{t} score": v for t, v in (r.get("type_scores") or {}).items()}} for r in rows])
     all_flags = sorted({f for r in rows for f in r.get("flags", [])})
     c1, c2 = st.columns([2, 3])
     chosen = c1.multiselect("Show flags", all_flags, key="ts_flags", help="Keep rows with any of these flags.")
@@ -729,9 +732,15 @@ def testset_page(cfg: dict[str, Any], inp: dict[str, Any]) -> None:
             if (not chosen or set(chosen) & set(r.get("flags", [])))
             and (not needle or needle in (r["source"] + " " + (r.get("translation") or "")).lower())]
     view = table.iloc[keep][[c for c in TABLE_COLUMNS if c in table.columns]]
+    typed = {f"{t} score": st.column_config.NumberColumn(f"{t} score", format="%.2f",
+                                                          help=f"The learned combination's {t} score alone")
+             for t in ERROR_TYPES}
     event = st.dataframe(view, hide_index=True, on_select="rerun", selection_mode="single-row", key="ts_table",
                          column_config={"score": st.column_config.NumberColumn("score", format="%.2f",
-                                                                               help="Higher = more suspect")})
+                                                                               help="Higher = more suspect"),
+                                        "error_type": st.column_config.TextColumn(
+                                            "error type", help="The error type the learned combination finds it "
+                                                               "most like"), **typed})
     st.caption("Click a column header to sort; select a row to open it.")
     selected = event.selection.rows if event is not None and hasattr(event, "selection") else []
     options = [rows[i]["id"] for i in keep]
@@ -749,7 +758,8 @@ def testset_page(cfg: dict[str, Any], inp: dict[str, Any]) -> None:
                        on_click="ignore", icon=":material/download:")
 
 
-TABLE_COLUMNS = ("rank", "id", "score", "flags", "source", "translation", "reference", "aer",
+TABLE_COLUMNS = ("rank", "id", "score", "error_type", *(f"{t} score" for t in ERROR_TYPES), "flags", "source",
+                 "translation", "reference", "aer",
                  *(s.name for s in signals.SIGNALS.values() if s.table))
 
 

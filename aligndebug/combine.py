@@ -42,7 +42,8 @@ drown a strong one. Here the weights are learned from the calibration set itself
    type rather than a clean row *at even odds*, blended with how rare those log-odds are among the
    clean rows' own (the mean of the log-odds and their z-score, `continuous_z`, `Combiner.type_scores`);
    the overall score is the largest type score, and its type is the verdict (`Combiner.score` gives
-   that type's probability). The blend because each pure form loses a type on
+   that type's probability). Each row also carries every error type's own score (the largest type
+   score of its kinds, `Verdict.type_scores`), to rank by one type alone. The blend because each pure form loses a type on
    scripts/triage_auc.py: the largest log-odds lets an easily separated type (repetition: one
    doubled word is near-certain) outrank false alarms of another only as far as its fit's L2
    allows, so clean rows with a high detached log-odds outrank repetitions; z-scores alone flatten
@@ -339,6 +340,18 @@ def feature_names(signals: Sequence[str], directions: Mapping[str, str]) -> list
 # --------------------------------------------------------------------------- the model
 
 @dataclass
+class Verdict:
+    """One row's learned verdict: the ranking score, the reasons in words (the verdict first), the error type
+    (`ERROR_TYPES`) it is most like, and each error type's own score: the largest type score of its kinds, on
+    the scale of the ranking score, which is the largest of them."""
+
+    score: float
+    reasons: list[str]
+    error_type: str
+    type_scores: dict[str, float]
+
+
+@dataclass
 class Combiner:
     """Fitted weights of the learned combination; JSON round-trips with `to_dict` / `from_dict`."""
 
@@ -449,9 +462,9 @@ class Combiner:
         kind = max(sc, key=lambda k: float(sc[k][0]))
         return float(special.expit(lg[kind][0])), KINDS.get(kind, kind)
 
-    def verdicts(self, rows: Sequence[Mapping[str, Any]], k: int = 3) -> list[tuple[float, list[str]]]:
-        """(ranking score, the verdict in words) of every row, from one pass over the features: the score is
-        the largest type score over the error types (`logit`), the words are `reasons` for that type."""
+    def verdicts(self, rows: Sequence[Mapping[str, Any]], k: int = 3) -> list[Verdict]:
+        """The `Verdict` of every row, from one pass over the features: the score is the largest type score
+        over the error types (`logit`), the words are `reasons` for that type."""
         if not rows:
             return []
         x = self.features(rows)
@@ -460,16 +473,22 @@ class Combiner:
         sc = self._type_scores(lg)
         stacked = np.stack([sc[t] for t in kinds])
         best = stacked.argmax(axis=0)
+        types = {KINDS.get(kind, kind): [] for kind in kinds}
+        for j, kind in enumerate(kinds):
+            types[KINDS.get(kind, kind)].append(j)
+        by_type = {t: stacked[js].max(axis=0) for t, js in types.items()}
         out = []
         for i, row in enumerate(rows):
             kind = kinds[best[i]]
-            out.append((float(stacked[best[i], i]), self._reasons(row, x[i], kind, float(special.expit(lg[kind][i])), k)))
+            words = self._reasons(row, x[i], kind, float(special.expit(lg[kind][i])), k)
+            out.append(Verdict(float(stacked[best[i], i]), words, KINDS.get(kind, kind),
+                               {t: float(v[i]) for t, v in by_type.items()}))
         return out
 
     def reasons(self, row: Mapping[str, Any], k: int = 3) -> list[str]:
         """The verdict in words: the most likely error type and the (up to `k`) signals that pushed it
         most, among those more suspect than about 84 % of the calibration rows (z > 1)."""
-        return self.verdicts([row], k)[0][1]
+        return self.verdicts([row], k)[0].reasons
 
     def _reasons(self, row: Mapping[str, Any], x: np.ndarray, kind: str, prob: float, k: int) -> list[str]:
         cat = signal_catalogue()
@@ -720,25 +739,26 @@ def scored_rows(rows: Sequence[dict[str, Any]], calibration: triage.Calibration)
         scored_row(row, calibration, verdict)
 
 
-def scored_row(row: dict[str, Any], calibration: triage.Calibration,
-               verdict: tuple[float, list[str]] | None = None) -> None:
+def scored_row(row: dict[str, Any], calibration: triage.Calibration, verdict: Verdict | None = None) -> None:
     """Put score, suspect, flags and reasons (and the threshold-dependent signals) into a signal row, in place;
     id, score, suspect, flags and reasons lead the row. Flags come from the calibrated thresholds (each with
     its reason); with a learned combination the score is its log-odds and its verdict (`Combiner.verdicts`,
-    computed here unless given) leads the reasons."""
+    computed here unless given) leads the reasons, and `error_type` and `type_scores` follow them."""
     row.update(apply_token_thresholds(row, calibration))
     score, flags, reasons = triage_row(row, calibration)
     comb = learned(calibration)
+    typed: dict[str, Any] = {}
     if comb is not None:
-        score, words = verdict if verdict is not None else comb.verdicts([row])[0]
-        reasons = words + reasons
+        v = verdict if verdict is not None else comb.verdicts([row])[0]
+        score, reasons = v.score, v.reasons + reasons
+        typed = {"error_type": v.error_type, "type_scores": {t: round(x, 4) for t, x in v.type_scores.items()}}
     score = round(score, 4)
     if row.get("unusable"):
         flags.insert(0, row["unusable"])
         reasons.insert(0, f"{UNUSABLE.get(row['unusable'], 'the model cannot take this sentence')}: "
                           f"{row.get('unusable_reason', '')}; only signals needing no forward pass are scored")
     head = {"id": row["id"], "score": score, "suspect": is_suspect(row, score, calibration), "flags": flags,
-            "reasons": reasons}
+            "reasons": reasons, **typed}
     rest = {k: v for k, v in row.items() if k not in head}
     row.clear()
     row.update(head)

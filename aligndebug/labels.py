@@ -18,6 +18,9 @@ from .triage import SIGNALS, Calibration, auc_from_ranks, roc_auc, suspect_value
 CLEAN_WORDS = ("", "none")
 _LABEL = re.compile(r"[a-z][a-z0-9_]*")
 INTERVAL_LEVEL = 0.95  # of the interval `label_aucs` gives the score's lead over the best single signal
+# the error type (`combine.ERROR_TYPES`) of each label of the WMT18 hallucination categories (Guerreiro et al.)
+LABEL_TYPES = {"fully_detached": "detached", "strongly_detached": "detached", "omission": "omission",
+               "repetition": "repetition"}
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,9 @@ def label_aucs(rows: Sequence[dict[str, Any]], labelled: Sequence[ErrorLabels],
 
     Per label, "score_vs_best" gives the score's AUC minus the best single signal's and a 95% interval of that
     difference (`auc_difference_interval`, `resamples` draws; none with 0): with a few labelled rows a lead of
-    either is often chance. The best signal is picked on these same rows, which favours it."""
+    either is often chance. The best signal is picked on these same rows, which favours it. When the rows carry
+    a learned combination's `type_scores`, "type_auc" is the AUC of the label's own error type's score
+    (`LABEL_TYPES`), the ranking a user who looks for that error alone would sort by."""
     if len(rows) != len(labelled):
         raise ValueError(f"{len(rows)} triage rows but {len(labelled)} labelled sentences: expected one each")
     matched, mismatched = [], []
@@ -123,7 +128,7 @@ def label_aucs(rows: Sequence[dict[str, Any]], labelled: Sequence[ErrorLabels],
         if lab.translation is not None and not same_text(lab.translation, r.get("translation") or ""):
             mismatched.append(r["id"])
         else:
-            matched.append(({k: r[k] for k in ("score", *SIGNALS) if k in r}, lab.labels))
+            matched.append(({k: r[k] for k in ("score", "type_scores", *SIGNALS) if k in r}, lab.labels))
     kept = [r for r, _ in matched]
     clean = np.array([not names for _, names in matched], dtype=bool)
     signals = [n for n in SIGNALS if any(isinstance(r.get(n), (int, float)) and np.isfinite(r[n]) for r in kept)]
@@ -140,6 +145,10 @@ def label_aucs(rows: Sequence[dict[str, Any]], labelled: Sequence[ErrorLabels],
         finite = [(a, n) for n, a in auc.items() if n != "score" and np.isfinite(a)]
         best = max(finite) if finite else (float("nan"), None)  # NaN: no row without a label to rank against
         entry = {"n": int(has.sum()), "auc": auc, "best_signal": best[1], "best_auc": best[0]}
+        kind = LABEL_TYPES.get(label)
+        if kind is not None and all(kind in (r.get("type_scores") or {}) for r in kept):
+            typed = np.array([float(r["type_scores"][kind]) for r in kept], dtype=np.float64)
+            entry["type_auc"] = {"type": kind, "auc": roc_auc(typed[use], has[use])}
         if resamples and best[1] is not None:
             low, high = auc_difference_interval(values["score"][use], values[best[1]][use], has[use], resamples,
                                                 seed=seed)
@@ -154,10 +163,12 @@ def format_label_aucs(result: dict[str, Any]) -> str:
     lines = [f"labelled rows: {result['n']} ({result['clean']} without a label)"
              + (f"; {len(result['mismatched'])} left out: their translation is not the labelled one"
                 if result["mismatched"] else ""),
-             f"{'label':<20} {'rows':>5} {'score AUC':>10}  {'score - best (95% interval)':<28} best single signal"]
+             f"{'label':<20} {'rows':>5} {'score AUC':>10}  {'score - best (95% interval)':<28} "
+             f"{'best single signal':<28} its type's score"]
     for label, r in result["labels"].items():
         best = f"{r['best_auc']:.3f} ({r['best_signal']})" if r["best_signal"] else "-"
         vs = r.get("score_vs_best")
         gap = f"{vs['difference']:+.3f} [{vs['low']:+.3f}, {vs['high']:+.3f}]" if vs else "-"
-        lines.append(f"{label:<20} {r['n']:>5} {r['auc']['score']:>10.3f}  {gap:<28} {best}")
+        typed = f"{r['type_auc']['auc']:.3f} ({r['type_auc']['type']})" if "type_auc" in r else "-"
+        lines.append(f"{label:<20} {r['n']:>5} {r['auc']['score']:>10.3f}  {gap:<28} {best:<28} {typed}")
     return "\n".join(lines)

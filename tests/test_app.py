@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("streamlit.testing.v1")
@@ -246,7 +247,14 @@ def test_testset_ranking_is_chosen_and_named(app, testset, ranking):
     caption = " ".join(c.value for c in at.caption)
     named = {"learned": "ranked by the learned combination", "fisher": "ranked by Fisher's method"}
     assert named[ranking] in caption and named[{"learned": "fisher", "fisher": "learned"}[ranking]] not in caption
-    assert list(at.dataframe[0].value["rank"]) == [1, 2, 3, 4]
+    table = at.dataframe[0].value
+    assert list(table["rank"]) == [1, 2, 3, 4]
+    typed = ["detached score", "omission score", "repetition score"]
+    if ranking == "learned":  # each error type's own score, to sort by; the largest is the score
+        assert set(table["error_type"]) <= {"detached", "omission", "repetition"}
+        assert np.allclose(table[typed].max(axis=1), table["score"], atol=1e-3)
+    else:
+        assert not {"error_type", *typed} & set(table.columns)
 
 
 def test_testset_flag_filter_and_downloads(app, testset):

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from pytest import approx
 from scipy import special
 
 from aligndebug import combine
@@ -272,6 +273,26 @@ def test_a_distant_repetition_is_reported_as_repetition():
     prob, kind = comb.score(bad)
     assert kind == "repetition" and prob > 0.9
     assert comb.reasons(bad)[0].startswith("most like a repetition error (a span said again further on): ")
+
+
+def test_every_error_type_has_its_own_score_and_the_largest_is_the_ranking_score():
+    """A verdict gives each error type the largest type score of its kinds (both repetitions are repetition);
+    the ranking score is the largest of them and the verdict's type is that one."""
+    rng = np.random.default_rng(4)
+    comb = fit(_toy_rows(rng, 200), {"detached": _toy_rows(rng, 200, shift=2.0),
+                                     "repetition": _toy_rows(rng, 200, rep=3.0),
+                                     "distant_repetition": _toy_rows(rng, 200, rep=2.0)})
+    rows = _toy_rows(rng, 30, shift=1.0) + _toy_rows(rng, 30, rep=2.0)
+    kinds = comb.type_scores(rows)
+    verdicts = comb.verdicts(rows)
+    for i, v in enumerate(verdicts):
+        assert set(v.type_scores) == {"detached", "repetition"}
+        assert v.type_scores["repetition"] == approx(max(kinds["repetition"][i], kinds["distant_repetition"][i]))
+        assert v.type_scores["detached"] == approx(kinds["detached"][i])
+        assert v.score == approx(max(v.type_scores.values())) == approx(comb.logit([rows[i]])[0])
+        assert v.error_type == max(v.type_scores, key=v.type_scores.get)
+        assert v.reasons[0].startswith(f"most like a {v.error_type} error")
+    assert {v.error_type for v in verdicts} == {"detached", "repetition"}
 
 
 def test_a_partly_detached_row_is_reported_as_detached():

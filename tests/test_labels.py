@@ -161,3 +161,26 @@ def test_label_aucs_give_the_score_against_the_best_signal_with_an_interval():
     assert vs["low"] <= vs["difference"] <= vs["high"] and vs["resamples"] == 200
     assert "[" in format_label_aucs(got)
     assert "score_vs_best" not in label_aucs(_rows(), labelled, resamples=0)["labels"]["omission"]
+
+
+def test_each_label_is_also_ranked_by_its_own_error_types_score():
+    """Rows of a learned combination carry every error type's score: a label is also ranked by its own type's
+    (repetition by the repetition score), by hand; a label of no known type, or rows without type scores, get none."""
+    types = {3: (0.0, 9.0), 0: (4.0, 0.0), 4: (0.0, 0.0), 1: (1.0, 2.0), 2: (2.0, 1.0), 5: (3.0, 3.0)}
+    rows = [{**r, "type_scores": {"omission": types[r["id"]][0], "repetition": types[r["id"]][1],
+                                  "detached": 0.0}} for r in _rows()]
+    labelled = [ErrorLabels(frozenset({"omission"}), "a"), ErrorLabels(frozenset()), ErrorLabels(frozenset(), "c"),
+                ErrorLabels(frozenset({"repetition", "garbled"}), "d"), ErrorLabels(frozenset()),
+                ErrorLabels(frozenset(), "f g")]
+    got = label_aucs(rows, labelled, resamples=0)["labels"]
+    # omission row 0 scores 4 on omission against clean rows 1, 2, 4, 5 at 1, 2, 0, 3: above all
+    assert got["omission"]["type_auc"] == {"type": "omission", "auc": approx(1.0)}
+    # repetition row 3 scores 9 on repetition against the clean rows' 2, 1, 0, 3: above all
+    assert got["repetition"]["type_auc"] == {"type": "repetition", "auc": approx(1.0)}
+    # at 0.5 it is above only row 4's 0, while its overall score (5) still ranks it first
+    rows[0]["type_scores"]["repetition"] = 0.5
+    got = label_aucs(rows, labelled, resamples=0)["labels"]
+    assert got["repetition"]["type_auc"]["auc"] == approx(1 / 4) and got["repetition"]["auc"]["score"] == approx(1.0)
+    assert "type_auc" not in got["garbled"]
+    assert "0.250 (repetition)" in format_label_aucs(label_aucs(rows, labelled, resamples=0))
+    assert "type_auc" not in label_aucs(_rows(), labelled, resamples=0)["labels"]["omission"]

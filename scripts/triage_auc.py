@@ -26,8 +26,10 @@ AUCs with only the controls that the data folder's error labels (`errors.own.tsv
 free of errors, controls chosen by labels (a language-model assistant's, their SOURCE.txt says) rather than by a signal.
 
 "learned combination" is the deployable score (the largest blended type score, `Combiner.logit`); "learned,
-this type only" reads the one model of the error type being tested, which a user cannot pick without
-knowing the error, and shows what the largest-of-three costs.
+this type only" reads the one model of the kind of error being tested, which a user cannot pick without
+knowing the error, and shows what the largest-of-all costs; "learned, its error type's score" reads the rows'
+`type_scores` of that kind's error type (detached, omission or repetition: the largest type score of its
+kinds), what a user looking for one error type sorts by.
 
 Timing (`--time`, CPU seconds of this process, so other load on the machine does not count; run with
 OMP_NUM_THREADS=1): `runner.run_triage` on the whole set (translate, force, calibrate, score), against
@@ -95,6 +97,8 @@ def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args, ev_labe
         table.setdefault("learned combination", {})[kind] = roc_auc(np.r_[learned["control"], learned[kind]], labels)
         lg = comb.logits(both)
         table.setdefault("learned, this type only", {})[kind] = roc_auc(lg[kind], labels) if kind in lg else np.nan
+        typed = [v.type_scores.get(KINDS[kind], np.nan) for v in comb.verdicts(both)]
+        table.setdefault("learned, its error type's score", {})[kind] = roc_auc(typed, labels)
         table.setdefault("learned, clean-percentile max", {})[kind] = roc_auc(comb.clean_z(both), labels)
         table.setdefault("learned, largest log-odds", {})[kind] = roc_auc(np.max([lg[k] for k in lg], 0), labels)
     above = {kind: outranking(learned["control"], learned[kind], [r["translation"] for r in rows["control"]])
@@ -150,8 +154,8 @@ def outranking(control: np.ndarray, errors: np.ndarray, texts: list[str], k: int
 
 
 def markdown(table: dict[str, dict[str, float]]) -> str:
-    combined = ("Fisher score (today)", "learned combination", "learned, this type only", "learned, clean-percentile max",
-                "learned, largest log-odds")
+    combined = ("Fisher score (today)", "learned combination", "learned, its error type's score", "learned, this type only",
+                "learned, clean-percentile max", "learned, largest log-odds")
     single = {k: v for k, v in table.items() if k not in combined}
     best = {e: max(v[e] for v in single.values()) for e in KINDS}
     lines = ["| signal | direction | " + " | ".join(KINDS) + " |", "|---|---|" + "---:|" * len(KINDS)]

@@ -737,11 +737,14 @@ def cmd_triage(args: argparse.Namespace) -> int:
 
 
 def format_top(rows: Sequence[dict[str, Any]], k: int = 10) -> str:
-    """Plain-text table of the `k` most suspect rows."""
-    lines = [f"{'rank':>4} {'score':>7}  {'flags':<32} translation"]
-    for r in map(TriageRow.from_json, rows[:k]):
+    """Plain-text table of the `k` most suspect rows, with the learned verdict's error type when there is one."""
+    top = [TriageRow.from_json(r) for r in rows[:k]]
+    typed = any("error_type" in r.raw for r in top)
+    lines = [f"{'rank':>4} {'score':>7}  " + (f"{'type':<10} " if typed else "") + f"{'flags':<32} translation"]
+    for r in top:
         flags = ",".join(r.flags) or "-"
-        lines.append(f"{r.rank:>4} {r.score:>7.2f}  {flags[:32]:<32} {r.translation[:80]}")
+        kind = f"{r.raw.get('error_type', '-'):<10} " if typed else ""
+        lines.append(f"{r.rank:>4} {r.score:>7.2f}  {kind}{flags[:32]:<32} {r.translation[:80]}")
     return "\n".join(lines)
 
 

@@ -380,6 +380,10 @@ def test_cli_triage(tiny, tmp_path, capsys):
         assert "could not take 2 (empty 1, too_long_for_model 1)" in printed
         rows = {r["id"]: r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
         assert len(rows) == 5
+        # the learned verdict's error type heads the printed table and is in every row; Fisher's ranking has none
+        header = next(line for line in printed.splitlines() if line.lstrip().startswith("rank"))
+        assert ("type" in header.split()) == (combine == "learned")
+        assert all(("error_type" in r) == (combine == "learned") for r in rows.values())
         assert rows[3]["flags"][0] == "too_long_for_model" and f"{limit} positions" in rows[3]["reasons"][0]
         assert rows[2]["flags"][0] == "empty" and "target is empty" in rows[2]["reasons"][0]
         for k in (2, 3):

@@ -171,7 +171,8 @@ def full_rollout(enc: Sequence[torch.Tensor], dec_self: Sequence[torch.Tensor], 
     r_enc = encoder_rollout(enc)
     b, s = r_enc.shape[:2]
     t = dec_self[0].shape[1]
-    r = torch.cat([r_enc.new_zeros(b, t, s), torch.eye(t, dtype=r_enc.dtype, device=r_enc.device).expand(b, t, t)], dim=2)
+    eye = torch.eye(t, dtype=r_enc.dtype, device=r_enc.device)
+    r = torch.cat([r_enc.new_zeros(b, t, s), eye.expand(b, t, t)], dim=2)
     enc_part = torch.cat([r_enc, r_enc.new_zeros(b, s, t)], dim=2)  # source tokens reach nothing on the target side
     for c_self, c_cross in zip(dec_self, dec_cross):
         r = c_self @ r

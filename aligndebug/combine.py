@@ -43,10 +43,10 @@ drown a strong one. Here the weights are learned from the calibration set itself
    clean rows' own (the mean of the log-odds and their z-score, `continuous_z`, `Combiner.type_scores`);
    the overall score is the largest type score, and its type is the verdict (`Combiner.score` gives
    that type's probability). Each row also carries every error type's own score (the largest type
-   score of its kinds, `Verdict.type_scores`), to rank by one type alone. The blend because each pure form loses a type on
-   scripts/triage_auc.py: the largest log-odds lets an easily separated type (repetition: one
-   doubled word is near-certain) outrank false alarms of another only as far as its fit's L2
-   allows, so clean rows with a high detached log-odds outrank repetitions; z-scores alone flatten
+   score of its kinds, `Verdict.type_scores`), to rank by one type alone. The blend because each
+   pure form loses a type on scripts/triage_auc.py: the largest log-odds lets an easily separated
+   type (repetition: one doubled word is near-certain) outrank false alarms of another only as far
+   as its fit's L2 allows, so clean rows with a high detached log-odds outrank repetitions; z-scores alone flatten
    omission, whose clean rows spread wide (chosen on README's synthetic benchmark before
    `SPLICE_BLIND`; README gives both benchmarks, synthetic and labelled, and where each loses);
    `Combiner.clean_z` (z-scores alone) stays for comparison. Calibrations saved before VERSION 3
@@ -473,10 +473,8 @@ class Combiner:
         sc = self._type_scores(lg)
         stacked = np.stack([sc[t] for t in kinds])
         best = stacked.argmax(axis=0)
-        types = {KINDS.get(kind, kind): [] for kind in kinds}
-        for j, kind in enumerate(kinds):
-            types[KINDS.get(kind, kind)].append(j)
-        by_type = {t: stacked[js].max(axis=0) for t, js in types.items()}
+        of = [KINDS.get(kind, kind) for kind in kinds]
+        by_type = {t: stacked[[j for j, u in enumerate(of) if u == t]].max(axis=0) for t in dict.fromkeys(of)}
         out = []
         for i, row in enumerate(rows):
             kind = kinds[best[i]]

@@ -154,8 +154,8 @@ def outranking(control: np.ndarray, errors: np.ndarray, texts: list[str], k: int
 
 
 def markdown(table: dict[str, dict[str, float]]) -> str:
-    combined = ("Fisher score (today)", "learned combination", "learned, its error type's score", "learned, this type only",
-                "learned, clean-percentile max", "learned, largest log-odds")
+    combined = ("Fisher score (today)", "learned combination", "learned, its error type's score",
+                "learned, this type only", "learned, clean-percentile max", "learned, largest log-odds")
     single = {k: v for k, v in table.items() if k not in combined}
     best = {e: max(v[e] for v in single.values()) for e in KINDS}
     lines = ["| signal | direction | " + " | ".join(KINDS) + " |", "|---|---|" + "---:|" * len(KINDS)]

@@ -178,7 +178,8 @@ def test_the_model_runs_on_the_device_the_server_names(app, monkeypatch):
     monkeypatch.setenv("ALIGNDEBUG_DEVICE", "cuda")
     at = at.run()
     no_crash(at)
-    assert any("cannot be used" in e and "no CUDA GPU" in e and "ALIGNDEBUG_DEVICE" in e for e in errors(at)), errors(at)
+    said = errors(at)
+    assert any("cannot be used" in e and "no CUDA GPU" in e and "ALIGNDEBUG_DEVICE" in e for e in said), said
     assert not at.tabs
 
 

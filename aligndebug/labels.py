@@ -119,7 +119,8 @@ def label_aucs(rows: Sequence[dict[str, Any]], labelled: Sequence[ErrorLabels],
     difference (`auc_difference_interval`, `resamples` draws; none with 0): with a few labelled rows a lead of
     either is often chance. The best signal is picked on these same rows, which favours it. When the rows carry
     a learned combination's `type_scores`, "type_auc" is the AUC of the label's own error type's score
-    (`LABEL_TYPES`), the ranking a user who looks for that error alone would sort by."""
+    (`LABEL_TYPES`), the ranking a user who looks for that error alone would sort by, and "type_vs_best" its
+    lead over the best single signal with the same kind of interval."""
     if len(rows) != len(labelled):
         raise ValueError(f"{len(rows)} triage rows but {len(labelled)} labelled sentences: expected one each")
     matched, mismatched = [], []
@@ -146,14 +147,18 @@ def label_aucs(rows: Sequence[dict[str, Any]], labelled: Sequence[ErrorLabels],
         best = max(finite) if finite else (float("nan"), None)  # NaN: no row without a label to rank against
         entry = {"n": int(has.sum()), "auc": auc, "best_signal": best[1], "best_auc": best[0]}
         kind = LABEL_TYPES.get(label)
+        typed = None
         if kind is not None and all(kind in (r.get("type_scores") or {}) for r in kept):
             typed = np.array([float(r["type_scores"][kind]) for r in kept], dtype=np.float64)
             entry["type_auc"] = {"type": kind, "auc": roc_auc(typed[use], has[use])}
         if resamples and best[1] is not None:
-            low, high = auc_difference_interval(values["score"][use], values[best[1]][use], has[use], resamples,
-                                                seed=seed)
-            entry["score_vs_best"] = {"difference": auc["score"] - best[0], "low": low, "high": high,
-                                      "level": INTERVAL_LEVEL, "resamples": resamples}
+            for key, v, a in (("score_vs_best", values["score"], auc["score"]),
+                              ("type_vs_best", typed, entry.get("type_auc", {}).get("auc"))):
+                if v is None:
+                    continue
+                low, high = auc_difference_interval(v[use], values[best[1]][use], has[use], resamples, seed=seed)
+                entry[key] = {"difference": a - best[0], "low": low, "high": high, "level": INTERVAL_LEVEL,
+                              "resamples": resamples}
         result["labels"][label] = entry
     return result
 
@@ -164,11 +169,13 @@ def format_label_aucs(result: dict[str, Any]) -> str:
              + (f"; {len(result['mismatched'])} left out: their translation is not the labelled one"
                 if result["mismatched"] else ""),
              f"{'label':<20} {'rows':>5} {'score AUC':>10}  {'score - best (95% interval)':<28} "
-             f"{'best single signal':<28} its type's score"]
+             f"{'best single signal':<28} its type's score, - best (interval)"]
     for label, r in result["labels"].items():
         best = f"{r['best_auc']:.3f} ({r['best_signal']})" if r["best_signal"] else "-"
         vs = r.get("score_vs_best")
         gap = f"{vs['difference']:+.3f} [{vs['low']:+.3f}, {vs['high']:+.3f}]" if vs else "-"
         typed = f"{r['type_auc']['auc']:.3f} ({r['type_auc']['type']})" if "type_auc" in r else "-"
+        tv = r.get("type_vs_best")
+        typed += f"  {tv['difference']:+.3f} [{tv['low']:+.3f}, {tv['high']:+.3f}]" if tv else ""
         lines.append(f"{label:<20} {r['n']:>5} {r['auc']['score']:>10.3f}  {gap:<28} {best:<28} {typed}")
     return "\n".join(lines)

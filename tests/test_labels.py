@@ -182,5 +182,10 @@ def test_each_label_is_also_ranked_by_its_own_error_types_score():
     got = label_aucs(rows, labelled, resamples=0)["labels"]
     assert got["repetition"]["type_auc"]["auc"] == approx(1 / 4) and got["repetition"]["auc"]["score"] == approx(1.0)
     assert "type_auc" not in got["garbled"]
+    # with resamples, its lead over the best single signal comes with an interval, as the score's does
+    vs = label_aucs(rows, labelled, resamples=200)["labels"]["omission"]
+    assert vs["type_vs_best"]["difference"] == approx(vs["type_auc"]["auc"] - vs["best_auc"])
+    assert vs["type_vs_best"]["low"] <= vs["type_vs_best"]["difference"] <= vs["type_vs_best"]["high"]
+    assert "type_vs_best" not in label_aucs(_rows(), labelled, resamples=200)["labels"]["omission"]
     assert "0.250 (repetition)" in format_label_aucs(label_aucs(rows, labelled, resamples=0))
     assert "type_auc" not in label_aucs(_rows(), labelled, resamples=0)["labels"]["omission"]

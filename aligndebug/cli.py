@@ -369,6 +369,13 @@ def _pairs(args: argparse.Namespace):
                       keep_unreadable=keep)
 
 
+def device_setting(device: str) -> dict[str, str]:
+    """`--device` in a run's record when it is not the CPU: on a GPU the model runs in half precision, so its rows
+    differ in the last digits and a run is resumed on the device it began on (records of CPU runs, written before
+    the key, stay the same). The flag, not the bundle's device: with --ray the actors load the model there."""
+    return {} if device.startswith("cpu") else {"device": device}
+
+
 def score_run(args: argparse.Namespace, bundle: Any, opts: ScoreOptions) -> dict[str, Any]:
     """What identifies a `score` run for --resume: its inputs' contents, the model, and every setting that
     changes a row (not batch or chunk sizes, which change nothing but the last digits)."""
@@ -376,7 +383,7 @@ def score_run(args: argparse.Namespace, bundle: Any, opts: ScoreOptions) -> dict
     run = {"command": "score", "aligndebug": __version__,
            "text": {k: file_fingerprint(getattr(args, k)) for k in ("src", "tgt", "pairs")},
            "inputs": {"gold": file_fingerprint(args.gold)},
-           "model": bundle.name, "model_fingerprint": bundle.fingerprint(),
+           "model": bundle.name, "model_fingerprint": bundle.fingerprint(), **device_setting(args.device),
            "method": opts.method, "layer": None if learned else opts.layer, "head": None if learned else opts.head,
            "threshold": opts.threshold, "per_head": args.per_head, "compare": args.compare}
     if opts.decode is not None:  # absent from records written before rules had names: the same run
@@ -694,7 +701,8 @@ def cmd_triage(args: argparse.Namespace) -> int:
                   chunk_size=args.chunk_size, combine=args.combine, seed=args.seed)
     # a triage rerun with the same --out resumes from <out>.partial: only when that file is this run's
     triage_run = {"command": "triage", "aligndebug": __version__, "model": bundle.name,
-                  "model_fingerprint": bundle.fingerprint(), "method": args.method, "layer": args.layer,
+                  "model_fingerprint": bundle.fingerprint(), **device_setting(args.device), "method": args.method,
+                  "layer": args.layer,
                   "head": args.head, "percentile": args.percentile, "combine": args.combine,
                   "text": {k: file_fingerprint(getattr(args, k)) for k in ("src", "tgt", "ref")},
                   "inputs": {"calibration": file_fingerprint(args.calibration)},

@@ -95,6 +95,20 @@ def test_corrupt_rows_name_file_and_line_and_a_torn_last_line_is_cut(capsys, mod
     assert sorted(json.loads(x)["index"] for x in out.read_text(encoding="utf-8").splitlines()) == list(range(5))
 
 
+def test_a_run_begun_on_a_gpu_is_not_resumed_on_the_cpu(capsys, model_dir, inputs, tmp_path):
+    """A GPU runs the model in half precision: its rows differ in the last digits, so the record names the device
+    (a CPU run's record has no such key, as before it existed) and a resume elsewhere is refused naming it."""
+    out = tmp_path / "rows.jsonl"
+    assert score(capsys, model_dir, inputs["src"], inputs["tgt"], out)[0] == 0
+    record = json.loads(run_record_path(out).read_text(encoding="utf-8"))
+    assert "device" not in record
+    run_record_path(out).write_text(json.dumps({**record, "device": "cuda"}), encoding="utf-8")
+    before = out.read_bytes()
+    rc, err = score(capsys, model_dir, inputs["src"], inputs["tgt"], out, "--resume")
+    assert rc == 2 and "device: 'cuda' then, None now" in err, err
+    assert out.read_bytes() == before
+
+
 def test_claim_run_lists_what_differs(tmp_path):
     out = tmp_path / "rows.jsonl"
     claim_run(out, {"model": "a", "layer": 1}, resume=False, key="index")

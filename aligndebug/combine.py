@@ -443,6 +443,16 @@ class Combiner:
         flatten a type whose errors are far out; "max": the log-odds."""
         return self._type_scores(self.logits(rows))
 
+    @staticmethod
+    def _by_error_type(sc: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Error type (`KINDS`) -> the largest type score of its kinds, from the kinds' type scores."""
+        of = {kind: KINDS.get(kind, kind) for kind in sc}
+        return {t: np.max([sc[k] for k in sc if of[k] == t], axis=0) for t in dict.fromkeys(of.values())}
+
+    def error_type_scores(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """Error type -> its own score per row (what `Verdict.type_scores` holds), without the reasons in words."""
+        return self._by_error_type(self.type_scores(rows))
+
     def logit(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """The ranking score: the largest type score (`type_scores`) over the error types, per row."""
         sc = self.type_scores(rows)
@@ -473,8 +483,7 @@ class Combiner:
         sc = self._type_scores(lg)
         stacked = np.stack([sc[t] for t in kinds])
         best = stacked.argmax(axis=0)
-        of = [KINDS.get(kind, kind) for kind in kinds]
-        by_type = {t: stacked[[j for j, u in enumerate(of) if u == t]].max(axis=0) for t in dict.fromkeys(of)}
+        by_type = self._by_error_type(sc)
         out = []
         for i, row in enumerate(rows):
             kind = kinds[best[i]]

@@ -97,8 +97,9 @@ def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args, ev_labe
         table.setdefault("learned combination", {})[kind] = roc_auc(np.r_[learned["control"], learned[kind]], labels)
         lg = comb.logits(both)
         table.setdefault("learned, this type only", {})[kind] = roc_auc(lg[kind], labels) if kind in lg else np.nan
-        typed = [v.type_scores.get(KINDS[kind], np.nan) for v in comb.verdicts(both)]
-        table.setdefault("learned, its error type's score", {})[kind] = roc_auc(typed, labels)
+        typed = comb.error_type_scores(both)
+        table.setdefault("learned, its error type's score", {})[kind] = (
+            roc_auc(typed[KINDS[kind]], labels) if KINDS[kind] in typed else np.nan)
         table.setdefault("learned, clean-percentile max", {})[kind] = roc_auc(comb.clean_z(both), labels)
         table.setdefault("learned, largest log-odds", {})[kind] = roc_auc(np.max([lg[k] for k in lg], 0), labels)
     above = {kind: outranking(learned["control"], learned[kind], [r["translation"] for r in rows["control"]])

@@ -293,6 +293,9 @@ def test_every_error_type_has_its_own_score_and_the_largest_is_the_ranking_score
         assert v.error_type == max(v.type_scores, key=v.type_scores.get)
         assert v.reasons[0].startswith(f"most like a {v.error_type} error")
     assert {v.error_type for v in verdicts} == {"detached", "repetition"}
+    by_type = comb.error_type_scores(rows)  # the same scores without the words
+    for t in ("detached", "repetition"):
+        np.testing.assert_allclose(by_type[t], [v.type_scores[t] for v in verdicts], rtol=1e-12)
 
 
 def test_a_partly_detached_row_is_reported_as_detached():

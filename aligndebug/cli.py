@@ -24,7 +24,7 @@ from .errors import InputError, ModelLoadError
 from .extract import encode_pair, extract, translate
 from .gold import read_gold, scan_gold
 from .labels import format_label_aucs, label_aucs, read_error_labels
-from .learned import WEIGHTS, LearnedAligner, links_from_word_matrix, load_aligner
+from .learned import WEIGHTS, LearnedAligner, aligner_id, links_from_word_matrix, load_aligner, triage_aligner
 from .learned_train import read_words, read_silver, train_aligner
 from .methods import DEFAULT_ROW_RULE, ROW_RULES, compared_aligners
 from .models import load_model
@@ -648,6 +648,10 @@ def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the synthetic errors the learned combination is fitted on (default 0): another seed "
                         "shows how much a ranking owes to that draw")
+    p.add_argument("--aligner", default="default",
+                   help="learned aligner folder whose links give two more signals from the same pass (target words "
+                        "it finds no source for, source words no target word aligns to); default: the embedded "
+                        "model's aligner when the model is the one it was trained for; 'none': no aligner")
     p.add_argument("--method", choices=tuple(ROW_RULES), default=None,
                    help="; ".join(f"{k}: {v}" for k, v in ROW_RULES.items()) + f". {VIEW_DEFAULT}")
     p.add_argument("--layer", type=parse_selector, default=None, help=f"decoder layer (0-based) or 'mean'. {VIEW_DEFAULT}")
@@ -696,14 +700,16 @@ def cmd_triage(args: argparse.Namespace) -> int:
     bundle, ray_kwargs = driver_setup(args)
     check_layer(args.layer, bundle.num_layers)
     apply_view(args, bundle)
+    aligner = triage_aligner(bundle, args.aligner)
     common = dict(batch_size=args.batch_size, calibration=calibration, beam=args.beam, layer=args.layer,
                   head=args.head, method=args.method, percentile=args.percentile, out=args.out,
-                  chunk_size=args.chunk_size, combine=args.combine, seed=args.seed)
+                  chunk_size=args.chunk_size, combine=args.combine, seed=args.seed, aligner=aligner)
     # a triage rerun with the same --out resumes from <out>.partial: only when that file is this run's
     triage_run = {"command": "triage", "aligndebug": __version__, "model": bundle.name,
                   "model_fingerprint": bundle.fingerprint(), **device_setting(args.device), "method": args.method,
                   "layer": args.layer,
                   "head": args.head, "percentile": args.percentile, "combine": args.combine,
+                  "aligner": aligner_id(aligner),
                   "text": {k: file_fingerprint(getattr(args, k)) for k in ("src", "tgt", "ref")},
                   "inputs": {"calibration": file_fingerprint(args.calibration)},
                   **({"beam": args.beam} if args.tgt is None else {})}

@@ -263,11 +263,12 @@ def make_variants(rows: Sequence[Mapping[str, Any]], seed: int = 0, max_per_type
 
 def forced_signal_rows(bundle: Any, items: Sequence[Mapping[str, Any]], *, alti: bool = True, prior: bool = True,
                        batch_size: int = 16, layer: int | str = "mean", head: int | str = "mean",
-                       method: str = "shift-att") -> list[dict[str, Any]]:
+                       method: str = "shift-att", aligner: Any = None) -> list[dict[str, Any]]:
     """Signal rows (as `rows.signal_row` makes them) of items holding "source", "translation"
     and maybe "reference", forced through the model, in input order. With `alti` every row also gets
     "alti_source", the mean ALTI+ source contribution, traced in the very same forward pass
-    (`alti.traced_records`); with `prior` "source_gain", from one more pass with an empty source."""
+    (`alti.traced_records`); with `prior` "source_gain", from one more pass with an empty source; with a
+    learned `aligner` for the model, its signals from the same pass (`signals.aligner_signals`)."""
     from .alti import supports, traced_records
     from .extract import iter_extract
     from .rows import signal_reducer, signal_row
@@ -279,7 +280,8 @@ def forced_signal_rows(bundle: Any, items: Sequence[Mapping[str, Any]], *, alti:
     references = refs if refs and all(r is not None for r in refs) else None
     reduce, read_layer = signal_reducer(layer), 0  # the reducer keeps one layer (or the mean): read layer 0
     priors = prior_seq_logprobs_of(bundle, sources, targets, batch_size) if prior else None
-    records = iter_extract(bundle, sources, targets, batch_size=batch_size, keep=("cross",), reduce=reduce)
+    records = iter_extract(bundle, sources, targets, batch_size=batch_size, keep=("cross",), reduce=reduce,
+                           aligner=aligner)
     rows: list[dict[str, Any] | None] = [None] * len(items)
     for i, rec in (traced_records(bundle.model, records) if alti and supports(bundle.model) else records):
         if priors is not None:

@@ -100,11 +100,13 @@ def label_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
 
 
 def forward_batch(bundle: ModelBundle, batch: Sequence[Encoded], keep: Iterable[str] = ATTENTIONS,
-                  reduce: Callable[[str, np.ndarray], np.ndarray] | None = None) -> list[Record]:
+                  reduce: Callable[[str, np.ndarray], np.ndarray] | None = None, aligner: Any = None) -> list[Record]:
     """One teacher-forced pass over a batch; returns one Record per pair, in batch order.
 
     `keep` names the attention kinds to store; `reduce(kind, array[L,H,T,S])` may shrink each
     sentence's matrix as it is produced (e.g. to one layer), so large runs never hold L×H×T×S.
+    With `aligner` (a `learned.LearnedAligner` for this model) the pass also returns hidden states and each
+    Record gets the aligner's [target words, source words + 1] matrix as ``meta["aligner_words"]``.
     """
     keep = tuple(keep)
     unknown = set(keep) - set(ATTENTIONS)
@@ -112,8 +114,11 @@ def forward_batch(bundle: ModelBundle, batch: Sequence[Encoded], keep: Iterable[
         raise ValueError(f"unknown attention kind(s) {sorted(unknown)}: expected some of {ATTENTIONS}")
     tok, dev = bundle.tokenizer, bundle.device
     with torch.inference_mode():
-        out, (src, src_mask, labels, lab_mask, dec) = teacher_forced_pass(bundle, batch, attentions=bool(keep))
+        out, (src, src_mask, labels, lab_mask, dec) = teacher_forced_pass(bundle, batch, attentions=bool(keep),
+                                                                          hidden_states=aligner is not None)
         token_logp = label_logprobs(out.logits, labels)
+        aligned = aligner.word_matrices(bundle, batch, (out, src_mask, lab_mask, labels)) if aligner is not None \
+            else None
         stacked = {}
         for kind, attr in (("cross", "cross_attentions"), ("enc_self", "encoder_attentions"),
                            ("dec_self", "decoder_attentions")):
@@ -144,6 +149,8 @@ def forward_batch(bundle: ModelBundle, batch: Sequence[Encoded], keep: Iterable[
             tgt_word_ids=enc.tgt_word_ids, token_logprobs=token_logp[b, :t].astype(np.float32),
             cross=mats.get("cross"), enc_self=mats.get("enc_self"), dec_self=mats.get("dec_self"),
             meta={"model": bundle.name, "family": bundle.family}))
+        if aligned is not None:
+            records[-1].meta["aligner_words"] = aligned[b]
     return records
 
 
@@ -193,8 +200,10 @@ def translate(bundle: ModelBundle, sources: Sequence[str | Words], beam: int = 1
 
 def iter_extract(bundle: ModelBundle, sources: Sequence[str | Words], targets: Sequence[str | Words] | None = None,
                  batch_size: int = 16, beam: int = 1, keep: Iterable[str] = ATTENTIONS,
-                 reduce: Callable[[str, np.ndarray], np.ndarray] | None = None) -> Iterator[tuple[int, Record]]:
-    """Yield (index, Record) batch by batch (length-sorted order). Without targets the model translates first."""
+                 reduce: Callable[[str, np.ndarray], np.ndarray] | None = None, aligner: Any = None
+                 ) -> Iterator[tuple[int, Record]]:
+    """Yield (index, Record) batch by batch (length-sorted order). Without targets the model translates first.
+    `aligner`: as `forward_batch`."""
     for what, given in (("sources", sources), ("targets", targets)):
         if isinstance(given, str):  # a lone string would be read as one sentence per character
             raise TypeError(f"{what} must be a list of sentences, not one string: use [{given[:30]!r}]")
@@ -206,15 +215,17 @@ def iter_extract(bundle: ModelBundle, sources: Sequence[str | Words], targets: S
         if len(targets) != len(sources):
             raise ValueError(f"{len(sources)} sources but {len(targets)} targets: expected one target per source")
     encoded = [encode_pair(bundle, s, t, i) for i, (s, t) in enumerate(zip(sources, targets))]
-    yield from iter_forward(bundle, encoded, batch_size, keep, reduce, forced=forced, beam=beam)
+    yield from iter_forward(bundle, encoded, batch_size, keep, reduce, forced=forced, beam=beam, aligner=aligner)
 
 
 def iter_forward(bundle: ModelBundle, encoded: Sequence[Encoded], batch_size: int = 16,
                  keep: Iterable[str] = ATTENTIONS, reduce: Callable[[str, np.ndarray], np.ndarray] | None = None,
-                 *, forced: bool = True, beam: int | None = None) -> Iterator[tuple[int, Record]]:
-    """Yield (index, Record) of already encoded pairs, one teacher-forced pass per batch (length-sorted)."""
+                 *, forced: bool = True, beam: int | None = None, aligner: Any = None) -> Iterator[tuple[int, Record]]:
+    """Yield (index, Record) of already encoded pairs, one teacher-forced pass per batch (length-sorted);
+    `aligner` as `forward_batch`."""
     for idx in length_batches([len(e.src_ids) + len(e.label_ids) for e in encoded], batch_size):
-        for i, rec in zip(idx, forward_batch(bundle, [encoded[i] for i in idx], keep=keep, reduce=reduce)):
+        for i, rec in zip(idx, forward_batch(bundle, [encoded[i] for i in idx], keep=keep, reduce=reduce,
+                                             aligner=aligner)):
             rec.meta.update({"index": i, "forced_target": forced, "beam": None if forced else beam})
             yield i, rec
 

@@ -253,10 +253,14 @@ class LearnedAligner:
         with torch.no_grad():
             out, (src, src_mask, labels, lab_mask, dec) = teacher_forced_pass(bundle, batch, attentions=False,
                                                                               hidden_states=True, logits=False)
-            enc = out.encoder_last_hidden_state.float()
-            states = _states(out, self.config.layers)
-            keys_in = enc if self.config.enc_layers is None else \
-                torch.stack([out.encoder_hidden_states[i] for i in self.config.enc_layers]).float()
+            return self._inputs(out, src_mask, lab_mask, labels)
+
+    def _inputs(self, out: Any, src_mask: torch.Tensor, lab_mask: torch.Tensor, labels: torch.Tensor):
+        """What the module reads of a pass made with hidden states (`teacher_forced_pass`'s output and masks)."""
+        enc = out.encoder_last_hidden_state.float()
+        states = _states(out, self.config.layers)
+        keys_in = enc if self.config.enc_layers is None else \
+            torch.stack([out.encoder_hidden_states[i] for i in self.config.enc_layers]).float()
         dev = enc.device
         self.module.to(dev)  # an aligner loaded on its own (or shipped to a Ray actor) meets the model's device
         return keys_in, enc, src_mask.to(dev), states, lab_mask.to(dev), labels.to(dev)
@@ -289,20 +293,32 @@ class LearnedAligner:
         return out
 
     @torch.no_grad()
-    def token_distributions(self, bundle: ModelBundle, batch: Sequence[Encoded]) -> list[np.ndarray]:
-        """Per pair, [T label positions, S source tokens] distributions (rows of special targets included)."""
-        keys_in, _, src_mask, states, lab_mask, _ = self._pass(bundle, batch)
-        p = torch.softmax(self.module.logits(keys_in, src_mask, states, lab_mask, causal=self.config.context == "causal"), -1)
+    def token_distributions(self, bundle: ModelBundle, batch: Sequence[Encoded],
+                            passed: tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+                            ) -> list[np.ndarray]:
+        """Per pair, [T label positions, S source tokens] distributions (rows of special targets included).
+        `passed`: (output, source mask, label mask, labels) of a pass over `batch` already made with hidden
+        states (`extract.forward_batch` with an aligner), read instead of a pass of its own."""
+        keys_in, _, src_mask, states, lab_mask, _ = (self._pass(bundle, batch) if passed is None
+                                                     else self._inputs(*passed))
+        was_training = self.module.training
+        self.module.eval()  # no dropout in what it aligns, also mid-training (the dev AER) or in a triage pass
+        try:
+            logits = self.module.logits(keys_in, src_mask, states, lab_mask, causal=self.config.context == "causal")
+        finally:
+            self.module.train(was_training)
+        p = torch.softmax(logits, -1)
         p = p.cpu().numpy()
         return [p[b, :len(e.label_ids), :len(e.src_ids)] for b, e in enumerate(batch)]
 
     # -- alignment
 
-    def word_matrices(self, bundle: ModelBundle, batch: Sequence[Encoded]) -> list[np.ndarray]:
+    def word_matrices(self, bundle: ModelBundle, batch: Sequence[Encoded],
+                      passed: tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> list[np.ndarray]:
         """Per pair, [target words, source words + 1]: sum over a source word's subwords, mean over a target
-        word's; the last column is the mass on the special tokens (no source)."""
+        word's; the last column is the mass on the special tokens (no source). `passed`: as `token_distributions`."""
         out = []
-        for e, p in zip(batch, self.token_distributions(bundle, batch)):
+        for e, p in zip(batch, self.token_distributions(bundle, batch, passed)):
             nulls = np.where(e.src_word_ids < 0, len(e.src_words), e.src_word_ids)
             out.append(pool_to_words(p, nulls, e.tgt_word_ids, len(e.src_words) + 1, len(e.tgt_words)))
         return out
@@ -317,30 +333,20 @@ class LearnedAligner:
         if targets is None:
             targets = translate(bundle, sources, beam=beam)
         encoded = [encode_pair(bundle, s, t, i) for i, (s, t) in enumerate(zip(sources, targets, strict=True))]
-        was_training = self.module.training
-        self.module.eval()
-        try:
-            for idx in length_batches([len(e.src_ids) + len(e.label_ids) for e in encoded], batch_size):
-                for i, mat in zip(idx, self.word_matrices(bundle, [encoded[i] for i in idx])):
-                    yield i, LearnedView(encoded[i], mat, forced)
-        finally:
-            self.module.train(was_training)
+        for idx in length_batches([len(e.src_ids) + len(e.label_ids) for e in encoded], batch_size):
+            for i, mat in zip(idx, self.word_matrices(bundle, [encoded[i] for i in idx])):
+                yield i, LearnedView(encoded[i], mat, forced)
 
     def align_encoded(self, bundle: ModelBundle, encoded: Sequence[Encoded], rule: str = "argmax",
                       threshold: float | None = None, batch_size: int = 32,
                       on_progress: Callable[[int], None] | None = None) -> list[Links]:
         """Word links (source word, target word) for every pre-encoded pair, in input order."""
-        was_training = self.module.training
-        self.module.eval()
         result: list[Links] = [set()] * len(encoded)
-        try:
-            for idx in length_batches([len(e.src_ids) + len(e.label_ids) for e in encoded], batch_size):
-                for i, mat in zip(idx, self.word_matrices(bundle, [encoded[i] for i in idx])):
-                    result[i] = links_from_word_matrix(mat, rule, threshold)
-                if on_progress is not None:
-                    on_progress(len(idx))
-        finally:
-            self.module.train(was_training)
+        for idx in length_batches([len(e.src_ids) + len(e.label_ids) for e in encoded], batch_size):
+            for i, mat in zip(idx, self.word_matrices(bundle, [encoded[i] for i in idx])):
+                result[i] = links_from_word_matrix(mat, rule, threshold)
+            if on_progress is not None:
+                on_progress(len(idx))
         return result
 
     def align(self, bundle: ModelBundle, sources: Sequence[str | Sequence[str]], targets: Sequence[str | Sequence[str]],
@@ -418,3 +424,30 @@ def links_from_word_matrix(mat: np.ndarray, rule: str = "argmax", threshold: flo
     null[n] = True
     rows, cols = decode(mat, rule, threshold=threshold, null=null)
     return set(zip(cols.tolist(), rows.tolist()))
+
+
+def triage_aligner(bundle: ModelBundle, path: Path | str | None = None) -> LearnedAligner | None:
+    """The aligner whose links triage reads (`signals.aligner_signals`): the one at `path` (refused on a model it
+    was not trained for), "none" for none, or by default the embedded model's aligner when `bundle` is the model
+    it was trained for (same fingerprint), else none: an aligner trained for another model would align noise."""
+    if path is not None and str(path) != "default":
+        return None if str(path) == "none" else load_aligner(path, bundle)
+    try:
+        aligner = load_aligner(None)
+    except ModelLoadError:  # an install without the embedded aligner
+        return None
+    if aligner.card.get("fingerprint") != model_fingerprint(bundle.model):
+        return None
+    aligner.module.to(bundle.device)
+    return aligner
+
+
+def aligner_id(aligner: LearnedAligner | None) -> str | None:
+    """What names an aligner in a calibration's settings: a hash of its weights (None: no aligner)."""
+    if aligner is None:
+        return None
+    h = hashlib.sha256()
+    for k, v in sorted(aligner.module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]

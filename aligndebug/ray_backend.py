@@ -33,8 +33,8 @@ from .gold import GoldPosition, GoldStream
 from .models import DEFAULT_NAMES, ModelBundle, ModelLoadError, load_model
 from .pairs import SentencePair, iter_lines_flagged, iter_pairs, join_reasons, pair_of_line, pair_of_lines
 from .rows import ScoreOptions, ScoreTotals
-from .runner import (ChunkResult, Item, RankedFile, RowBuilder, ScoreSink, TriageRows, items_from_pairs, run_chunk,
-                     run_chunks, run_triage, score_rows)
+from .runner import (ChunkResult, Item, RankedFile, RowBuilder, ScoreSink, TriageRows, items_from_pairs,
+                     resolve_aligner, run_chunk, run_chunks, run_triage, score_rows)
 from .triage import Calibration
 
 
@@ -342,16 +342,21 @@ def triage_with_ray(model: str | ModelBundle, sources: Sequence[str], targets: S
                     num_gpus_per_actor: float = 0.0, num_cpus_per_actor: float = 1.0, device: str | None = None,
                     load_kwargs: dict[str, Any] | None = None, address: str | None = None,
                     on_progress: Callable[[int], None] | None = None, combine: str = "learned", seed: int = 0,
-                    unreadable: Mapping[int, str] | None = None) -> TriageRows | RankedFile:
+                    unreadable: Mapping[int, str] | None = None, aligner: Any = "default") -> TriageRows | RankedFile:
     """`runner.run_triage` on Ray: the same ranked rows, calibration, files and resume.
 
     `model` is a name or path each actor loads (with `load_kwargs`), or an in-memory ModelBundle shipped
     through the object store; see `score_with_ray`. Ray is started only when some sentence is still to do.
+    `aligner`: as `run_triage`; a name or folder is checked against the model here, in the driver (which loads
+    the model on the CPU for that when given its name), and the aligner goes to the actors with the row builder.
     """
     require_ray()
+    if isinstance(aligner, (str, os.PathLike)) and str(aligner) != "none":
+        driver = model if isinstance(model, ModelBundle) else load_model(model, **dict(load_kwargs or {}))
+        aligner = resolve_aligner(driver, aligner)
     execute = RayExecute(model, Pool(num_actors, num_cpus_per_actor, num_gpus_per_actor), device,
                          dict(load_kwargs or {}), address, batch_size, beam)
     return run_triage(None, sources, targets, references, batch_size, calibration, beam=beam, layer=layer, head=head,
                       method=method, percentile=percentile, out=out, chunk_size=chunk_size, on_progress=on_progress,
                       execute=execute, model_name=_model_name(model), combine=combine, seed=seed,
-                      unreadable=unreadable)
+                      unreadable=unreadable, aligner=aligner)

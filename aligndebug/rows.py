@@ -24,7 +24,7 @@ from .methods import DEFAULT_ROW_RULE, compared_aligners
 from .metrics import AlignmentCounts, AlignmentSignature, count_links
 from .models import ModelBundle
 from .record import Record
-from .signals import SIGNALS, length_ratio, record_signals, reference_scores, repetition_stats
+from .signals import SIGNALS, aligner_signals, length_ratio, record_signals, reference_scores, repetition_stats
 from .source_gain import source_gain
 from .words import token_links_to_words
 
@@ -312,6 +312,8 @@ def signal_row(rec: Record, id_: int, source: str, reference: str | None = None,
     row.update(sig)
     if "alti_source" in rec.meta:  # traced in the pass that made the Record (`alti.traced_records`)
         row["alti_source"] = rec.meta["alti_source"]
+    if "aligner_words" in rec.meta:  # a learned aligner's word matrix from the same pass (`extract.forward_batch`)
+        row.update(aligner_signals(rec.meta["aligner_words"], rec.src_words, rec.tgt_words))
     if "seq_logprob_prior" in rec.meta:  # the target's Seq-Logprob given an empty source (`source_gain`)
         row["source_gain"] = source_gain(row["seq_logprob"], rec.meta["seq_logprob_prior"])
     return row

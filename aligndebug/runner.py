@@ -31,6 +31,7 @@ from .align import Selector
 from .errors import InputError, SentenceError
 from .extract import Encoded, encode_pair, iter_extract, iter_forward, translate
 from .gold import GoldAlignment, format_pharaoh
+from .learned import aligner_id, triage_aligner
 from .methods import compared_aligners
 from .metrics import count_links
 from .models import ModelBundle
@@ -165,6 +166,8 @@ class SignalRows:
     # target text -> its Seq-Logprob given an empty source, already known (it depends on the target alone):
     # a detached variant's target is another row's translation, so its prior pass is skipped
     known_priors: Mapping[str, float] = field(default_factory=dict)
+    # a learned aligner for the model (`learned.triage_aligner`), run on the same pass: `signals.aligner_signals`
+    aligner: Any = None
 
     def reducer(self):
         return signal_reducer(self.layer)
@@ -251,7 +254,8 @@ def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuil
     unless every builder has a `fallback` row for it (triage: the sentence is kept, with the reason).
     A builder asking for `alti` gets ALTI+ traced in the same passes (``rec.meta["alti_source"]``), one asking
     for `prior` each target's Seq-Logprob given an empty source (``rec.meta["seq_logprob_prior"]``), from a
-    pass of its own made before the traced ones.
+    pass of its own made before the traced ones, one with an `aligner` that aligner's word matrix from the same
+    passes (``rec.meta["aligner_words"]``).
     """
     from . import alti as alti_mod
 
@@ -281,12 +285,14 @@ def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuil
     traced = own is None and any(getattr(b, "alti", False) for b in builders) and alti_mod.supports(bundle.model)
     prior = own is None and any(getattr(b, "prior", False) for b in builders)
     known = {k: v for b in builders for k, v in getattr(b, "known_priors", {}).items()}
+    aligner = next((b.aligner for b in builders if getattr(b, "aligner", None) is not None), None) \
+        if own is None else None
     forced = [x for x in usable if x.target is not None]
     free = [x for x in usable if x.target is None]
     for group, targets in ((forced, [x.target for x in forced]), (free, None)):
         if not group:
             continue
-        translated = (traced or prior) and targets is None
+        translated = (traced or prior or aligner is not None) and targets is None
         try:
             if translated:  # generation is neither traced nor contrasted: translate first, then force
                 # every source of `group` passed `unusable_reason` already when the sentences are kept
@@ -299,7 +305,7 @@ def run_chunk(bundle: ModelBundle, items: list[Item], builders: Sequence[RowBuil
                            for i, (x, t) in enumerate(zip(group, targets))]
                 # before the traced passes, whose hooks would also record this one
                 priors = _priors(bundle, encoded, [_text(t) for t in targets], known, batch_size) if prior else None
-                records = iter_forward(bundle, encoded, batch_size, keep, reduce)
+                records = iter_forward(bundle, encoded, batch_size, keep, reduce, aligner=aligner)
             else:
                 records = iter_extract(bundle, [x.source for x in group], None, batch_size=batch_size, beam=beam,
                                        keep=keep, reduce=reduce)
@@ -594,12 +600,23 @@ def finish_triage(store: PartialRows | list[dict[str, Any]], calibration: Calibr
 def signal_rows(bundle: ModelBundle, sources: Sequence[str], targets: Sequence[str] | None = None,
                 references: Sequence[str] | None = None, *, batch_size: int = 16, beam: int = 1,
                 layer: int | str = "mean", head: int | str = "mean", method: str = "shift-att",
-                chunk_size: int = 256) -> list[dict[str, Any]]:
-    """The unscored signal rows of every sentence, in input order (what triage ranks; for studies of the signals)."""
+                chunk_size: int = 256, aligner: Any = "default") -> list[dict[str, Any]]:
+    """The unscored signal rows of every sentence, in input order (what triage ranks; for studies of the signals).
+    `aligner`: as `run_triage`."""
     rows: list[dict[str, Any]] = []
     run_chunks(iter_chunks(items_from_lines(sources, targets, references), chunk_size),
-               [SignalRows(layer, head, method)], [rows], local_execute(bundle, batch_size, beam))
+               [SignalRows(layer, head, method, aligner=resolve_aligner(bundle, aligner))], [rows],
+               local_execute(bundle, batch_size, beam))
     return rows
+
+
+def resolve_aligner(bundle: ModelBundle | None, aligner: Any) -> Any:
+    """The learned aligner triage reads: a LearnedAligner or None as given, else `learned.triage_aligner` of the
+    path or name ("default": the embedded model's aligner when `bundle` is its model; "none"); None without a
+    bundle."""
+    if aligner is None or not isinstance(aligner, (str, os.PathLike)):
+        return aligner
+    return None if bundle is None else triage_aligner(bundle, aligner)
 
 
 def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | None = None,
@@ -609,7 +626,8 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
                out: str | os.PathLike[str] | None = None, chunk_size: int = 256,
                on_progress: Callable[[int], None] | None = None, execute: Execute | None = None,
                model_name: str | None = None, combine: str = "learned", seed: int = 0,
-               max_variants: int = 50, unreadable: Mapping[int, str] | None = None) -> TriageRows | RankedFile:
+               max_variants: int = 50, unreadable: Mapping[int, str] | None = None,
+               aligner: Any = "default") -> TriageRows | RankedFile:
     """Signals, score, flags and reasons for every sentence, most suspect first.
 
     `combine`: how the signals make one score. "learned" (default): when calibrating on this set, a learned
@@ -618,7 +636,10 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
     given calibration must hold one. "fisher": Fisher's method over the signal families (`triage`).
     A sentence the model cannot take is kept, flagged with the reason and ranked among the suspects; so is one
     with a line that could not be read (`unreadable`: sentence index -> why, file and line named), not run.
-    A reference may be None (an empty line): that row has no reference scores.
+    A reference may be None (an empty line): that row has no reference scores. `aligner`: a learned aligner for
+    the model whose links give two more signals (`signals.aligner_signals`) from the same pass: a LearnedAligner,
+    a folder, "default" (the embedded model's aligner when `bundle` is its model, `learned.triage_aligner`) or
+    None / "none".
 
     Without `calibration` the thresholds are calibrated on this set (`percentile`). With `out`, each chunk's
     rows are appended to ``<out>.partial`` as they come (a rerun resumes from it); at the end the ranked rows
@@ -635,14 +656,15 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
                              "(aligndebug triage --combine learned) or use combine 'fisher'")
         calibration.combine = combine
     items = items_from_lines(sources, targets, references, unreadable)
+    aligner = resolve_aligner(bundle, aligner)
     settings = triage_settings(model_name or getattr(bundle, "name", None), method=method, layer=layer, head=head,
-                               calibration=calibration)
+                               aligner=aligner_id(aligner), calibration=calibration)
     store: PartialRows | list[dict[str, Any]] = PartialRows(out, sources) if out is not None else []
     done = store.done if isinstance(store, PartialRows) else set()
     if on_progress and done:
         on_progress(len(done))
     chunks = [c for c in iter_chunks(items, chunk_size, done) if c]
-    builder = SignalRows(layer, head, method)
+    builder = SignalRows(layer, head, method, aligner=aligner)
     local = execute is None
     execute = execute or local_execute(bundle, batch_size, beam, on_progress)
     try:
@@ -663,13 +685,14 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
 def score_and_triage(bundle: ModelBundle, pairs: Sequence[SentencePair], golds: Sequence[GoldAlignment | None] | None,
                      references: Sequence[str] | None, opts: ScoreOptions, *, triage_layer: Selector = "mean",
                      percentile: float = 95.0, on_progress: Callable[[int], None] | None = None,
-                     combine: str = "learned", seed: int = 0, max_variants: int = 50
+                     combine: str = "learned", seed: int = 0, max_variants: int = 50, aligner: Any = "default"
                      ) -> tuple[TriageRows, dict[int, dict[str, Any]], ScoreTotals]:
     """(ranked triage rows, alignment rows by pair index, corpus totals) from one forward pass per batch.
 
     Every pair needs its target (translate first). Alignment rows are `score_stream`'s and triage rows
     `run_triage`'s, read with `opts`' method and head and `triage_layer`, self-calibrated and ranked by
-    `combine` as `run_triage` ranks (the learned combination's variants are forced after the set's rows).
+    `combine` as `run_triage` ranks (the learned combination's variants are forced after the set's rows), with
+    `aligner` as there.
     """
     if combine not in COMBINES:
         raise ValueError(f"combine must be one of {COMBINES}, not {combine!r}")
@@ -681,10 +704,12 @@ def score_and_triage(bundle: ModelBundle, pairs: Sequence[SentencePair], golds: 
     items = [replace(x, reference=None if refs is None else refs[x.index])
              for x in items_from_pairs(pairs, _by_index(pairs, golds))]
     sink, signals = ScoreSink(None), []
-    builders = [ScoreRows(opts), SignalRows(triage_layer, opts.head, opts.method)]
+    aligner = resolve_aligner(bundle, aligner)
+    builders = [ScoreRows(opts), SignalRows(triage_layer, opts.head, opts.method, aligner=aligner)]
     run_chunks(iter_chunks(items, opts.chunk_size), builders, [sink, signals],
                local_execute(bundle, opts.batch_size, opts.beam, on_progress))
-    settings = triage_settings(bundle.name, method=opts.method, layer=triage_layer, head=opts.head)
+    settings = triage_settings(bundle.name, method=opts.method, layer=triage_layer, head=opts.head,
+                               aligner=aligner_id(aligner))
     fit = None
     if combine == "learned":
         compute = _variant_rows(local_execute(bundle, opts.batch_size, opts.beam), builders[1], opts.chunk_size)

@@ -117,6 +117,11 @@ SIGNALS: dict[str, Signal] = {s.name: s for s in (
     # from a second pass with an empty source (`source_gain`), set by the runner like alti_source
     Signal("source_gain", "low", "source_contribution", "detached",
            "source gain (Seq-Logprob with the source minus with an empty source)", report=True),
+    # from a learned aligner run on the same pass (`aligner_signals`; only when triage has one for the model)
+    Signal("unaligned_target", "high", "source_contribution", "detached",
+           "mass the learned aligner puts on no source word (mean over target content words)", report=True),
+    Signal("unaligned_source", "high", "omission", "omission",
+           "share of source content words no target word aligns to (learned aligner)", report=True),
 )}
 """Every sentence-level signal triage scores, by name (registry order is the order rows, calibrations and
 the score's combination read them). Adding a signal is one entry here and its value in `record_signals`."""
@@ -360,6 +365,29 @@ def reference_scores(hypothesis: str, reference: str) -> dict[str, float]:
     return {
         "chrf": float(sacrebleu.sentence_chrf(hypothesis, [reference]).score),
         "bleu": float(sacrebleu.sentence_bleu(hypothesis, [reference]).score),
+    }
+
+
+ALIGNER_SIGNALS = ("unaligned_target", "unaligned_source")  # `aligner_signals`: rows hold them only with an aligner
+
+
+def aligner_signals(matrix: np.ndarray, src_words: Sequence[str], tgt_words: Sequence[str],
+                    function_words: Iterable[str] | None = None) -> dict[str, float]:
+    """Signals from a learned aligner's [target words, source words + 1] matrix (`learned.LearnedAligner.
+    word_matrices`; last column: the mass on no source word). ``unaligned_target``: that mass, averaged over the
+    target's content words (words with no source: an addition, a detached translation). ``unaligned_source``: the
+    share of the source's content words that are no target word's most likely source word (an omission). NaN
+    when the side has no content word."""
+    m = _as_float(matrix)
+    if m.shape != (len(tgt_words), len(src_words) + 1):
+        raise ValueError(f"aligner matrix shape {m.shape} does not match {len(tgt_words)} target x "
+                         f"{len(src_words)} source words + 1")
+    tgt_content, src_content = content_mask(tgt_words, function_words), content_mask(src_words, function_words)
+    linked = np.zeros(len(src_words) + 1, dtype=bool)
+    linked[m.argmax(axis=1)] = True
+    return {
+        "unaligned_target": float(m[tgt_content, -1].mean()) if tgt_content.any() else float("nan"),
+        "unaligned_source": float((~linked[:-1][src_content]).mean()) if src_content.any() else float("nan"),
     }
 
 

@@ -290,9 +290,10 @@ def triage_row(signals: dict[str, Any], calibration: Calibration) -> tuple[float
 # --------------------------------------------------------------------------- scoring a row
 
 def triage_settings(model_name: str | None, *, method: str, layer: int | str, head: int | str,
-                    calibration: Calibration | None = None) -> dict[str, Any]:
-    """The settings a calibration records; a given `calibration` made with other settings is refused."""
-    settings = {"model": model_name, "method": method, "layer": layer, "head": head}
+                    aligner: str | None = None, calibration: Calibration | None = None) -> dict[str, Any]:
+    """The settings a calibration records (`aligner`: `learned.aligner_id` of the learned aligner whose signals
+    the rows hold, None for none); a given `calibration` made with other settings is refused."""
+    settings = {"model": model_name, "method": method, "layer": layer, "head": head, "aligner": aligner}
     if calibration is not None:
         clash = {k: (calibration.settings.get(k), v) for k, v in settings.items()
                  if k != "model" and k in calibration.settings and calibration.settings[k] != v}

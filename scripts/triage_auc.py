@@ -54,6 +54,7 @@ from aligndebug.combine import (KINDS, add_alti, append_other, describe, detach_
                                 forced_signal_rows, make_variants)
 from aligndebug.extract import translate
 from aligndebug.labels import read_error_labels, same_text
+from aligndebug.learned import triage_aligner
 from aligndebug.models import load_model
 from aligndebug.runner import run_triage
 from aligndebug.triage import SIGNALS, calibrate, roc_auc, suspect_values
@@ -66,7 +67,8 @@ DATA = Path(__file__).resolve().parents[1] / "datasets" / "heldout" / "europarl-
 def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args, ev_labelled_clean=None) -> dict:
     """`ev_labelled_clean`: per evaluation row, whether its target was labelled free of errors (None: no labels)."""
     t0 = time.process_time()
-    opts = dict(batch_size=args.batch_size, layer="mean", head="mean", method="shift-att")
+    opts = dict(batch_size=args.batch_size, layer="mean", head="mean", method="shift-att",
+                aligner=triage_aligner(bundle, args.aligner))
     fit_rows = forced_signal_rows(bundle, [{"source": s, "translation": t} for s, t in zip(fit_src, fit_tgt)], **opts)
     cal = calibrate(fit_rows, percentile=95.0, source=f"{name}: fit half",
                     settings={"model": bundle.name, "method": "shift-att", "layer": "mean", "head": "mean"})
@@ -206,6 +208,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-per-type", type=int, default=50, help="variants per error type when timing (default 50, as fit_with_model)")
     ap.add_argument("--fit-max-per-type", type=int, default=None,
                     help="variants per error type for the suites' fits (default: one per fit-half row)")
+    ap.add_argument("--aligner", default="default",
+                    help="learned aligner whose signals the rows hold, as `triage --aligner` (default: the embedded "
+                         "model's, when the model is its model; 'none': without)")
     ap.add_argument("--out-json", type=Path)
     args = ap.parse_args(argv)
     from transformers.utils import logging as hf_logging

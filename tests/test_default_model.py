@@ -66,3 +66,27 @@ def test_triage_ranks_a_degenerate_line_first(default_bundle, data_dir):
     assert top["id"] == 7 and top["flags"][:2] == ["too_long_for_model", "repetition"]
     assert top["reasons"][1].startswith("most like a repetition error")
     assert rows.unusable == {"too_long_for_model": 1}
+    # the embedded aligner runs on its own model's triage pass, and the calibration names it
+    from aligndebug.learned import aligner_id, triage_aligner
+
+    usable = [r for r in rows if "unusable" not in r]
+    assert all(0 <= r["unaligned_target"] <= 1 and 0 <= r["unaligned_source"] <= 1 for r in usable)
+    assert rows.calibration.settings["aligner"] == aligner_id(triage_aligner(default_bundle)) is not None
+    assert {"unaligned_target", "unaligned_source"} <= set(rows.calibration.combiner["signals"])
+    with pytest.raises(ValueError, match=r"aligner '[0-9a-f]+' there, None here"):
+        run_triage(default_bundle, src[:3], tgt[:3], calibration=rows.calibration, aligner="none")
+
+
+def test_the_aligner_signals_find_a_references_added_and_left_out_words(default_bundle):
+    """The embedded aligner's two signals on hand-made cases: a reference that says what its source does, one
+    that goes on past its source (words with no source) and one that leaves half the source out."""
+    from aligndebug.runner import signal_rows
+
+    src = ["Ich danke der Kommission für ihre Antwort .", "Ich danke der Kommission für ihre Antwort .",
+           "Ich danke der Kommission für ihre Antwort und dem Rat für seine Unterstützung ."]
+    tgt = ["I thank the Commission for its answer .",
+           "I thank the Commission for its answer , and the weather in Brussels was very cold yesterday .",
+           "I thank the Commission ."]
+    full, added, omitted = signal_rows(default_bundle, src, tgt)
+    assert added["unaligned_target"] > full["unaligned_target"] + 0.1 and added["unaligned_source"] == 0
+    assert omitted["unaligned_source"] > full["unaligned_source"] + 0.3

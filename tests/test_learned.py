@@ -329,3 +329,40 @@ def test_embedded_aligner_beats_raw_attention_on_bicici(data_dir, tiny_bundle):
     rule = aligner.card["decode"]
     links = aligner.align(bundle, [p.src_words for p in test], [p.tgt_words for p in test], rule["rule"], rule["threshold"])
     assert corpus_counts(links, gold).aer < 0.199
+
+
+# ------------------------------------------------------------------------------------ in a triage pass
+
+@pytest.mark.parametrize("family", tiny_models.FAMILIES)
+def test_the_triage_pass_gives_the_matrices_of_the_aligners_own_pass(tiny_bundle, family):
+    """`extract.forward_batch` with an aligner reads the aligner off the attention pass's hidden states: the same
+    word matrices as the aligner's own pass (in a batch of another size), not in training mode (no dropout)."""
+    from aligndebug.extract import iter_forward
+
+    bundle = tiny_bundle(family)
+    aligner = LearnedAligner.new(bundle, seed=1)
+    assert aligner.module.training  # dropout on: the matrices must not depend on it
+    encoded = [encode_pair(bundle, s, t, i) for i, (s, t) in enumerate(zip(DE[:5], EN[:5]))]
+    own = aligner.word_matrices(bundle, encoded[:2]) + aligner.word_matrices(bundle, encoded[2:])
+    fused = dict(iter_forward(bundle, encoded, batch_size=3, keep=("cross",), aligner=aligner))
+    assert aligner.module.training  # given back as it was
+    for i, m in enumerate(own):
+        got = fused[i].meta["aligner_words"]
+        assert got.shape == (len(EN[i]), len(DE[i]) + 1)
+        np.testing.assert_allclose(got, m, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-5)
+    assert "aligner_words" not in next(iter(iter_forward(bundle, encoded[:1], keep=("cross",))))[1].meta
+
+
+def test_triage_reads_the_embedded_aligner_only_on_its_own_model(tiny_bundle, tmp_path):
+    from aligndebug.learned import aligner_id, triage_aligner
+
+    marian = tiny_bundle("marian")
+    assert triage_aligner(marian) is None  # the embedded aligner was trained for another model
+    assert triage_aligner(marian, "none") is None
+    train_aligner(marian, DE, EN, SILVER, tmp_path / "m", epochs=1, batch_size=4, progress=False, log=lambda m: None)
+    mine = triage_aligner(marian, tmp_path / "m")
+    assert mine is not None and not mine.module.training
+    assert aligner_id(mine) == aligner_id(load_aligner(tmp_path / "m")) and aligner_id(None) is None
+    with pytest.raises(AlignerMismatchError):
+        triage_aligner(tiny_bundle("t5"), tmp_path / "m")

@@ -187,3 +187,34 @@ def test_progress_moves_a_sentence_at_a_time_within_a_chunk(bundle):
     seen.clear()
     run_triage(bundle, tm.DE[:5], tm.EN[:5], layer=0, chunk_size=256, combine="fisher", on_progress=seen.append)
     assert seen == [1] * 5
+
+
+def test_triage_with_an_aligner_records_it_and_refuses_a_calibration_without(capsys, model_dir, inputs, tmp_path,
+                                                                              bundle):
+    """`triage --aligner DIR` adds the aligner's signals to every row and names the aligner in the calibration and
+    the run record; that calibration is refused by a run without the aligner, and an aligner for another model
+    is refused before any work."""
+    from aligndebug.learned import aligner_id, load_aligner
+    from aligndebug.learned_train import train_aligner
+    from aligndebug.runner import calibration_path
+
+    de, en = [s.split() for s in tm.DE[:6]], [s.split() for s in tm.EN[:6]]
+    train_aligner(bundle, de, en, [{(0, 0)}] * 6, tmp_path / "al", epochs=1, batch_size=4, progress=False,
+                  log=lambda m: None)
+    out = tmp_path / "triage.jsonl"
+    common = ["triage", "--model", str(model_dir), "--src", str(inputs["src"]), "--tgt", str(inputs["tgt"]),
+              "--no-progress", "--combine", "fisher"]
+    assert main(common + ["--out", str(out), "--aligner", str(tmp_path / "al")]) == 0
+    capsys.readouterr()
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert all(0 <= r["unaligned_target"] <= 1 and 0 <= r["unaligned_source"] <= 1 for r in rows)
+    cal = json.loads(calibration_path(out).read_text(encoding="utf-8"))
+    assert cal["settings"]["aligner"] == aligner_id(load_aligner(tmp_path / "al")) is not None
+    rc = main(common + ["--out", str(tmp_path / "again.jsonl"), "--aligner", "none",
+                        "--calibration", str(calibration_path(out))])
+    assert rc == 2 and "aligner '" in capsys.readouterr().err
+    train_aligner(tm.bundle("t5"), de, en, [{(0, 0)}] * 6, tmp_path / "t5al", epochs=1, batch_size=4,
+                  progress=False, log=lambda m: None)
+    rc = main(common + ["--out", str(tmp_path / "foreign.jsonl"), "--aligner", str(tmp_path / "t5al")])
+    assert rc == 2 and "trained for model" in capsys.readouterr().err
+    assert not (tmp_path / "foreign.jsonl").exists()

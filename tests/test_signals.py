@@ -9,6 +9,7 @@ import pytest
 
 from aligndebug.record import Record
 from aligndebug.signals import (
+    aligner_signals,
     content_mask,
     coverage,
     coverage_suspects,
@@ -223,3 +224,20 @@ def test_record_signals_needs_cross_attention():
     rec.cross = None
     with pytest.raises(ValueError, match="cross-attention"):
         record_signals(rec)
+
+
+def test_aligner_signals_by_hand():
+    # source "Hund läuft" (both content words), target "The dog runs" ("The" a function word); columns: Hund,
+    # läuft, no source. Argmax per target word: no source, Hund, Hund -> läuft is nobody's: unaligned_source 1/2.
+    # No-source mass over the content words dog and runs: (0.1 + 0.3) / 2 = 0.2 ("The"'s 0.8 is not counted).
+    m = np.array([[0.1, 0.1, 0.8], [0.7, 0.2, 0.1], [0.6, 0.1, 0.3]])
+    got = aligner_signals(m, ["Hund", "läuft"], ["The", "dog", "runs"])
+    assert got == pytest.approx({"unaligned_target": 0.2, "unaligned_source": 0.5}, rel=1e-12)
+    # every source word some target word's choice, and a target word that only the null column explains
+    got = aligner_signals(np.array([[0.9, 0.0, 0.1], [0.0, 0.6, 0.4]]), ["Hund", "läuft"], ["dog", "runs"])
+    assert got == pytest.approx({"unaligned_target": 0.25, "unaligned_source": 0.0}, rel=1e-12)
+    # no content word on a side: undefined
+    got = aligner_signals(np.array([[0.5, 0.5]]), ["und"], ["the"])
+    assert math.isnan(got["unaligned_target"]) and math.isnan(got["unaligned_source"])
+    with pytest.raises(ValueError, match="does not match 3 target x 2 source words"):
+        aligner_signals(np.ones((3, 2)) / 2, ["Hund", "läuft"], ["The", "dog", "runs"])

@@ -1,21 +1,23 @@
 """What issue 16 adds to `aligndebug triage`: ALTI+ traced in the signal pass, the source gain (a second pass with
-an empty source) and the learned combination.
+an empty source), the learned aligner's signals (read off the signal pass) and the learned combination.
 
-Four kinds of run of `runner.run_triage` on the same sources (the model translates, then forces), 1 thread,
+Five kinds of run of `runner.run_triage` on the same sources (the model translates, then forces), 1 thread,
 process CPU time (other load on the machine does not count):
 
-  (plain)   Fisher's method, no ALTI+ (`alti.supports` patched to refuse the model) and no source gain (its
-            pass patched out): triage before issue 16
-  (fisher)  `--combine fisher`: Fisher's method with ALTI+ traced in the signal pass and the source gain
+  (plain)   Fisher's method, no ALTI+ (`alti.supports` patched to refuse the model), no source gain (its
+            pass patched out) and no aligner: triage before issue 16
+  (fisher)  `--combine fisher`: Fisher's method with ALTI+ traced in the signal pass, the source gain and the
+            aligner
   (nogain)  ALTI+ and the learned combination without the source gain (its pass patched out): what the
             issue's two additions cost on their own
-  (learned) the default: ALTI+, source gain and the learned combination (synthetic variants forced, the
-            fits, scoring)
+  (noalign) the default without the aligner (`--aligner none`): what the aligner's signals add
+  (learned) the default: ALTI+, source gain, the aligner and the learned combination (synthetic variants
+            forced, the fits, scoring)
 
     OMP_NUM_THREADS=1 python bench/bench_triage.py --n 500 --repeats 3
 
 Printed: each run's time, and each kind against the plain one twice: the fastest run of each (best of the
-repeats), and run by run within each round of the four (the runs of a round follow each other, so the
+repeats), and run by run within each round of the five (the runs of a round follow each other, so the
 machine's drift between rounds moves their ratio less).
 """
 
@@ -49,7 +51,7 @@ def main() -> None:
     sources = (REPO / "datasets/heldout/europarl-deen-500/test.de").read_text(encoding="utf-8").splitlines()[:args.n]
     bundle = load_model("default")
     rounds: dict[str, list[float]] = {}  # name -> its runs' times, round by round
-    for name in [n for _ in range(args.repeats) for n in ("plain", "fisher", "nogain", "learned")]:
+    for name in [n for _ in range(args.repeats) for n in ("plain", "fisher", "nogain", "noalign", "learned")]:
         with ExitStack() as patches:
             if name == "plain":
                 patches.enter_context(mock.patch.object(alti, "supports", lambda model: False))
@@ -58,11 +60,12 @@ def main() -> None:
                                                         lambda _b, encoded, _bs: np.full(len(encoded), np.nan)))
             t0 = time.process_time()
             rows = run_triage(bundle, sources, batch_size=args.batch_size,
-                              combine="fisher" if name in ("plain", "fisher") else "learned")
+                              combine="fisher" if name in ("plain", "fisher") else "learned",
+                              aligner="none" if name in ("plain", "noalign") else "default")
             took = time.process_time() - t0
         rounds.setdefault(name, []).append(took)
         print(f"{name:8s} {took:7.1f} s CPU  ({len(rows)} rows, combine {rows.calibration.combine})", flush=True)
-    for name in ("fisher", "nogain", "learned"):
+    for name in ("fisher", "nogain", "noalign", "learned"):
         # a round's runs follow each other, so their ratio is less moved by the machine's drift between rounds
         paired = np.array(rounds[name]) / np.array(rounds["plain"])
         best = min(rounds[name]) / min(rounds["plain"])

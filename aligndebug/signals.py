@@ -372,22 +372,27 @@ ALIGNER_SIGNALS = ("unaligned_target", "unaligned_source")  # `aligner_signals`:
 
 
 def aligner_signals(matrix: np.ndarray, src_words: Sequence[str], tgt_words: Sequence[str],
-                    function_words: Iterable[str] | None = None) -> dict[str, float]:
+                    function_words: Iterable[str] | None = None) -> dict[str, Any]:
     """Signals from a learned aligner's [target words, source words + 1] matrix (`learned.LearnedAligner.
     word_matrices`; last column: the mass on no source word). ``unaligned_target``: that mass, averaged over the
     target's content words (words with no source: an addition, a detached translation). ``unaligned_source``: the
-    share of the source's content words that are no target word's most likely source word (an omission). NaN
-    when the side has no content word."""
+    share of the source's content words that are no target word's most likely source word (an omission); NaN
+    when the side has no content word. The reasons name the words: ``unaligned_source_words`` (those source
+    content words) and ``unaligned_target_words`` (target content words whose most likely source is none)."""
     m = _as_float(matrix)
     if m.shape != (len(tgt_words), len(src_words) + 1):
         raise ValueError(f"aligner matrix shape {m.shape} does not match {len(tgt_words)} target x "
                          f"{len(src_words)} source words + 1")
     tgt_content, src_content = content_mask(tgt_words, function_words), content_mask(src_words, function_words)
+    choice = m.argmax(axis=1)
     linked = np.zeros(len(src_words) + 1, dtype=bool)
-    linked[m.argmax(axis=1)] = True
+    linked[choice] = True
+    unlinked = ~linked[:-1] & src_content
     return {
         "unaligned_target": float(m[tgt_content, -1].mean()) if tgt_content.any() else float("nan"),
-        "unaligned_source": float((~linked[:-1][src_content]).mean()) if src_content.any() else float("nan"),
+        "unaligned_source": float(unlinked.sum() / src_content.sum()) if src_content.any() else float("nan"),
+        "unaligned_source_words": [src_words[i] for i in np.flatnonzero(unlinked)],
+        "unaligned_target_words": [tgt_words[j] for j in np.flatnonzero(tgt_content & (choice == len(src_words)))],
     }
 
 

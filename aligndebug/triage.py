@@ -279,6 +279,12 @@ def triage_row(signals: dict[str, Any], calibration: Calibration) -> tuple[float
                 flags.append(lo_flag)
     if "omission" in flags and sig.get("omission_suspects"):
         reasons.append("source words with almost no attention: " + ", ".join(sig["omission_suspects"]))
+    if "omission" in flags and sig.get("unaligned_source_words"):
+        reasons.append("source words no target word aligns to (learned aligner): "
+                       + ", ".join(sig["unaligned_source_words"]))
+    if "detached" in flags and sig.get("unaligned_target_words"):
+        reasons.append("target words the learned aligner finds no source word for: "
+                       + ", ".join(sig["unaligned_target_words"]))
     if "repetition" in flags and sig.get("repetition_suspects"):
         reasons.append("source words with far more than their share: " + ", ".join(sig["repetition_suspects"]))
     if "low_confidence" in flags and sig.get("lowest_tokens"):

@@ -90,3 +90,6 @@ def test_the_aligner_signals_find_a_references_added_and_left_out_words(default_
     full, added, omitted = signal_rows(default_bundle, src, tgt)
     assert added["unaligned_target"] > full["unaligned_target"] + 0.1 and added["unaligned_source"] == 0
     assert omitted["unaligned_source"] > full["unaligned_source"] + 0.3
+    # the words the reasons name: what was left out, and what the source does not say
+    assert {"Rat", "Unterstützung"} <= set(omitted["unaligned_source_words"]) and not full["unaligned_source_words"]
+    assert "weather" in added["unaligned_target_words"] and not full["unaligned_target_words"]

@@ -232,10 +232,15 @@ def test_aligner_signals_by_hand():
     # No-source mass over the content words dog and runs: (0.1 + 0.3) / 2 = 0.2 ("The"'s 0.8 is not counted).
     m = np.array([[0.1, 0.1, 0.8], [0.7, 0.2, 0.1], [0.6, 0.1, 0.3]])
     got = aligner_signals(m, ["Hund", "läuft"], ["The", "dog", "runs"])
-    assert got == pytest.approx({"unaligned_target": 0.2, "unaligned_source": 0.5}, rel=1e-12)
-    # every source word some target word's choice, and a target word that only the null column explains
+    assert got["unaligned_target"] == pytest.approx(0.2, rel=1e-12) and got["unaligned_source"] == 0.5
+    # the reasons' words: läuft is nobody's choice; "The" chose no source, but it is no content word
+    assert got["unaligned_source_words"] == ["läuft"] and got["unaligned_target_words"] == []
+    # every source word some target word's choice; "runs" leans to no source (0.4) but chooses läuft (0.6)
     got = aligner_signals(np.array([[0.9, 0.0, 0.1], [0.0, 0.6, 0.4]]), ["Hund", "läuft"], ["dog", "runs"])
-    assert got == pytest.approx({"unaligned_target": 0.25, "unaligned_source": 0.0}, rel=1e-12)
+    assert got["unaligned_target"] == pytest.approx(0.25, rel=1e-12) and got["unaligned_source"] == 0.0
+    assert got["unaligned_source_words"] == [] and got["unaligned_target_words"] == []
+    got = aligner_signals(np.array([[0.9, 0.0, 0.1], [0.1, 0.2, 0.7]]), ["Hund", "läuft"], ["dog", "barks"])
+    assert got["unaligned_target_words"] == ["barks"] and got["unaligned_source_words"] == ["läuft"]
     # no content word on a side: undefined
     got = aligner_signals(np.array([[0.5, 0.5]]), ["und"], ["the"])
     assert math.isnan(got["unaligned_target"]) and math.isnan(got["unaligned_source"])

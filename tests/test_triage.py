@@ -149,6 +149,25 @@ def test_triage_row_flags_and_reasons():
     assert triage_row(short, cal)[1] == ["too_short"]
 
 
+def test_the_learned_aligners_words_are_named_when_its_signals_flag():
+    """Rows with the aligner's signals: a source word no target word aligns to, and a target word with no source,
+    are named in the reasons when the row is flagged as an omission / as detached; an unflagged row names none."""
+    rows = [_row(i, unaligned_source=0.001 * i, unaligned_target=0.001 * i, unaligned_source_words=[],
+                 unaligned_target_words=[]) for i in range(101)]
+    cal = calibrate(rows, percentile=95)
+    assert cal.thresholds["unaligned_source"] == {"high": pytest.approx(0.095)}
+    flagged = _row(50, unaligned_source=0.5, unaligned_target=0.5, unaligned_source_words=["Hund"],
+                   unaligned_target_words=["zebra"])
+    _, flags, reasons = triage_row(flagged, cal)
+    assert "omission" in flags and "detached" in flags
+    text = " | ".join(reasons)
+    assert "share of source content words no target word aligns to (learned aligner) 0.5 is above" in text
+    assert "source words no target word aligns to (learned aligner): Hund" in text
+    assert "target words the learned aligner finds no source word for: zebra" in text
+    quiet = {**flagged, "unaligned_source": 0.01, "unaligned_target": 0.01}
+    assert not any("learned aligner" in r for r in triage_row(quiet, cal)[2])
+
+
 def test_roc_auc_hand_cases():
     assert roc_auc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
     assert roc_auc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0

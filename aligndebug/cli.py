@@ -15,7 +15,7 @@ from tqdm import tqdm
 from . import __version__
 from .align import Selector, align_record, default_layer, word_matrix
 from .compare import CompareOptions, finish_compare, format_table, run_compare
-from .combine import learned
+from .combine import ERROR_TYPES, learned
 from .contrast import contrast
 from .datasets import add_testset, echo, load_testset, table
 from .decoding import DECODERS, DEFAULT_THRESHOLDS
@@ -648,6 +648,10 @@ def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the synthetic errors the learned combination is fitted on (default 0): another seed "
                         "shows how much a ranking owes to that draw")
+    p.add_argument("--rank-by", choices=ERROR_TYPES, default=None,
+                   help="rank by one error type's own score (the rows' type_scores) instead of the overall score, "
+                        "to look for that error alone (learned combination only); flags and the overall score "
+                        "stay as they are")
     p.add_argument("--aligner", default="default",
                    help="learned aligner folder whose links give two more signals from the same pass (target words "
                         "it finds no source for, source words no target word aligns to); default: the embedded "
@@ -703,7 +707,8 @@ def cmd_triage(args: argparse.Namespace) -> int:
     aligner = triage_aligner(bundle, args.aligner)
     common = dict(batch_size=args.batch_size, calibration=calibration, beam=args.beam, layer=args.layer,
                   head=args.head, method=args.method, percentile=args.percentile, out=args.out,
-                  chunk_size=args.chunk_size, combine=args.combine, seed=args.seed, aligner=aligner)
+                  chunk_size=args.chunk_size, combine=args.combine, seed=args.seed, aligner=aligner,
+                  rank_by=args.rank_by)
     # a triage rerun with the same --out resumes from <out>.partial: only when that file is this run's
     triage_run = {"command": "triage", "aligndebug": __version__, "model": bundle.name,
                   "model_fingerprint": bundle.fingerprint(), **device_setting(args.device), "method": args.method,
@@ -735,7 +740,7 @@ def cmd_triage(args: argparse.Namespace) -> int:
     if args.html:
         write_report(rows, args.html, bundle=bundle, calibration=calibration, top=args.top,
                      layer=args.layer, head=args.head, method=args.method)
-    print(format_top(rows, 10))
+    print(format_top(rows, 10, args.rank_by))
     unusable = rows.unusable
     combine = "learned" if learned(calibration) is not None else "Fisher's method"
     print(f"{len(rows)} sentences, score: {combine}; the model could not take {sum(unusable.values())}"
@@ -750,15 +755,19 @@ def cmd_triage(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_top(rows: Sequence[dict[str, Any]], k: int = 10) -> str:
-    """Plain-text table of the `k` most suspect rows, with the learned verdict's error type when there is one."""
+def format_top(rows: Sequence[dict[str, Any]], k: int = 10, rank_by: str | None = None) -> str:
+    """Plain-text table of the `k` most suspect rows, with the learned verdict's error type when there is one;
+    with `rank_by`, the rows ranked by that error type's score, shown beside the overall score."""
     top = [TriageRow.from_json(r) for r in rows[:k]]
     typed = any("error_type" in r.raw for r in top)
-    lines = [f"{'rank':>4} {'score':>7}  " + (f"{'type':<10} " if typed else "") + f"{'flags':<32} translation"]
+    by = f"{rank_by[:4]} sc" if rank_by else ""
+    lines = [f"{'rank':>4} " + (f"{by:>7} " if rank_by else "") + f"{'score':>7}  " + (f"{'type':<10} " if typed else "")
+             + f"{'flags':<32} translation"]
     for r in top:
         flags = ",".join(r.flags) or "-"
         kind = f"{r.raw.get('error_type', '-'):<10} " if typed else ""
-        lines.append(f"{r.rank:>4} {r.score:>7.2f}  {kind}{flags[:32]:<32} {r.translation[:80]}")
+        own = f"{r.raw['type_scores'][rank_by]:>7.2f} " if rank_by else ""
+        lines.append(f"{r.rank:>4} {own}{r.score:>7.2f}  {kind}{flags[:32]:<32} {r.translation[:80]}")
     return "\n".join(lines)
 
 

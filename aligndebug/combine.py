@@ -726,12 +726,30 @@ UNUSABLE = {"empty": "the model cannot take this sentence (empty)",
             "no_tokens": "the model cannot take this sentence (its tokenizer makes no token of it)"}
 
 
-def row_score(row: dict[str, Any], calibration: triage.Calibration) -> float:
+def row_score(row: dict[str, Any], calibration: triage.Calibration, rank_by: str | None = None) -> float:
     """The ranking score of a row (rounded as rows carry it): the learned log-odds when the calibration
-    holds a learned combination, else Fisher's -log10 p (`triage_row`)."""
+    holds a learned combination, else Fisher's -log10 p (`triage_row`); with `rank_by` (an error type) that
+    type's own score (`check_rank_by`), as the row's `type_scores` carry it."""
     comb = learned(calibration)
+    if rank_by is not None:
+        return round(float(comb.error_type_scores([row])[rank_by][0]), 4)
     score = float(comb.logit([row])[0]) if comb is not None else triage_row(row, calibration)[0]
     return round(score, 4)
+
+
+def check_rank_by(rank_by: str | None, calibration: triage.Calibration) -> None:
+    """Refuse a ranking by one error type that `calibration` cannot give: Fisher's method has no type scores,
+    and a combination fitted without that type's errors has none for it."""
+    if rank_by is None:
+        return
+    comb = learned(calibration)
+    if comb is None:
+        raise ValueError(f"ranking by the {rank_by} score needs the learned combination: Fisher's method gives no "
+                         "score per error type (use combine 'learned', or rank by the score)")
+    types = {KINDS.get(k, k) for k in comb.weights}
+    if rank_by not in types:
+        raise ValueError(f"the calibration's combination has no {rank_by!r} score: it was fitted on "
+                         f"{', '.join(sorted(types))} errors")
 
 
 def is_suspect(row: dict[str, Any], score: float, calibration: triage.Calibration) -> bool:
@@ -789,5 +807,5 @@ def describe(comb: Combiner, k: int = 5) -> list[str]:
 
 
 __all__ = ["Combiner", "is_suspect", "learned", "row_score", "scored_row", "scored_rows", "ERROR_TYPES", "add_alti", "describe", "fisher_scores", "fit",
-           "fit_with_model", "reliable_clean", "forced_signal_rows", "make_variants", "detach_part", "omit_span", "repeat_span", "suspect_z",
+           "fit_with_model", "reliable_clean", "check_rank_by", "forced_signal_rows", "make_variants", "detach_part", "omit_span", "repeat_span", "suspect_z",
            "reference_samples", "signal_catalogue"]

@@ -342,12 +342,13 @@ def triage_with_ray(model: str | ModelBundle, sources: Sequence[str], targets: S
                     num_gpus_per_actor: float = 0.0, num_cpus_per_actor: float = 1.0, device: str | None = None,
                     load_kwargs: dict[str, Any] | None = None, address: str | None = None,
                     on_progress: Callable[[int], None] | None = None, combine: str = "learned", seed: int = 0,
-                    unreadable: Mapping[int, str] | None = None, aligner: Any = "default") -> TriageRows | RankedFile:
+                    unreadable: Mapping[int, str] | None = None, aligner: Any = "default",
+                    rank_by: str | None = None) -> TriageRows | RankedFile:
     """`runner.run_triage` on Ray: the same ranked rows, calibration, files and resume.
 
     `model` is a name or path each actor loads (with `load_kwargs`), or an in-memory ModelBundle shipped
     through the object store; see `score_with_ray`. Ray is started only when some sentence is still to do.
-    `aligner`: as `run_triage`; a name or folder is checked against the model here, in the driver (which loads
+    `aligner` (and `rank_by`): as `run_triage`; a name or folder is checked against the model here, in the driver (which loads
     the model on the CPU for that when given its name), and the aligner goes to the actors with the row builder.
     """
     require_ray()
@@ -359,4 +360,4 @@ def triage_with_ray(model: str | ModelBundle, sources: Sequence[str], targets: S
     return run_triage(None, sources, targets, references, batch_size, calibration, beam=beam, layer=layer, head=head,
                       method=method, percentile=percentile, out=out, chunk_size=chunk_size, on_progress=on_progress,
                       execute=execute, model_name=_model_name(model), combine=combine, seed=seed,
-                      unreadable=unreadable, aligner=aligner)
+                      unreadable=unreadable, aligner=aligner, rank_by=rank_by)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import heapq
 import html
+import math
 import os
 import re
 from collections import Counter
@@ -85,9 +86,12 @@ def render_report(rows: Iterable[dict[str, Any]], *, bundle: Any = None, calibra
                   layer: Any = "mean", head: Any = "mean", method: str = "shift-att",
                   title: str = "aligndebug triage report") -> str:
     """The report as one HTML string. `rows` are triage rows (a list, or a RankedFile read as it goes);
-    heatmaps need the model `bundle` (without it the report lists the suspects only)."""
-    # sorted(...)[:top] in the rows' own order (suspects first), holding only `top` rows
-    shown = heapq.nsmallest(top, rows, key=lambda r: (not r.get("suspect"), -r["score"], r["id"]))
+    heatmaps need the model `bundle` (without it the report lists the suspects only). The rows shown are the
+    first `top` by their `rank` (the ranking triage gave them: by the score, or by one error type's with
+    `--rank-by`), or without ranks suspects first, most suspect first."""
+    # sorted(...)[:top] in the rows' own order, holding only `top` rows
+    shown = heapq.nsmallest(top, rows, key=lambda r: (r.get("rank", math.inf), not r.get("suspect"), -r["score"],
+                                                      r["id"]))
     svgs = _heatmaps(shown, bundle, layer, head, method) if bundle is not None else [None] * len(shown)
     flag_counts: Counter[str] = Counter()
     n_rows = n_suspect = 0

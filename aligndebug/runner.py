@@ -41,7 +41,7 @@ from .rows import (ScoreOptions, ScoreTotals, counts_to_json, score_reducer, sco
                    unusable_row)
 from .source_gain import prior_seq_logprobs
 from .store import JsonlStore, parse_row, row_at, row_json, write_lines_atomic, write_text_atomic
-from .combine import is_suspect, row_score, scored_row, scored_rows
+from .combine import ERROR_TYPES, check_rank_by, is_suspect, row_score, scored_row, scored_rows
 from .triage import SIGNALS, Calibration, calibrate, triage_settings
 
 # (rows per builder, in input order) of one chunk, and how many sentences it ran
@@ -537,10 +537,12 @@ def _variant_rows(execute: Execute, builder: SignalRows, chunk_size: int) -> Cal
 def finish_triage(store: PartialRows | list[dict[str, Any]], calibration: Calibration | None, *,
                   settings: dict[str, Any], percentile: float = 95.0,
                   out: str | os.PathLike[str] | None = None,
-                  fit: Callable[[Calibration, UsableRows], Calibration] | None = None) -> TriageRows | RankedFile:
+                  fit: Callable[[Calibration, UsableRows], Calibration] | None = None,
+                  rank_by: str | None = None) -> TriageRows | RankedFile:
     """Calibrate on the rows (unless `calibration` is given; `fit` then adds the learned combination), score,
     rank: suspects first (a sentence the model could not take is always one), each group most suspect first,
-    then by id.
+    then by id. With `rank_by` (an error type, learned combination only) the rows are ranked by that type's own
+    score instead: the sentences the model could not take first, then the rest, each by that score, then by id.
 
     Rows in a list are ranked in place and returned as TriageRows. Rows in ``<out>.partial`` are
     streamed: only their scores and offsets are held, `out` and the calibration are written atomically,
@@ -552,13 +554,17 @@ def finish_triage(store: PartialRows | list[dict[str, Any]], calibration: Calibr
         calibration = calibrate(usable, percentile=percentile, source="self", settings=settings)
         if fit is not None:
             calibration = fit(calibration, usable)
+    check_rank_by(rank_by, calibration)
     unusable: dict[str, int] = {}
     if not isinstance(store, PartialRows):
         for row in store:
             if row.get("unusable"):
                 unusable[row["unusable"]] = unusable.get(row["unusable"], 0) + 1
         scored_rows(store, calibration)
-        store.sort(key=lambda r: (not r["suspect"], -r["score"], r["id"]))
+        if rank_by is None:
+            store.sort(key=lambda r: (not r["suspect"], -r["score"], r["id"]))
+        else:
+            store.sort(key=lambda r: (not r.get("unusable"), -r["type_scores"][rank_by], r["id"]))
         for rank, row in enumerate(store, start=1):
             row["rank"] = rank
         ranked_rows = TriageRows(store, calibration)
@@ -568,9 +574,9 @@ def finish_triage(store: PartialRows | list[dict[str, Any]], calibration: Calibr
     for offset, row in store.with_offsets():
         if row.get("unusable"):
             unusable[row["unusable"]] = unusable.get(row["unusable"], 0) + 1
-        score = row_score(row, calibration)  # the score a row carries, as the list sort uses
+        score = row_score(row, calibration, rank_by)  # the score a row carries, as the list sort uses
         scores.append(score)
-        plain.append(not is_suspect(row, score, calibration))
+        plain.append(not row.get("unusable") if rank_by is not None else not is_suspect(row, score, calibration))
         ids.append(row["id"])
         offsets.append(offset)
     order = np.lexsort((np.asarray(ids), -np.asarray(scores), np.asarray(plain)))
@@ -627,7 +633,7 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
                on_progress: Callable[[int], None] | None = None, execute: Execute | None = None,
                model_name: str | None = None, combine: str = "learned", seed: int = 0,
                max_variants: int = 50, unreadable: Mapping[int, str] | None = None,
-               aligner: Any = "default") -> TriageRows | RankedFile:
+               aligner: Any = "default", rank_by: str | None = None) -> TriageRows | RankedFile:
     """Signals, score, flags and reasons for every sentence, most suspect first.
 
     `combine`: how the signals make one score. "learned" (default): when calibrating on this set, a learned
@@ -639,7 +645,8 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
     A reference may be None (an empty line): that row has no reference scores. `aligner`: a learned aligner for
     the model whose links give two more signals (`signals.aligner_signals`) from the same pass: a LearnedAligner,
     a folder, "default" (the embedded model's aligner when `bundle` is its model, `learned.triage_aligner`) or
-    None / "none".
+    None / "none". `rank_by`: an error type (`combine.ERROR_TYPES`) to rank by its own score instead of the
+    overall score (learned combination only; `finish_triage`).
 
     Without `calibration` the thresholds are calibrated on this set (`percentile`). With `out`, each chunk's
     rows are appended to ``<out>.partial`` as they come (a rerun resumes from it); at the end the ranked rows
@@ -650,11 +657,15 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
     """
     if combine not in COMBINES:
         raise ValueError(f"combine must be one of {COMBINES}, not {combine!r}")
+    if rank_by is not None and (rank_by not in ERROR_TYPES or combine != "learned"):
+        raise ValueError(f"rank_by must be one of {ERROR_TYPES} with combine 'learned', not {rank_by!r} with "
+                         f"{combine!r}: Fisher's method gives no score per error type")
     if calibration is not None:
         if combine == "learned" and calibration.combiner is None:
             raise ValueError("the calibration holds no learned combination: make it with combine 'learned' "
                              "(aligndebug triage --combine learned) or use combine 'fisher'")
         calibration.combine = combine
+        check_rank_by(rank_by, calibration)  # before any pass
     items = items_from_lines(sources, targets, references, unreadable)
     aligner = resolve_aligner(bundle, aligner)
     settings = triage_settings(model_name or getattr(bundle, "name", None), method=method, layer=layer, head=head,
@@ -677,7 +688,8 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
     if combine == "learned":
         compute = _variant_rows(execute, builder, chunk_size)
         fit = lambda cal, rows: fit_combination(cal, rows, compute, seed=seed, max_per_type=max_variants)  # noqa: E731
-    return finish_triage(store, calibration, settings=settings, percentile=percentile, out=out, fit=fit)
+    return finish_triage(store, calibration, settings=settings, percentile=percentile, out=out, fit=fit,
+                         rank_by=rank_by)
 
 
 # ------------------------------------------------------------------------------------------ both at once

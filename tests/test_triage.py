@@ -582,6 +582,45 @@ def test_learned_combination_ranks_and_round_trips(tiny, tmp_path):
     assert single.calibration.combine == "fisher" and len(single) == 1
 
 
+def test_rank_by_one_error_type(tiny, tmp_path, capsys):
+    """`rank_by` orders the rows by one error type's own score (a sentence the model cannot take still first);
+    the rows' scores, flags and calibration are those of the default ranking; the streamed ranking (with `out`)
+    is the in-memory one; Fisher's method, which has no type scores, is refused before any pass."""
+    bundle, model_dir = tiny
+    sources = SOURCES + [" ".join(["Hund"] * bundle.model.config.max_position_embeddings)]
+    targets = TARGETS + ["a dog ."]
+    default = {r["id"]: r for r in run_triage(bundle, sources, targets, batch_size=2, layer=1)}
+    for kind in ("omission", "repetition"):
+        rows = run_triage(bundle, sources, targets, batch_size=2, layer=1, rank_by=kind)
+        assert rows[0]["id"] == 5 and rows[0]["unusable"] == "too_long_for_model"
+        keys = [(not r.get("unusable"), -r["type_scores"][kind], r["id"]) for r in rows]
+        assert keys == sorted(keys) and [r["rank"] for r in rows] == list(range(1, 7))
+        for r in rows:
+            assert (r["score"], r["flags"], r["type_scores"]) == (default[r["id"]]["score"], default[r["id"]]["flags"],
+                                                                 default[r["id"]]["type_scores"])
+        streamed = run_triage(bundle, sources, targets, batch_size=2, layer=1, rank_by=kind, out=tmp_path / f"{kind}.jsonl")
+        assert [r["id"] for r in streamed] == [r["id"] for r in rows]
+        from aligndebug.report import render_report  # the report shows them in that order
+
+        shown = re.findall(r"<h2>#(\d+) · score [^·]+ · sentence (\d+)</h2>", render_report(rows, top=4))
+        assert [(int(a), int(b)) for a, b in shown] == [(r["rank"], r["id"]) for r in rows[:4]]
+    with pytest.raises(ValueError, match="Fisher's method gives no score per error type"):
+        run_triage(bundle, sources, targets, combine="fisher", rank_by="omission")
+    with pytest.raises(ValueError, match="rank_by must be one of"):
+        run_triage(bundle, sources, targets, rank_by="scattered")
+    from aligndebug.cli import main
+
+    common = ["triage", "--model", str(model_dir), "--src", str(tmp_path / "s.de"), "--tgt", str(tmp_path / "t.en"),
+              "--no-progress", "--layer", "1", "--rank-by", "omission"]
+    (tmp_path / "s.de").write_text("\n".join(SOURCES) + "\n", encoding="utf-8")
+    (tmp_path / "t.en").write_text("\n".join(TARGETS) + "\n", encoding="utf-8")
+    assert main(common + ["--out", str(tmp_path / "cli.jsonl")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0].split()[:4] == ["rank", "omis", "sc", "score"]
+    assert main(common + ["--out", str(tmp_path / "f.jsonl"), "--combine", "fisher"]) == 2
+    assert "gives no score per error type" in capsys.readouterr().err
+
+
 def test_report_shows_the_learned_weights_and_keeps_unusable_rows(tiny, tmp_path):
     from aligndebug.combine import Combiner, describe
     from aligndebug.report import render_report

@@ -436,7 +436,10 @@ def triage_aligner(bundle: ModelBundle, path: Path | str | None = None) -> Learn
         aligner = load_aligner(None)
     except ModelLoadError:  # an install without the embedded aligner
         return None
-    if aligner.card.get("fingerprint") != model_fingerprint(bundle.model):
+    # a model of another width or depth is not its model: no need to hash every weight of a large one to know
+    if getattr(bundle.model.config, "d_model", None) != aligner.config.d_model \
+            or max(aligner.config.layers) > bundle.num_layers \
+            or aligner.card.get("fingerprint") != model_fingerprint(bundle.model):
         return None
     aligner.module.to(bundle.device)
     return aligner

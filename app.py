@@ -202,7 +202,8 @@ def sidebar_settings(model: str) -> dict[str, Any] | None:
     return {"model": model, "bundle": bundle, "layer": layer, "head": head, "method": method,
             "level": level, "beam": beam, "n_layers": n_layers, "n_heads": n_heads,
             "decode": None if rule == "default" else rule, "threshold": threshold,
-            "aligner": aligner if learned else None, "aligner_name": aligner_name}
+            "aligner": aligner if learned else None, "aligner_name": aligner_name,
+            "triage_aligner": aligner}  # the test set's triage reads the sidebar's aligner whatever the method
 
 
 def sidebar_aligner(model: str) -> tuple[Any, str]:
@@ -667,6 +668,7 @@ def run_testset(cfg: dict[str, Any], inp: dict[str, Any]) -> dict[str, Any]:
     result = testset.run_testset(cfg["bundle"], inp["src"], inp["tgt"], inp["gold"], inp["ref"], base=inp["base"],
                                  limit=inp["limit"], method=cfg["method"], layer=cfg["layer"], head=cfg["head"],
                                  beam=cfg["beam"], model_name=cfg["model"], combine=inp.get("combine", "learned"),
+                                 aligner=cfg["triage_aligner"], aligner_name=cfg["aligner_name"],
                                  on_progress=lambda fraction, text: bar.progress(fraction, text=text))
     return result.as_dict()
 

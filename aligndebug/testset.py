@@ -20,7 +20,7 @@ from .models import ModelBundle
 from .pairs import (blank_as_none, iter_lines, iter_pairs, join_reasons, pair_lengths, read_lines_keeping_bad,
                     split_words)
 from .rows import ScoreOptions
-from .runner import Item, score_and_triage, unusable_reason
+from .runner import Item, resolve_aligner, score_and_triage, unusable_reason
 from .triage import Calibration
 
 Progress = Callable[[float, str], None]  # (fraction done, what is happening)
@@ -85,9 +85,11 @@ def run_testset(bundle: ModelBundle, src: Path | None, tgt: Path | None = None, 
                 ref: Path | None = None, *, base: int | None = None, limit: int | None = None,
                 method: str = "shift-att", layer: Any = None, head: Any = "mean", beam: int = 1,
                 model_name: str | None = None, on_progress: Progress | None = None,
-                combine: str = "learned") -> TestsetResult:
+                combine: str = "learned", aligner: Any = "default", aligner_name: str | None = None) -> TestsetResult:
     """Read, translate if needed, then score alignments against gold and triage in one pass, ranking the
-    suspects by `combine` ("learned" or "fisher", as `aligndebug triage --combine`).
+    suspects by `combine` ("learned" or "fisher", as `aligndebug triage --combine`), with the signals of
+    `aligner` (as `aligndebug triage --aligner`: a LearnedAligner, None or "none", a folder, or "default", the
+    embedded model's own when `bundle` is its model), named `aligner_name` in the corpus's settings line.
 
     Translation takes the first third of the progress, aligning and triaging the rest. As in `aligndebug
     triage`, a sentence the model cannot take (a line it cannot decode, empty, beyond its positions) does not
@@ -117,8 +119,9 @@ def run_testset(bundle: ModelBundle, src: Path | None, tgt: Path | None = None, 
         progress(min(1.0, 1 / 3 + 2 * done[0] / n / 3), f"Aligning and triaging {min(done[0], n)}/{n}")
 
     opts = ScoreOptions(method=method, layer=layer, head=head, per_head=gold_set is not None, skip_invalid=True)
+    aligner = resolve_aligner(bundle, aligner)
     ranked, aligned, totals = score_and_triage(bundle, pairs, golds, refs, opts, triage_layer=layer, on_progress=tick,
-                                               combine=combine)
+                                               combine=combine, aligner=aligner)
     rows = list(ranked)
     for r in rows:
         s = aligned.get(r["id"], {})
@@ -128,7 +131,8 @@ def run_testset(bundle: ModelBundle, src: Path | None, tgt: Path | None = None, 
     ranking = ranked.calibration.combine  # "fisher" when a learned fit was asked for but could not be made
     corpus: dict[str, Any] = {"sentences": n, "ranking": ranking, "unusable": dict(ranked.unusable),
                               "settings": f"model {model_name or bundle.name} · layer {layer} · head {head} · "
-                                          f"{method} · suspects ranked by {RANKINGS[ranking]}"}
+                                          f"{method} · suspects ranked by {RANKINGS[ranking]} · learned aligner's signals: "
+                                          f"{'none' if aligner is None else aligner_name or 'yes'}"}
     if gold_set is not None and totals.scored:
         c = totals.counts
         corpus.update({"aer": c.aer, "precision": c.precision, "recall": c.recall})

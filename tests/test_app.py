@@ -248,6 +248,7 @@ def test_testset_ranking_is_chosen_and_named(app, testset, ranking):
     caption = " ".join(c.value for c in at.caption)
     named = {"learned": "ranked by the learned combination", "fisher": "ranked by Fisher's method"}
     assert named[ranking] in caption and named[{"learned": "fisher", "fisher": "learned"}[ranking]] not in caption
+    assert "learned aligner's signals: none" in caption  # a model folder ships no aligner
     table = at.dataframe[0].value
     assert list(table["rank"]) == [1, 2, 3, 4]
     typed = ["detached score", "omission score", "repetition score"]

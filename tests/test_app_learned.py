@@ -182,5 +182,16 @@ def test_typed_aligner_folder_follows_the_server_path_policy(model_dir, bundle, 
         assert not at.exception and [e.value for e in at.error] == []
         assert any(h.value == "Learned aligner beside raw attention" for h in at.subheader)
         assert "Target words where they disagree" in {m.label for m in at.metric}
+        # the test set's triage reads the sidebar's aligner too
+        (tmp_path / "s.de").write_text("Der Hund schläft .\nDie Katze sitzt .\nDer Hund sitzt .\n", encoding="utf-8")
+        (tmp_path / "s.en").write_text("The dog sleeps .\nThe cat sits .\nThe dog sits .\n", encoding="utf-8")
+        at.radio(key="page").set_value("Test set").run()
+        at.radio(key="ts_how").set_value("Path on the server").run()
+        at.text_input(key="path-src").set_value(str(tmp_path / "s.de"))
+        at.text_input(key="path-tgt").set_value(str(tmp_path / "s.en"))
+        at.button(key="ts_go").click()
+        at = at.run()
+        assert not at.exception and [e.value for e in at.error] == []
+        assert any("learned aligner's signals: al" in c.value for c in at.caption)
     finally:
         config.set_option("server.address", before)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import tiny_models as tm
@@ -83,6 +84,24 @@ def test_the_test_set_page_runs_without_streamlit(bundle, tmp_path):
     assert "bleu" in res.corpus and "chrf" in res.corpus
     assert set(res.grid) >= {(0, 0), (0, "mean"), (1, 1)} and res.gold_lines[0].startswith("0-0")
     assert seen[-1] == 1.0 and seen == sorted(seen)
+
+
+def test_the_test_set_page_reads_the_aligner_it_is_given(bundle, tmp_path):
+    """The page's triage reads the signals of the aligner the app's sidebar chose (any method), names it in
+    the settings line, and records it in the calibration; with none the rows hold no aligner signal."""
+    from aligndebug.learned import LearnedAligner, aligner_id
+    from aligndebug.testset import run_testset
+
+    f = _files(tmp_path, 6, gold=False)
+    aligner = LearnedAligner.new(bundle, seed=1)
+    with_it = run_testset(bundle, f["src"], f["tgt"], limit=6, aligner=aligner, aligner_name="mine")
+    without = run_testset(bundle, f["src"], f["tgt"], limit=6, aligner=None)
+    assert all(np.isfinite(r["unaligned_source"]) for r in with_it.rows)
+    assert all("unaligned_source" not in r for r in without.rows)
+    assert with_it.calibration.settings["aligner"] == aligner_id(aligner)
+    assert without.calibration.settings.get("aligner") is None
+    assert with_it.corpus["settings"].endswith("learned aligner's signals: mine")
+    assert without.corpus["settings"].endswith("learned aligner's signals: none")
 
 
 def test_the_test_set_page_translates_and_names_bad_files(bundle, tmp_path):

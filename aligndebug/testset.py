@@ -7,6 +7,7 @@ is tested without it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -119,6 +120,8 @@ def run_testset(bundle: ModelBundle, src: Path | None, tgt: Path | None = None, 
         progress(min(1.0, 1 / 3 + 2 * done[0] / n / 3), f"Aligning and triaging {min(done[0], n)}/{n}")
 
     opts = ScoreOptions(method=method, layer=layer, head=head, per_head=gold_set is not None, skip_invalid=True)
+    if aligner_name is None and isinstance(aligner, (str, os.PathLike)):
+        aligner_name = str(aligner)
     aligner = resolve_aligner(bundle, aligner)
     ranked, aligned, totals = score_and_triage(bundle, pairs, golds, refs, opts, triage_layer=layer, on_progress=tick,
                                                combine=combine, aligner=aligner)
@@ -132,7 +135,7 @@ def run_testset(bundle: ModelBundle, src: Path | None, tgt: Path | None = None, 
     corpus: dict[str, Any] = {"sentences": n, "ranking": ranking, "unusable": dict(ranked.unusable),
                               "settings": f"model {model_name or bundle.name} · layer {layer} · head {head} · "
                                           f"{method} · suspects ranked by {RANKINGS[ranking]} · learned aligner's signals: "
-                                          f"{'none' if aligner is None else aligner_name or 'yes'}"}
+                                          f"{'none' if aligner is None else aligner_name or 'given'}"}
     if gold_set is not None and totals.scored:
         c = totals.counts
         corpus.update({"aer": c.aer, "precision": c.precision, "recall": c.recall})

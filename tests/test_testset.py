@@ -102,6 +102,8 @@ def test_the_test_set_page_reads_the_aligner_it_is_given(bundle, tmp_path):
     assert without.calibration.settings.get("aligner") is None
     assert with_it.corpus["settings"].endswith("learned aligner's signals: mine")
     assert without.corpus["settings"].endswith("learned aligner's signals: none")
+    # by name, as `aligndebug triage --aligner`: the tiny model is not the embedded aligner's, so none is read
+    assert run_testset(bundle, f["src"], f["tgt"], limit=2).corpus["settings"].endswith("signals: none")
 
 
 def test_the_test_set_page_translates_and_names_bad_files(bundle, tmp_path):

@@ -15,6 +15,7 @@ process CPU time (other load on the machine does not count):
             forced, the fits, scoring)
 
     OMP_NUM_THREADS=1 python bench/bench_triage.py --n 500 --repeats 3
+    OMP_NUM_THREADS=1 python bench/bench_triage.py --n 500 --repeats 6 --kinds plain,learned   # more rounds of the two
 
 Printed: each run's time, and each kind against the plain one twice: the fastest run of each (best of the
 repeats), and run by run within each round of the five (the runs of a round follow each other, so the
@@ -41,17 +42,26 @@ from aligndebug.models import load_model  # noqa: E402
 from aligndebug.runner import run_triage  # noqa: E402
 
 
+KINDS = ("plain", "fisher", "nogain", "noalign", "learned")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=500, help="sentences (from datasets/heldout/europarl-deen-500)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=2, help="runs of each, interleaved; the fastest counts")
+    ap.add_argument("--kinds", default=",".join(KINDS),
+                    help="the kinds of run, comma-separated (plain is always run: the others are measured against it)")
     args = ap.parse_args()
+    kinds = ["plain"] + [k for k in KINDS[1:] if k in args.kinds.split(",")]
+    unknown = set(args.kinds.split(",")) - set(KINDS)
+    if unknown:
+        ap.error(f"unknown kinds {sorted(unknown)}: expected some of {', '.join(KINDS)}")
     torch.set_num_threads(1)
     sources = (REPO / "datasets/heldout/europarl-deen-500/test.de").read_text(encoding="utf-8").splitlines()[:args.n]
     bundle = load_model("default")
     rounds: dict[str, list[float]] = {}  # name -> its runs' times, round by round
-    for name in [n for _ in range(args.repeats) for n in ("plain", "fisher", "nogain", "noalign", "learned")]:
+    for name in [n for _ in range(args.repeats) for n in kinds]:
         with ExitStack() as patches:
             if name == "plain":
                 patches.enter_context(mock.patch.object(alti, "supports", lambda model: False))
@@ -65,7 +75,7 @@ def main() -> None:
             took = time.process_time() - t0
         rounds.setdefault(name, []).append(took)
         print(f"{name:8s} {took:7.1f} s CPU  ({len(rows)} rows, combine {rows.calibration.combine})", flush=True)
-    for name in ("fisher", "nogain", "noalign", "learned"):
+    for name in kinds[1:]:
         # a round's runs follow each other, so their ratio is less moved by the machine's drift between rounds
         paired = np.array(rounds[name]) / np.array(rounds["plain"])
         best = min(rounds[name]) / min(rounds["plain"])

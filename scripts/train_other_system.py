@@ -1,0 +1,105 @@
+"""Train a second German->English system, unlike the embedded model, and translate the 500 held-out Europarl
+sources with it: "another system's output" to force through the embedded model (`aligndebug triage --src
+--tgt`), as the issue's WMT18 table forces another system's output.
+
+It reads the same training data as `train_default_model.py` (its corpus preparation and held-out split, so
+the 500 stay unseen) but is another system: its own SentencePiece vocabulary (16k), a larger Transformer (d=512,
+6+6 layers, 8 heads), its own seed, a fixed wall-clock training budget and beam search. Meant for a GPU (one H200
+trained it in the budget below); on a CPU it runs but learns little in that time::
+
+    python scripts/train_other_system.py --seconds 240 --out other.en
+
+Prints BLEU/chrF of its translations against the references, and writes one translation a line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import sacrebleu
+import torch
+from transformers import MarianConfig, MarianMTModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_default_model import build_tokenizer, collate, encode_corpus, make_batches, prepare_corpus, read_lines  # noqa: E402
+
+SEED = 20261204
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / "datasets")
+    ap.add_argument("--work", type=Path, default=Path("runs/other-system"))
+    ap.add_argument("--out", type=Path, required=True, help="the held-out sources' translations, one a line")
+    ap.add_argument("--seconds", type=float, default=240.0, help="training time (wall clock)")
+    ap.add_argument("--max-tokens", type=int, default=12000)
+    ap.add_argument("--lr", type=float, default=7e-4)
+    ap.add_argument("--warmup", type=int, default=500)
+    ap.add_argument("--beam", type=int, default=4)
+    ap.add_argument("--limit", type=int, default=None, help="translate only the first N sources (a quick check)")
+    args = ap.parse_args()
+    torch.manual_seed(SEED)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    prepare_corpus(args.data, args.work)
+    tok = build_tokenizer(args.work, 16000)
+    src, tgt = encode_corpus(tok, args.work, max_len=200)
+    pad = tok.pad_token_id
+    cfg = MarianConfig(
+        vocab_size=len(tok.get_vocab()), d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8,
+        decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048, max_position_embeddings=256,
+        pad_token_id=pad, eos_token_id=tok.eos_token_id, decoder_start_token_id=pad,
+        forced_eos_token_id=tok.eos_token_id, dropout=0.2, attention_dropout=0.1, activation_function="relu",
+        scale_embedding=True, share_encoder_decoder_embeddings=True, tie_word_embeddings=True,
+        decoder_vocab_size=len(tok.get_vocab()))
+    model = MarianMTModel(cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9, weight_decay=1e-4)
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-100, label_smoothing=0.1)
+    model.train()
+    t0, step, epoch = time.time(), 0, 0
+    while time.time() - t0 < args.seconds:
+        for idx in make_batches(src, tgt, args.max_tokens, epoch + 100):
+            elapsed = time.time() - t0
+            if elapsed >= args.seconds:
+                break
+            # linear warm-up, then linear decay to 0 at the end of the time budget
+            lr = args.lr * min(1.0, (step + 1) / args.warmup) * max(0.0, 1 - elapsed / args.seconds)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x = collate([src[i] for i in idx], pad).to(device)
+            y = collate([tgt[i] for i in idx], pad).to(device)
+            labels = y.masked_fill(y == pad, -100)
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+                logits = model(input_ids=x, attention_mask=(x != pad), labels=labels).logits
+            loss = loss_fn(logits.float().view(-1, logits.size(-1)), labels.view(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            if step % 500 == 0:
+                print(f"epoch {epoch} step {step} loss {loss.item():.3f} {time.time() - t0:.0f}s", flush=True)
+        epoch += 1
+    print(f"trained {step} steps in {epoch} passes (the last one partial), {time.time() - t0:.0f}s", flush=True)
+    model.eval()
+    sources = read_lines(args.work / "heldout_europarl.de")[:args.limit]
+    refs = read_lines(args.work / "heldout_europarl.en")[:args.limit]
+    hyps: dict[int, str] = {}
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    with torch.no_grad():
+        for b in range(0, len(order), 50):
+            idx = order[b:b + 50]
+            enc = tok([sources[i] for i in idx], return_tensors="pt", padding=True, truncation=True).to(device)
+            gen = model.generate(**enc, num_beams=args.beam, do_sample=False, max_new_tokens=200)
+            for i, text in zip(idx, tok.batch_decode(gen, skip_special_tokens=True)):
+                hyps[i] = " ".join(text.split())  # one line each, whatever the tokenizer decodes
+    out = [hyps[i] for i in range(len(sources))]
+    print(f"held-out Europarl: BLEU {sacrebleu.corpus_bleu(out, [refs]).score:.2f} "
+          f"chrF {sacrebleu.corpus_chrf(out, [refs]).score:.2f}", flush=True)
+    args.out.write_text("".join(h + "\n" for h in out), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1033,7 +1033,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        rc = args.func(args)
+        sys.stdout.flush()  # inside the try: a closed pipe met at exit's flush would print a traceback
+        return rc
+    except BrokenPipeError:
+        # the reader stopped early (`| head`), as a shell tool expects: no error, and none again at exit
+        # when Python flushes stdout
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool a pipe closed on
     except (InputError, ModelLoadError, ValueError, OSError) as exc:
         print(f"aligndebug: error: {exc}", file=sys.stderr)
         return 2

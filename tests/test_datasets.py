@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,6 +92,18 @@ def test_cli_lists_and_echoes(capsys):
     assert {r["name"] for r in json.loads(out)} == set(datasets.registry())
     rc, out, _ = run(capsys, "datasets", "--echo", "gold", "bicici-deen")
     assert rc == 0 and out.splitlines() == list(datasets.echo("bicici-deen", "gold"))
+
+
+@pytest.mark.parametrize("command", [["datasets", "--echo", "src", "bicici-deen"], ["datasets"]])
+def test_a_reader_that_stops_early_is_no_error(command):
+    """`aligndebug datasets --echo src bicici-deen | head -1`: the closed pipe ends the command quietly with the
+    status a shell gives a tool SIGPIPE stopped (141), whether it meets it while writing or at the final flush."""
+    code = ("import os, sys\n"
+            "r, w = os.pipe(); os.close(r); os.dup2(w, 1)  # a reader that has already gone\n"
+            "from aligndebug.cli import main\n"
+            f"sys.exit(main({command!r}))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 141 and done.stderr == ""
 
 
 def test_unknown_and_unshipped_sets_say_what_to_do(capsys):

@@ -35,6 +35,9 @@ def encode_words(tokenizer: Any, words: Sequence[str], target: bool = False, pre
 
 
 def _call(tokenizer: Any, text: Any, target: bool, **kwargs: Any) -> Any:
+    # not verbose: a sentence beyond the model's positions is the runner's to refuse or flag, by line, and the
+    # tokenizer's own warning ("will result in indexing errors") would say it cannot be handled
+    kwargs.setdefault("verbose", False)
     return tokenizer(text_target=text, **kwargs) if target else tokenizer(text, **kwargs)
 
 

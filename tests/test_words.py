@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -177,3 +179,26 @@ def test_token_links_to_words_drops_specials():
     links = token_links_to_words(np.array([0, 1, 2, 2]), np.array([1, 3, 2, 4]), SRC_IDS, TGT_IDS)
     # (tgt 0, src tok 1 -> word 0); (tgt 1, src tok 3 special) dropped; (tgt 2 -> word 1: src 1 and src 2)
     assert links == {(0, 0), (1, 1), (2, 1)}
+
+
+@pytest.mark.parametrize("family", ["marian", "bart"])
+def test_a_sentence_beyond_the_models_positions_is_encoded_without_the_tokenizers_warning(family, caplog):
+    """Such a sentence is the runner's to flag or refuse, by line: the tokenizer's own warning ("will result
+    in indexing errors") would tell the user it goes through the model anyway."""
+    from transformers.utils import logging as hf_logging
+
+    tok = copy.deepcopy(tm.tokenizer(family))  # a copy: its limit is set here, and its warned-once state used
+    tok.model_max_length = 64
+    words = ["Hund"] * 70
+    key = "sequence-length-is-longer-than-the-specified-maximum"
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            tok.deprecation_warnings.pop(key, None)  # the tokenizer warns once: forget an earlier warning
+            ids, _ = encode_words(tok, words)
+            assert len(ids) > tok.model_max_length and not caplog.records
+            tok.deprecation_warnings.pop(key, None)
+            tok(" ".join(words))  # the same text through the tokenizer's default call does warn
+            assert any("indexing errors" in r.getMessage() for r in caplog.records)
+    finally:
+        hf_logging.disable_propagation()

@@ -523,3 +523,30 @@ def test_triage_auc_takes_as_clean_controls_only_the_labelled_clean_texts(tmp_pa
     mask = mod.labelled_clean(tsv, ["A fish.", "A dog.", "A bird flies.", " A  cat."], [3, 1, 2, 0])
     assert mask.tolist() == [True, False, False, True]
     assert mod.labelled_clean(tmp_path / "errors.reference.tsv", ["x"], [0]) is None
+
+
+def test_type_score_offsets_script_finds_the_offset_that_lets_a_type_win(tmp_path):
+    """scripts/type_score_offsets.py, worked by hand: a clean row whose detached score (1.0) is above both
+    repetitions' repetition scores (0.5, 0.8) wins half the pairs (AUC 0.5); +0.5 on repetition ties one of them
+    (0.875); +1 or more puts both above every clean row (1.0, a lead of +0.1 over the best single signal's 0.9)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / "type_score_offsets.py"
+    spec = importlib.util.spec_from_file_location("type_score_offsets", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    scores = [(1.0, 0.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0, 0.5), (0.0, 0.0, 0.8), (0.0, 0.9, 0.0)]
+    rows = tmp_path / "run.jsonl"
+    rows.write_text("".join(json.dumps({"id": i, "translation": f"t{i}", "type_scores": dict(zip(mod.ERROR_TYPES, s))})
+                            + "\n" for i, s in enumerate(scores)), encoding="utf-8")
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("id\tlabels\n0\tnone\n1\tnone\n2\trepetition\n3\trepetition\n4\tomission\n", encoding="utf-8")
+    aucs = tmp_path / "aucs.json"
+    aucs.write_text(json.dumps({"labels": {"repetition": {"best_auc": 0.9}, "omission": {"best_auc": 0.5}}}))
+    cells = mod.label_cells(rows, labels, aucs)
+    assert [c[0] for c in cells] == ["run/repetition"]  # one omission row: too few to score
+    assert mod.leads(cells, np.zeros(3)) == pytest.approx([0.5 - 0.9])
+    assert mod.leads(cells, np.array([0.0, 0.0, 0.5])) == pytest.approx([0.875 - 0.9])
+    best = mod.best_offsets(cells, np.array([-1.0, 0.0, 0.5, 1.0]))
+    assert best[0][0] == pytest.approx(0.1) and best[0][2] == 1.0

@@ -178,4 +178,9 @@ def format_label_aucs(result: dict[str, Any]) -> str:
         tv = r.get("type_vs_best")
         typed += f"  {tv['difference']:+.3f} [{tv['low']:+.3f}, {tv['high']:+.3f}]" if tv else ""
         lines.append(f"{label:<20} {r['n']:>5} {r['auc']['score']:>10.3f}  {gap:<28} {best:<28} {typed}")
+    other = [label for label in result["labels"] if label not in LABEL_TYPES]
+    if other:  # a misspelt label would otherwise pass as a category of its own
+        lines.append(f"note: {', '.join(other)} {'is' if len(other) == 1 else 'are'} none of the categories "
+                     f"{', '.join(LABEL_TYPES)}: scored as {'a label' if len(other) == 1 else 'labels'} of "
+                     f"{'its' if len(other) == 1 else 'their'} own, with no error type's score")
     return "\n".join(lines)

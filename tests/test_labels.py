@@ -83,6 +83,11 @@ def test_label_aucs_by_hand():
         max(omission["auc"]["repeat_share"], omission["auc"]["seq_logprob"]))
     text = format_label_aucs(got)
     assert "1 left out" in text and "omission" in text and "repetition" in text
+    assert "none of the categories" not in text
+    # a label that is none of the WMT18 categories (here a misspelling) is scored, and said to be one of its own
+    labelled[0] = ErrorLabels(frozenset({"omision"}), "a")
+    text = format_label_aucs(label_aucs(_rows(), labelled))
+    assert "note: omision is none of the categories fully_detached, strongly_detached, omission, repetition" in text
 
 
 def test_label_aucs_without_a_clean_row_has_no_auc_to_give():

@@ -16,6 +16,8 @@ process CPU time (other load on the machine does not count):
 
     OMP_NUM_THREADS=1 python bench/bench_triage.py --n 500 --repeats 3
     OMP_NUM_THREADS=1 python bench/bench_triage.py --n 500 --repeats 6 --kinds plain,learned   # more rounds of the two
+    OMP_NUM_THREADS=1 python bench/bench_triage.py --src datasets/train/europarl-comtrans-deen/train.de --n 2000 \
+        --kinds plain,learned   # a larger set: the fit's cost is fixed, the rest grows with the set
 
 Printed: each run's time, and each kind against the plain one twice: the fastest run of each (best of the
 repeats), and run by run within each round of the five (the runs of a round follow each other, so the
@@ -25,6 +27,7 @@ machine's drift between rounds moves their ratio less).
 from __future__ import annotations
 
 import argparse
+import gzip
 import sys
 import time
 from pathlib import Path
@@ -47,7 +50,9 @@ KINDS = ("plain", "fisher", "nogain", "noalign", "learned")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=500, help="sentences (from datasets/heldout/europarl-deen-500)")
+    ap.add_argument("--n", type=int, default=500, help="sentences: the first N of --src")
+    ap.add_argument("--src", type=Path, default=REPO / "datasets/heldout/europarl-deen-500/test.de",
+                    help="sources, one a line (.gz read too; default: the 500 held-out Europarl sources)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=2, help="runs of each, interleaved; the fastest counts")
     ap.add_argument("--kinds", default=",".join(KINDS),
@@ -58,7 +63,8 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown kinds {sorted(unknown)}: expected some of {', '.join(KINDS)}")
     torch.set_num_threads(1)
-    sources = (REPO / "datasets/heldout/europarl-deen-500/test.de").read_text(encoding="utf-8").splitlines()[:args.n]
+    with (gzip.open if args.src.suffix == ".gz" else open)(args.src, "rt", encoding="utf-8") as f:
+        sources = [line.rstrip("\n") for _, line in zip(range(args.n), f)]
     bundle = load_model("default")
     rounds: dict[str, list[float]] = {}  # name -> its runs' times, round by round
     for name in [n for _ in range(args.repeats) for n in kinds]:

@@ -27,7 +27,6 @@ machine's drift between rounds moves their ratio less).
 from __future__ import annotations
 
 import argparse
-import gzip
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from aligndebug import alti, runner  # noqa: E402
 from aligndebug.models import load_model  # noqa: E402
+from aligndebug.pairs import iter_lines  # noqa: E402
 from aligndebug.runner import run_triage  # noqa: E402
 
 
@@ -63,8 +63,7 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown kinds {sorted(unknown)}: expected some of {', '.join(KINDS)}")
     torch.set_num_threads(1)
-    with (gzip.open if args.src.suffix == ".gz" else open)(args.src, "rt", encoding="utf-8") as f:
-        sources = [line.rstrip("\n") for _, line in zip(range(args.n), f)]
+    sources = [text for _, (_, text) in zip(range(args.n), iter_lines(args.src))]
     bundle = load_model("default")
     rounds: dict[str, list[float]] = {}  # name -> its runs' times, round by round
     for name in [n for _ in range(args.repeats) for n in kinds]:

@@ -134,7 +134,8 @@ def collate(ids: list[list[int]], pad: int) -> torch.Tensor:
     return out
 
 
-def translate(model, tok, sentences: list[str], device: str, batch_size: int = 64) -> list[str]:
+def translate(model, tok, sentences: list[str], device: str, batch_size: int = 64, beam: int = 1,
+              max_new_tokens: int = 128) -> list[str]:
     model.eval()
     out: list[str] = []
     with torch.no_grad():
@@ -143,7 +144,7 @@ def translate(model, tok, sentences: list[str], device: str, batch_size: int = 6
         for b in range(0, len(order), batch_size):
             idx = order[b: b + batch_size]
             enc = tok([sentences[i] for i in idx], return_tensors="pt", padding=True, truncation=True).to(device)
-            gen = model.generate(**enc, num_beams=1, do_sample=False, max_new_tokens=128)
+            gen = model.generate(**enc, num_beams=beam, do_sample=False, max_new_tokens=max_new_tokens)
             for i, text in zip(idx, tok.batch_decode(gen, skip_special_tokens=True)):
                 results[i] = text
         out = [results[i] for i in range(len(sentences))]

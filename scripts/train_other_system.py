@@ -24,7 +24,8 @@ import torch
 from transformers import MarianConfig, MarianMTModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_default_model import build_tokenizer, collate, encode_corpus, make_batches, prepare_corpus, read_lines  # noqa: E402
+from train_default_model import (build_tokenizer, collate, encode_corpus, make_batches, prepare_corpus,  # noqa: E402
+                                 read_lines, translate)
 
 SEED = 20261204
 
@@ -83,19 +84,11 @@ def main() -> None:
                 print(f"epoch {epoch} step {step} loss {loss.item():.3f} {time.time() - t0:.0f}s", flush=True)
         epoch += 1
     print(f"trained {step} steps in {epoch} passes (the last one partial), {time.time() - t0:.0f}s", flush=True)
-    model.eval()
     sources = read_lines(args.work / "heldout_europarl.de")[:args.limit]
     refs = read_lines(args.work / "heldout_europarl.en")[:args.limit]
-    hyps: dict[int, str] = {}
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    with torch.no_grad():
-        for b in range(0, len(order), 50):
-            idx = order[b:b + 50]
-            enc = tok([sources[i] for i in idx], return_tensors="pt", padding=True, truncation=True).to(device)
-            gen = model.generate(**enc, num_beams=args.beam, do_sample=False, max_new_tokens=200)
-            for i, text in zip(idx, tok.batch_decode(gen, skip_special_tokens=True)):
-                hyps[i] = " ".join(text.split())  # one line each, whatever the tokenizer decodes
-    out = [hyps[i] for i in range(len(sources))]
+    # one line each, whatever the tokenizer decodes
+    out = [" ".join(h.split()) for h in translate(model, tok, sources, device, batch_size=50, beam=args.beam,
+                                                   max_new_tokens=200)]
     print(f"held-out Europarl: BLEU {sacrebleu.corpus_bleu(out, [refs]).score:.2f} "
           f"chrF {sacrebleu.corpus_chrf(out, [refs]).score:.2f}", flush=True)
     args.out.write_text("".join(h + "\n" for h in out), encoding="utf-8")

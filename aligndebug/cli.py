@@ -712,8 +712,7 @@ def cmd_triage(args: argparse.Namespace) -> int:
     # a triage rerun with the same --out resumes from <out>.partial: only when that file is this run's
     triage_run = {"command": "triage", "aligndebug": __version__, "model": bundle.name,
                   "model_fingerprint": bundle.fingerprint(), **device_setting(args.device), "method": args.method,
-                  "layer": args.layer,
-                  "head": args.head, "percentile": args.percentile, "combine": args.combine,
+                  "layer": args.layer, "head": args.head, "percentile": args.percentile, "combine": args.combine,
                   "aligner": aligner_id(aligner),
                   "text": {k: file_fingerprint(getattr(args, k)) for k in ("src", "tgt", "ref")},
                   "inputs": {"calibration": file_fingerprint(args.calibration)},

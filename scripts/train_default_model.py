@@ -134,6 +134,19 @@ def collate(ids: list[list[int]], pad: int) -> torch.Tensor:
     return out
 
 
+def marian_config(tok: MarianTokenizer, d_model: int, encoder_layers: int, decoder_layers: int, heads: int,
+                  ffn: int, **kw) -> MarianConfig:
+    """A Marian Transformer for `tok`'s shared vocabulary (Marian's conventions: pad starts the decoder, tied
+    embeddings, 256 positions); `kw` sets dropout and activation."""
+    pad, vocab = tok.pad_token_id, len(tok.get_vocab())
+    return MarianConfig(
+        vocab_size=vocab, d_model=d_model, encoder_layers=encoder_layers, decoder_layers=decoder_layers,
+        encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=ffn, decoder_ffn_dim=ffn,
+        max_position_embeddings=256, pad_token_id=pad, eos_token_id=tok.eos_token_id, decoder_start_token_id=pad,
+        forced_eos_token_id=tok.eos_token_id, scale_embedding=True, share_encoder_decoder_embeddings=True,
+        tie_word_embeddings=True, decoder_vocab_size=vocab, **kw)
+
+
 def translate(model, tok, sentences: list[str], device: str, batch_size: int = 64, beam: int = 1,
               max_new_tokens: int = 128) -> list[str]:
     model.eval()
@@ -202,15 +215,8 @@ def main() -> None:
     tok = build_tokenizer(work, args.vocab)
     src, tgt = encode_corpus(tok, work, max_len=200)
     pad = tok.pad_token_id
-    cfg = MarianConfig(
-        vocab_size=len(tok.get_vocab()), d_model=args.d_model, encoder_layers=args.layers,
-        decoder_layers=args.layers, encoder_attention_heads=args.heads, decoder_attention_heads=args.heads,
-        encoder_ffn_dim=args.ffn, decoder_ffn_dim=args.ffn, max_position_embeddings=256,
-        pad_token_id=pad, eos_token_id=tok.eos_token_id, decoder_start_token_id=pad,
-        forced_eos_token_id=tok.eos_token_id, dropout=0.1, attention_dropout=0.0, activation_function="swish",
-        scale_embedding=True, share_encoder_decoder_embeddings=True, tie_word_embeddings=True,
-        decoder_vocab_size=len(tok.get_vocab()),
-    )
+    cfg = marian_config(tok, args.d_model, args.layers, args.layers, args.heads, args.ffn,
+                        dropout=0.1, attention_dropout=0.0, activation_function="swish")
     model = MarianMTModel(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9, weight_decay=1e-4)
     steps_per_epoch = len(make_batches(src, tgt, args.max_tokens, 0))

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import sacrebleu
 import torch
-from transformers import MarianConfig, MarianMTModel
+from transformers import MarianMTModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_default_model import (build_tokenizer, collate, encode_corpus, make_batches, prepare_corpus,  # noqa: E402
-                                 read_lines, translate)
+from train_default_model import (build_tokenizer, collate, encode_corpus, make_batches, marian_config,  # noqa: E402
+                                 prepare_corpus, read_lines, translate)
 
 SEED = 20261204
 
@@ -41,20 +41,21 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--beam", type=int, default=4)
     ap.add_argument("--limit", type=int, default=None, help="translate only the first N sources (a quick check)")
+    ap.add_argument("--vocab", type=int, default=16000)
+    ap.add_argument("--d-model", type=int, default=512)
+    ap.add_argument("--encoder-layers", type=int, default=6)
+    ap.add_argument("--decoder-layers", type=int, default=6)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--ffn", type=int, default=2048)
     args = ap.parse_args()
     torch.manual_seed(SEED)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     prepare_corpus(args.data, args.work)
-    tok = build_tokenizer(args.work, 16000)
+    tok = build_tokenizer(args.work, args.vocab)
     src, tgt = encode_corpus(tok, args.work, max_len=200)
     pad = tok.pad_token_id
-    cfg = MarianConfig(
-        vocab_size=len(tok.get_vocab()), d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8,
-        decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048, max_position_embeddings=256,
-        pad_token_id=pad, eos_token_id=tok.eos_token_id, decoder_start_token_id=pad,
-        forced_eos_token_id=tok.eos_token_id, dropout=0.2, attention_dropout=0.1, activation_function="relu",
-        scale_embedding=True, share_encoder_decoder_embeddings=True, tie_word_embeddings=True,
-        decoder_vocab_size=len(tok.get_vocab()))
+    cfg = marian_config(tok, args.d_model, args.encoder_layers, args.decoder_layers, args.heads, args.ffn,
+                        dropout=0.2, attention_dropout=0.1, activation_function="relu")
     model = MarianMTModel(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9, weight_decay=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-100, label_smoothing=0.1)
@@ -84,6 +85,8 @@ def main() -> None:
                 print(f"epoch {epoch} step {step} loss {loss.item():.3f} {time.time() - t0:.0f}s", flush=True)
         epoch += 1
     print(f"trained {step} steps in {epoch} passes (the last one partial), {time.time() - t0:.0f}s", flush=True)
+    model.save_pretrained(args.work / "model")  # safetensors: to translate again without training again
+    tok.save_pretrained(args.work / "model")
     sources = read_lines(args.work / "heldout_europarl.de")[:args.limit]
     refs = read_lines(args.work / "heldout_europarl.en")[:args.limit]
     # one line each, whatever the tokenizer decodes

@@ -355,6 +355,9 @@ def test_report_is_self_contained(tiny, triaged, tmp_path):
     assert text.count("<svg") == 2 and "<script" not in text and "http://cdn" not in text
     assert "src=\"http" not in text and "href=\"http" not in text
     assert "#1 · score" in text
+    # one label per chart, none per heatmap cell (they made the charts three times as large)
+    assert text.count('role="img" aria-label="cross-attention heatmap of sentence') == 2
+    assert "attention: " not in " ".join(re.findall(r'aria-label="([^"]*)"', text))
     # each inline chart's ids are its own (two charts must not share one legend gradient id)
     ids = re.findall(r'\bid="([^"]+)"', text)
     assert len(ids) == len(set(ids)) and any(i.startswith("c1_") for i in ids)

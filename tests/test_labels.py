@@ -7,7 +7,7 @@ import pytest
 from numeric import approx
 
 from aligndebug.errors import InputError
-from aligndebug.labels import ErrorLabels, format_label_aucs, label_aucs, read_error_labels
+from aligndebug.labels import LABEL_TYPES, ErrorLabels, format_label_aucs, label_aucs, read_error_labels
 
 
 def _write(tmp_path, text: str):
@@ -103,7 +103,7 @@ def test_label_aucs_needs_one_label_per_row():
         label_aucs(_rows(), [ErrorLabels(frozenset())] * 2)
 
 
-@pytest.mark.parametrize("target", ["reference", "own"])
+@pytest.mark.parametrize("target", ["reference", "own", "other"])
 def test_the_held_out_error_labels_in_datasets_read_and_match_their_set(data_dir, target):
     folder = data_dir / "heldout" / "europarl-deen-500"
     labelled = read_error_labels(folder / f"errors.{target}.tsv")
@@ -115,6 +115,9 @@ def test_the_held_out_error_labels_in_datasets_read_and_match_their_set(data_dir
     if target == "reference":  # the labelled text is the set's reference, line for line
         assert [x.translation for x in labelled] == (folder / "test.en").read_text(encoding="utf-8").splitlines()
         assert sum(not x.labels for x in labelled) == 490
+    elif target == "other":  # another system's output, shipped beside its labels, line for line
+        assert [x.translation for x in labelled] == (folder / "other.en").read_text(encoding="utf-8").splitlines()
+        assert sum(not x.labels for x in labelled) == 51 and names == set(LABEL_TYPES)
     else:
         assert sum(not x.labels for x in labelled) == 128 and "repetition" in names
 

@@ -147,6 +147,23 @@ def marian_config(tok: MarianTokenizer, d_model: int, encoder_layers: int, decod
         tie_word_embeddings=True, decoder_vocab_size=vocab, **kw)
 
 
+def train_step(model, opt, loss_fn, src_ids: list[list[int]], tgt_ids: list[list[int]], pad: int, device: str,
+               bf16: bool = False) -> tuple[float, int]:
+    """One optimiser step on a batch of (source, target) id lists, gradients clipped to norm 1; returns the loss
+    and the batch's target tokens. `bf16`: the forward pass under bfloat16 autocast (a GPU)."""
+    x = collate(src_ids, pad).to(device)
+    y = collate(tgt_ids, pad).to(device)
+    labels = y.masked_fill(y == pad, -100)
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(input_ids=x, attention_mask=(x != pad), labels=labels).logits
+    loss = loss_fn(logits.float().view(-1, logits.size(-1)), labels.view(-1))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss.item(), int((labels != -100).sum())
+
+
 def translate(model, tok, sentences: list[str], device: str, batch_size: int = 64, beam: int = 1,
               max_new_tokens: int = 128) -> list[str]:
     model.eval()
@@ -255,22 +272,14 @@ def main() -> None:
         batches = make_batches(src, tgt, args.max_tokens, state["epoch"])
         while state["batch"] < len(batches):
             idx = batches[state["batch"]]
-            x = collate([src[i] for i in idx], pad).to(device)
-            y = collate([tgt[i] for i in idx], pad).to(device)
-            labels = y.masked_fill(y == pad, -100)
             for g in opt.param_groups:
                 g["lr"] = lr_at(state["step"], total, args.warmup, args.lr)
-            logits = model(input_ids=x, attention_mask=(x != pad), labels=labels).logits
-            loss = loss_fn(logits.view(-1, logits.size(-1)), labels.view(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            loss, n_tokens = train_step(model, opt, loss_fn, [src[i] for i in idx], [tgt[i] for i in idx], pad, device)
             state["step"] += 1
             state["batch"] += 1
-            state["tokens"] += int((labels != -100).sum())
+            state["tokens"] += n_tokens
             state["elapsed_s"] = time.time() - t0
-            running.append(loss.item())
+            running.append(loss)
             if state["step"] % 50 == 0:
                 row = {"step": state["step"], "epoch": state["epoch"], "loss": round(sum(running) / len(running), 4),
                        "lr": opt.param_groups[0]["lr"], "elapsed_min": round(state["elapsed_s"] / 60, 2),

@@ -27,8 +27,8 @@ import torch
 from transformers import MarianMTModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_default_model import (build_tokenizer, collate, encode_corpus, make_batches, marian_config,  # noqa: E402
-                                 prepare_corpus, read_lines, translate)
+from train_default_model import (build_tokenizer, encode_corpus, make_batches, marian_config,  # noqa: E402
+                                 prepare_corpus, read_lines, train_step, translate)
 
 SEED = 20261204
 
@@ -73,19 +73,11 @@ def main() -> None:
             lr = args.lr * min(1.0, (step + 1) / args.warmup) * max(0.0, 1 - elapsed / args.seconds)
             for g in opt.param_groups:
                 g["lr"] = lr
-            x = collate([src[i] for i in idx], pad).to(device)
-            y = collate([tgt[i] for i in idx], pad).to(device)
-            labels = y.masked_fill(y == pad, -100)
-            with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-                logits = model(input_ids=x, attention_mask=(x != pad), labels=labels).logits
-            loss = loss_fn(logits.float().view(-1, logits.size(-1)), labels.view(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            loss, _ = train_step(model, opt, loss_fn, [src[i] for i in idx], [tgt[i] for i in idx], pad, device,
+                                 bf16=device == "cuda")
             step += 1
             if step % 500 == 0:
-                print(f"epoch {epoch} step {step} loss {loss.item():.3f} {time.time() - t0:.0f}s", flush=True)
+                print(f"epoch {epoch} step {step} loss {loss:.3f} {time.time() - t0:.0f}s", flush=True)
         epoch += 1
     print(f"trained {step} steps in {epoch} passes (the last one partial), {time.time() - t0:.0f}s", flush=True)
     model.save_pretrained(args.work / "model")  # safetensors: to translate again without training again

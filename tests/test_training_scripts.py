@@ -37,3 +37,22 @@ def test_marian_config_takes_other_depths_and_settings():
     assert (cfg.d_model, cfg.encoder_layers, cfg.decoder_layers, cfg.encoder_attention_heads) == (128, 4, 2, 2)
     assert (cfg.decoder_ffn_dim, cfg.dropout, cfg.activation_function) == (512, 0.2, "relu")
     assert cfg.decoder_start_token_id == tok.pad_token_id
+
+
+def test_train_step_learns_a_batch_and_counts_its_target_tokens():
+    import torch
+    from transformers import MarianMTModel, MarianTokenizer
+
+    torch.manual_seed(0)
+    tok = MarianTokenizer.from_pretrained(REPO / "aligndebug" / "default_model")
+    model = MarianMTModel(train.marian_config(tok, 32, 1, 1, 2, 64, dropout=0.0))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-100)
+    src = [tok("der Hund schläft .")["input_ids"], tok("ein Haus")["input_ids"]]
+    tgt = [tok(text_target="the dog sleeps .")["input_ids"], tok(text_target="a house")["input_ids"]]
+    losses = []
+    for _ in range(15):
+        loss, n_tokens = train.train_step(model, opt, loss_fn, src, tgt, tok.pad_token_id, "cpu")
+        losses.append(loss)
+    assert n_tokens == sum(map(len, tgt))  # padding is no target token
+    assert losses[-1] < 0.5 * losses[0]

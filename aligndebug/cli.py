@@ -643,7 +643,8 @@ def add_triage_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--percentile", type=percentile, default=95.0, help="flag threshold percentile when calibrating")
     p.add_argument("--combine", choices=("learned", "fisher"), default="learned",
                    help="how the signals make one score: learned (default; weights fitted without labels on this "
-                        "set against synthetic errors made from it, saved in the calibration) or fisher (Fisher's "
+                        "set against synthetic errors made from it, and the rate of each error the set seems to hold, "
+                        "saved in the calibration) or fisher (Fisher's "
                         "method, every signal family the same weight)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the synthetic errors the learned combination is fitted on (default 0): another seed "

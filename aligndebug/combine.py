@@ -38,19 +38,21 @@ drown a strong one. Here the weights are learned from the calibration set itself
    not help gets weight 0 rather than a sign that fits an artefact of the synthetic errors. Solved
    with scipy's L-BFGS-B (bounds) on the exact gradient; scikit-learn is not needed (and has no
    non-negativity constraint).
-4. **Score** (`Combiner.logit`): per type, the fitted log-odds that the row is an error of that
-   type rather than a clean row *at even odds*, blended with how rare those log-odds are among the
-   clean rows' own (the mean of the log-odds and their z-score, `continuous_z`, `Combiner.type_scores`);
-   the overall score is the largest type score, and its type is the verdict (`Combiner.score` gives
-   that type's probability). Each row also carries every error type's own score (the largest type
-   score of its kinds, `Verdict.type_scores`), to rank by one type alone. The blend because each
-   pure form loses a type on scripts/triage_auc.py: the largest log-odds lets an easily separated
-   type (repetition: one doubled word is near-certain) outrank false alarms of another only as far
-   as its fit's L2 allows, so clean rows with a high detached log-odds outrank repetitions; z-scores alone flatten
-   omission, whose clean rows spread wide (chosen on README's synthetic benchmark before
-   `SPLICE_BLIND`; README gives both benchmarks, synthetic and labelled, and where each loses);
-   `Combiner.clean_z` (z-scores alone) stays for comparison. Calibrations saved before VERSION 3
-   rank by the largest log-odds (`ranking` "max"), as they did.
+4. **Error rates** (`error_rates`, VERSION 10): how many of the calibration rows seem to hold each kind of
+   error. The fitted log-odds of a kind are a likelihood ratio, error of that kind against clean; with those
+   held fixed, the shares of a mixture of clean rows and the kinds are estimated on all the calibration rows by
+   expectation-maximisation, with a small Dirichlet prior (`PRIOR_SHARE`) so that no kind's rate is 0.
+5. **Score** (`Combiner.logit`): the log-odds that a row holds any of the errors at those rates (log of the
+   sum over kinds of rate x likelihood ratio, over the clean rate). Each error type's own score
+   (`Verdict.type_scores`) is the same sum over its kinds alone, and the verdict is the type with the largest.
+   Why the rates: a set's errors are not spread evenly over the types (a weak system repeats itself in most of
+   its sentences, a good one hardly ever), and with every type at the same odds a type that is rare in the set
+   fills the top of the ranking with its false alarms. README's labelled errors (Europarl, own translations):
+   the repetitions ranked 0.90 by version 9's largest type score and 0.95 with the rates.
+   Calibrations saved before VERSION 10 keep ranking as they did: "blend" (VERSION 3-9: the largest over the
+   kinds of the mean of a kind's log-odds and of their z-score among the clean rows' own, `continuous_z`) or
+   "max" (before VERSION 3: the largest log-odds). `Combiner.clean_z` (z-scores alone) stays for comparison.
+
 `fit_with_model` forces 50 variants per error type by default: on that benchmark 50, 100 and all
 (248) gave learned AUCs within 0.012 of each other, and the forced passes are most of the fit's cost
 (bench/bench_triage.py measures it; README gives the figures).
@@ -110,7 +112,10 @@ FIT_L2 = 0.2
 # the smallest share of the calibration rows `reliable_clean` keeps when it leaves out rows that say a content
 # word again: a fit on fewer would stand on the few short rows of a set of long sentences
 MIN_RELIABLE_SHARE = 0.25
-VERSION = 9
+# the prior of `error_rates`: pseudo-rows, as a share of the rows, spread evenly over the kinds, so that no kind's
+# rate falls to 0 (a rate of 0 would leave that kind's errors unranked, whatever their log-odds)
+PRIOR_SHARE = 0.05
+VERSION = 10
 
 
 def signal_catalogue() -> dict[str, tuple[str, str]]:
@@ -344,13 +349,15 @@ def feature_names(signals: Sequence[str], directions: Mapping[str, str]) -> list
 @dataclass
 class Verdict:
     """One row's learned verdict: the ranking score, the reasons in words (the verdict first), the error type
-    (`ERROR_TYPES`) it is most like, and each error type's own score: the largest type score of its kinds, on
-    the scale of the ranking score, which is the largest of them."""
+    (`ERROR_TYPES`) it is most like (the largest of its type scores), each error type's own score (from the
+    type scores of its kinds, on the scale of the ranking score: in a mixture the log-odds of that type's
+    errors, the ranking score the log-odds of any), and the probability the verdict's words give."""
 
     score: float
     reasons: list[str]
     error_type: str
     type_scores: dict[str, float]
+    probability: float  # what the first reason gives (`Combiner._probability`)
 
 
 @dataclass
@@ -367,7 +374,10 @@ class Combiner:
     train_auc: dict[str, float] = field(default_factory=dict)  # on the fitting rows themselves
     clean_logits: dict[str, list[float]] = field(default_factory=dict)  # error type -> sorted log-odds of the clean rows
     cv_loss: dict[str, dict[str, float]] = field(default_factory=dict)  # error type -> L2 -> out-of-fold log-loss
-    # how the types make one score: "blend" (new fits; `type_scores`) or "max" (the largest log-odds;
+    # "clean" and each kind -> its share of the reference rows (`error_rates`); empty before VERSION 10
+    rates: dict[str, float] = field(default_factory=dict)
+    # how the kinds make one score: "mixture" (new fits: the log-odds of any error at the calibration rows' own
+    # error rates), "blend" (VERSION 3-9: the largest blended type score) or "max" (the largest log-odds;
     # calibrations saved before VERSION 3 have no such key and keep ranking that way)
     ranking: str = "max"
     version: int = VERSION
@@ -433,32 +443,48 @@ class Combiner:
         return {k: special.expit(v) for k, v in self.logits(rows).items()}
 
     def _type_scores(self, lg: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.ranking == "mixture":
+            clean = math.log(self.rates["clean"])
+            return {k: v + math.log(self.rates[k]) - clean for k, v in lg.items()}
         if self.ranking == "max":
             return dict(lg)
         refs = self._logit_refs()
         return {k: 0.5 * v + 0.5 * continuous_z(v, *refs[k]) for k, v in lg.items()}
 
     def type_scores(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-        """Error type -> the score that type gives each row. "blend": the mean of its log-odds and of
-        those log-odds as a z-score among the clean rows' own (`continuous_z`: how rare they are on clean rows):
-        log-odds alone let a type whose variants separate easily outshout the others, z-scores alone
-        flatten a type whose errors are far out; "max": the log-odds."""
+        """Kind -> the score that kind gives each row. "mixture": the log-odds that the row is an error of that
+        kind rather than clean, at the error rates of the calibration rows (`rates`): its fitted log-odds (at
+        even odds) plus the log of its rate over the clean rows'. "blend": the mean of its log-odds and of
+        those log-odds as a z-score among the clean rows' own (`continuous_z`); "max": the log-odds."""
         return self._type_scores(self.logits(rows))
 
-    @staticmethod
-    def _by_error_type(sc: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Error type (`KINDS`) -> the largest type score of its kinds, from the kinds' type scores."""
+    def _combined(self, scores: Sequence[np.ndarray]) -> np.ndarray:
+        """One score from several kinds' type scores: the log-odds of any of them (their log-sum-exp) in a
+        mixture, else the largest."""
+        stacked = np.stack(list(scores))
+        return special.logsumexp(stacked, axis=0) if self.ranking == "mixture" else np.max(stacked, axis=0)
+
+    def _by_error_type(self, sc: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Error type (`KINDS`) -> its score, from its kinds' type scores (`_combined`)."""
         of = {kind: KINDS.get(kind, kind) for kind in sc}
-        return {t: np.max([sc[k] for k in sc if of[k] == t], axis=0) for t in dict.fromkeys(of.values())}
+        return {t: self._combined([sc[k] for k in sc if of[k] == t]) for t in dict.fromkeys(of.values())}
 
     def error_type_scores(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
         """Error type -> its own score per row (what `Verdict.type_scores` holds), without the reasons in words."""
         return self._by_error_type(self.type_scores(rows))
 
     def logit(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """The ranking score: the largest type score (`type_scores`) over the error types, per row."""
+        """The ranking score per row: in a mixture the log-odds that the row holds any of the fitted errors
+        (`_combined` over all kinds), else the largest type score."""
         sc = self.type_scores(rows)
-        return np.max(np.stack([sc[k] for k in self.weights]), axis=0)
+        return self._combined([sc[k] for k in self.weights])
+
+    def with_rates_of(self, rows: Sequence[Mapping[str, Any]], prior_share: float = PRIOR_SHARE) -> "Combiner":
+        """A copy whose error rates are estimated on `rows` (`error_rates`) instead of the calibration rows."""
+        lg = self.logits(rows)
+        shares = error_rates(np.stack([lg[k] for k in self.weights]), prior_share)
+        rates = {"clean": float(shares[0]), **{k: float(v) for k, v in zip(self.weights, shares[1:])}}
+        return Combiner.from_dict({**self.to_dict(), "rates": rates, "ranking": "mixture"})
 
     def clean_z(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """An alternative ranking score: each type's log-odds as a suspect z-score among the clean
@@ -466,17 +492,21 @@ class Combiner:
         lg, refs = self.logits(rows), self._logit_refs()
         return np.max(np.stack([suspect_z(lg[k], *refs[k]) for k in self.weights]), axis=0)
 
+    def _probability(self, lg: Mapping[str, np.ndarray], overall: np.ndarray, kind: str, i: int) -> float:
+        """What row i's verdict gives as its probability: in a mixture that the row holds any of the fitted
+        errors, at the calibration rows' error rates; else its kind's fitted probability at even odds."""
+        return float(special.expit(overall[i] if self.ranking == "mixture" else lg[kind][i]))
+
     def score(self, row: Mapping[str, Any]) -> tuple[float, str]:
-        """(error probability, error type) of one row: the fitted kind with the largest type score (the
-        verdict), its fitted probability and the error type it is (`KINDS`)."""
-        lg = self.logits([row])
-        sc = self._type_scores(lg)
-        kind = max(sc, key=lambda k: float(sc[k][0]))
-        return float(special.expit(lg[kind][0])), KINDS.get(kind, kind)
+        """(error probability, error type) of one row: its verdict's error type (`verdicts`) and the probability
+        `_probability` gives."""
+        v = self.verdicts([row], k=0)[0]
+        return v.probability, v.error_type
 
     def verdicts(self, rows: Sequence[Mapping[str, Any]], k: int = 3) -> list[Verdict]:
-        """The `Verdict` of every row, from one pass over the features: the score is the largest type score
-        over the error types (`logit`), the words are `reasons` for that type."""
+        """The `Verdict` of every row, from one pass over the features: the score is `logit`'s, the verdict
+        the error type with the largest score (`error_type_scores`), the words `reasons` for the kind of that
+        type with the largest type score."""
         if not rows:
             return []
         x = self.features(rows)
@@ -484,14 +514,19 @@ class Combiner:
         lg = self._logits(x)
         sc = self._type_scores(lg)
         stacked = np.stack([sc[t] for t in kinds])
-        best = stacked.argmax(axis=0)
+        overall = self._combined(stacked)
         by_type = self._by_error_type(sc)
+        types = list(by_type)
+        verdict = np.stack([by_type[t] for t in types]).argmax(axis=0)
+        # the verdict's kind: the one of the verdict's type with the largest type score
+        of_type = np.array([[KINDS.get(k, k) == t for k in kinds] for t in types])
+        best = np.where(of_type[verdict].T, stacked, -np.inf).argmax(axis=0)
         out = []
         for i, row in enumerate(rows):
             kind = kinds[best[i]]
-            words = self._reasons(row, x[i], kind, float(special.expit(lg[kind][i])), k)
-            out.append(Verdict(float(stacked[best[i], i]), words, KINDS.get(kind, kind),
-                               {t: float(v[i]) for t, v in by_type.items()}))
+            prob = self._probability(lg, overall, kind, i)
+            out.append(Verdict(float(overall[i]), self._reasons(row, x[i], kind, prob, k), KINDS.get(kind, kind),
+                               {t: float(v[i]) for t, v in by_type.items()}, prob))
         return out
 
     def reasons(self, row: Mapping[str, Any], k: int = 3) -> list[str]:
@@ -509,8 +544,9 @@ class Combiner:
         how = {"distant_repetition": " (a span said again further on)",
                "partly_detached": " (it leaves the source partway)",
                "appended": " (it goes on past its source)"}.get(kind, "")
-        out = [f"most like {article} {error} error{how}: learned probability {prob:.2f} (at even odds against a "
-               "clean row)"]
+        odds = ("that it holds an error, at the calibration rows' error rates" if self.ranking == "mixture"
+                else "(at even odds against a clean row)")
+        out = [f"most like {article} {error} error{how}: learned probability {prob:.2f} {odds}"]
         for i in np.argsort(-push)[:k]:
             if push[i] <= 0 or x[i] < 1.0:  # only signals beyond one standard deviation on the suspect side
                 continue
@@ -600,6 +636,33 @@ def choose_l2(x_clean: np.ndarray, x_err: np.ndarray, err_groups: np.ndarray | N
     return float(best), losses
 
 
+def used_of(kind: str, order: Sequence[str]) -> np.ndarray:
+    """1 for each feature in `order` that `kind`'s fit may use, 0 for those `SPLICE_BLIND` leaves out."""
+    return np.array([f.split(":")[0] not in SPLICE_BLIND.get(kind, ()) for f in order], dtype=np.float64)
+
+
+def error_rates(logits: np.ndarray, prior_share: float = PRIOR_SHARE, tol: float = 1e-9,
+                max_iter: int = 1000) -> np.ndarray:
+    """The shares of clean rows and of each kind's errors among rows whose log-odds of each kind against a clean
+    row (at even odds) are `logits` [kinds, rows]: the weights of a mixture of the clean rows and the kinds,
+    with each row's likelihood ratios held at exp(logits), by expectation-maximisation. A Dirichlet prior adds
+    `prior_share` times the number of rows as pseudo-rows, spread evenly over the kinds (none to the clean
+    rows), so every kind keeps a rate above 0. Returns [clean, kind 1, ...], summing to 1."""
+    k, n = logits.shape
+    log_lr = np.vstack([np.zeros(n), np.asarray(logits, dtype=np.float64)])
+    prior = np.r_[0.0, np.full(k, prior_share * n / k)] if k else np.zeros(1)
+    rates = np.full(k + 1, 1.0 / (k + 1))
+    for _ in range(max_iter):
+        posterior = special.softmax(log_lr + np.log(rates)[:, None], axis=0)  # P(component | row)
+        counts = posterior.sum(axis=1) + prior
+        new = counts / counts.sum()
+        done = np.max(np.abs(new - rates)) < tol
+        rates = new
+        if done:
+            break
+    return rates
+
+
 def fit(clean_rows: Sequence[Mapping[str, Any]], variant_rows: Mapping[str, Sequence[Mapping[str, Any]]],
         l2: float | None = None, signals: Sequence[str] | None = None,
         groups: Mapping[str, Sequence[int]] | None = None, seed: int = 0,
@@ -621,15 +684,16 @@ def fit(clean_rows: Sequence[Mapping[str, Any]], variant_rows: Mapping[str, Sequ
         raise ValueError("no signal is defined on the clean rows")
     chosen = list(samples)
     comb = Combiner(signals=chosen, directions={s: cat[s][0] for s in chosen}, samples=samples, weights={},
-                    intercepts={}, l2={}, n_fit={}, ranking="blend")
+                    intercepts={}, l2={}, n_fit={}, ranking="mixture")
     x_all = comb.features(clean_rows)
     x_ref = x_all if reference_rows is clean_rows else comb.features(reference_rows)
     order = comb.features_order
+    ref_logits: dict[str, np.ndarray] = {}  # kind -> the reference rows' log-odds, for their error rates
     for kind, rows in variant_rows.items():
         if not rows:
             continue
         # a left-out signal's columns are zero, so its weight stays 0 (L2 on a weight with no data gradient)
-        used = np.array([f.split(":")[0] not in SPLICE_BLIND.get(kind, ()) for f in order], dtype=np.float64)
+        used = used_of(kind, order)
         x_clean, x_err = x_all * used, comb.features(rows) * used
         if l2 is None:
             strength, comb.cv_loss[kind] = choose_l2(x_clean, x_err, None if groups is None else groups.get(kind),
@@ -644,12 +708,15 @@ def fit(clean_rows: Sequence[Mapping[str, Any]], variant_rows: Mapping[str, Sequ
         comb.intercepts[kind] = b
         comb.n_fit[kind] = {"clean": len(x_clean), "errors": len(x_err)}
         comb.train_auc[kind] = roc_auc(x @ w + b, y)
-        own = np.sort((x_ref * used) @ w + b)
+        ref_logits[kind] = (x_ref * used) @ w + b
+        own = np.sort(ref_logits[kind])
         if len(own) > MAX_SAMPLES:
             own = np.quantile(own, np.linspace(0, 1, MAX_SAMPLES))
         comb.clean_logits[kind] = [float(v) for v in own]
     if not comb.weights:
         raise ValueError("no synthetic errors to fit on")
+    shares = error_rates(np.stack(list(ref_logits.values())))
+    comb.rates = {"clean": float(shares[0]), **{kind: float(v) for kind, v in zip(ref_logits, shares[1:])}}
     return comb
 
 
@@ -793,9 +860,13 @@ def scored_row(row: dict[str, Any], calibration: triage.Calibration, verdict: Ve
 
 
 def describe(comb: Combiner, k: int = 5) -> list[str]:
-    """The fitted weights in words: per error type its largest weights."""
+    """The fitted weights in words: the calibration rows' error rates (a mixture's), then per kind of error its
+    largest weights."""
     cat = signal_catalogue()
     lines = []
+    if comb.rates:
+        lines.append("error rates of the calibration rows (estimated): "
+                     + ", ".join(f"{kind} {100 * v:.1f}%" for kind, v in comb.rates.items()))
     for kind, w in comb.weights.items():
         top = sorted(((v, f) for f, v in w.items() if v > 0), reverse=True)[:k]
         parts = [f"{cat.get(f.partition(':')[0], (None, f))[1]}{' (' + f.partition(':')[2] + ' side)' if ':' in f else ''}"

@@ -119,9 +119,11 @@ def render_report(rows: Iterable[dict[str, Any]], *, bundle: Any = None, calibra
             f"{_esc(f)} {n}" for f, n in flag_counts.most_common()) + "</p>")
     comb = learned(calibration) if calibration is not None else None
     if comb is not None:
-        parts.append('<p class="meta">score = learned log-odds that the sentence is an error (the largest over the '
-                     "error types), from weights fitted without labels on the calibration set against synthetic "
-                     "errors made from it; higher = more suspect. Largest weights per error type:</p>")
+        what = ("that the sentence holds an error, at the error rates estimated on the calibration set"
+                if comb.ranking == "mixture" else "that the sentence is an error (the largest over the error types)")
+        parts.append(f'<p class="meta">score = learned log-odds {what}, from weights fitted without labels on '
+                     "the calibration set against synthetic errors made from it; higher = more suspect. Error rates "
+                     "and largest weights per kind of error:</p>")
         parts.append('<ul class="reasons weights">' + "".join(f"<li>{_esc(x)}</li>" for x in describe(comb)) + "</ul>")
     else:
         parts.append('<p class="meta">score = −log10 of the combined p-value of all signals against the calibration '

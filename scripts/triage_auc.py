@@ -89,6 +89,10 @@ def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args, ev_labe
     names = [n for n in SIGNALS
              if sum(np.isfinite(r.get(n, np.nan)) for r in rows["control"] if isinstance(r.get(n), float)) > 0]
     learned = {k: comb.logit(v) for k, v in rows.items()}  # per row, so the score of a set is its rows' scores
+    # the evaluation rows are one part controls to six parts errors, the calibration rows mostly clean: the same
+    # fit at the error rates of the rows it ranks, as triage estimates them when it calibrates on the rows it ranks
+    own_rates = comb.with_rates_of([r for v in rows.values() for r in v])
+    by_share: dict = {}  # the same fit at other priors of its error rates (--prior-shares)
     table: dict[str, dict[str, float]] = {}
     for kind in KINDS:
         both = rows["control"] + rows[kind]
@@ -98,6 +102,10 @@ def run_suite(bundle, name: str, fit_src, fit_tgt, ev_src, ev_tgt, args, ev_labe
         table.setdefault("Fisher score (today)", {})[kind] = roc_auc(fisher_scores(both, cal), labels)
         table.setdefault("learned combination", {})[kind] = roc_auc(np.r_[learned["control"], learned[kind]], labels)
         lg = comb.logits(both)
+        table.setdefault("learned, at the evaluation rows' error rates", {})[kind] = roc_auc(own_rates.logit(both), labels)
+        for share in args.prior_shares:
+            at = by_share.setdefault(share, comb.with_rates_of(fit_rows, share))
+            table.setdefault(f"learned, prior share {share:g}", {})[kind] = roc_auc(at.logit(both), labels)
         table.setdefault("learned, this type only", {})[kind] = roc_auc(lg[kind], labels) if kind in lg else np.nan
         typed = comb.error_type_scores(both)
         table.setdefault("learned, its error type's score", {})[kind] = (
@@ -212,6 +220,8 @@ def main(argv=None) -> int:
                     help="learned aligner whose signals the rows hold, as `triage --aligner` (default: the embedded "
                          "model's, when the model is its model; 'none': without)")
     ap.add_argument("--out-json", type=Path)
+    ap.add_argument("--prior-shares", type=lambda v: [float(x) for x in v.split(",")], default=[],
+                    help="also score the fit at these priors of its error rates (combine.PRIOR_SHARE), comma-separated")
     args = ap.parse_args(argv)
     from transformers.utils import logging as hf_logging
 

@@ -275,27 +275,79 @@ def test_a_distant_repetition_is_reported_as_repetition():
     assert comb.reasons(bad)[0].startswith("most like a repetition error (a span said again further on): ")
 
 
-def test_every_error_type_has_its_own_score_and_the_largest_is_the_ranking_score():
-    """A verdict gives each error type the largest type score of its kinds (both repetitions are repetition);
-    the ranking score is the largest of them and the verdict's type is that one."""
+def test_every_error_type_has_its_own_score_and_the_ranking_score_is_the_odds_of_any():
+    """In a mixture a kind's type score is its log-odds against a clean row plus the log of its error rate over
+    the clean rows'; an error type's score is the log-sum-exp of its kinds' (both repetitions are repetition),
+    the ranking score that of every kind, and the verdict's type the one with the largest score."""
     rng = np.random.default_rng(4)
     comb = fit(_toy_rows(rng, 200), {"detached": _toy_rows(rng, 200, shift=2.0),
                                      "repetition": _toy_rows(rng, 200, rep=3.0),
                                      "distant_repetition": _toy_rows(rng, 200, rep=2.0)})
+    assert comb.ranking == "mixture" and set(comb.rates) == {"clean", "detached", "repetition", "distant_repetition"}
     rows = _toy_rows(rng, 30, shift=1.0) + _toy_rows(rng, 30, rep=2.0)
-    kinds = comb.type_scores(rows)
+    lg, kinds = comb.logits(rows), comb.type_scores(rows)
+    for k in lg:
+        np.testing.assert_allclose(kinds[k], lg[k] + math.log(comb.rates[k] / comb.rates["clean"]), rtol=1e-12)
     verdicts = comb.verdicts(rows)
     for i, v in enumerate(verdicts):
         assert set(v.type_scores) == {"detached", "repetition"}
-        assert v.type_scores["repetition"] == approx(max(kinds["repetition"][i], kinds["distant_repetition"][i]))
+        assert v.type_scores["repetition"] == approx(np.logaddexp(kinds["repetition"][i],
+                                                                  kinds["distant_repetition"][i]))
         assert v.type_scores["detached"] == approx(kinds["detached"][i])
-        assert v.score == approx(max(v.type_scores.values())) == approx(comb.logit([rows[i]])[0])
+        assert v.score == approx(np.logaddexp(*v.type_scores.values())) == approx(comb.logit([rows[i]])[0])
+        assert v.score > max(v.type_scores.values())
+        assert v.probability == approx(special.expit(v.score))
         assert v.error_type == max(v.type_scores, key=v.type_scores.get)
         assert v.reasons[0].startswith(f"most like a {v.error_type} error")
+        assert f"learned probability {v.probability:.2f} that it holds an error" in v.reasons[0]
     assert {v.error_type for v in verdicts} == {"detached", "repetition"}
     by_type = comb.error_type_scores(rows)  # the same scores without the words
     for t in ("detached", "repetition"):
         np.testing.assert_allclose(by_type[t], [v.type_scores[t] for v in verdicts], rtol=1e-12)
+
+
+def test_error_rates_by_hand():
+    """Two rows, one kind: a row far on the clean side and one far on the error side are half and half;
+    a prior of half the rows (one pseudo-row) makes that 1 : 2."""
+    from aligndebug.combine import error_rates
+
+    logits = np.array([[-50.0, 50.0]])
+    np.testing.assert_allclose(error_rates(logits, prior_share=0.0), [0.5, 0.5], atol=1e-12)
+    np.testing.assert_allclose(error_rates(logits, prior_share=0.5), [1 / 3, 2 / 3], atol=1e-12)
+    # no row looks like the kind: its rate is what the prior gives it, not 0
+    rates = error_rates(np.full((2, 100), -50.0), prior_share=0.1)
+    np.testing.assert_allclose(rates, [100 / 110, 5 / 110, 5 / 110], rtol=1e-9)
+
+
+def test_error_rates_recover_a_mixture_s_shares():
+    """Rows drawn from a known mixture (clean N(0, 1), two kinds N(+3, 1) and N(-3, 1)), given their exact
+    log-likelihood ratios: the estimated shares are the drawn ones."""
+    from aligndebug.combine import error_rates
+
+    rng = np.random.default_rng(0)
+    share = np.array([0.7, 0.2, 0.1])
+    comp = rng.choice(3, size=20000, p=share)
+    x = rng.normal(np.array([0.0, 3.0, -3.0])[comp], 1.0)
+    logits = np.stack([3.0 * x - 4.5, -3.0 * x - 4.5])  # log N(x; ±3, 1) - log N(x; 0, 1)
+    rates = error_rates(logits, prior_share=0.0)
+    np.testing.assert_allclose(rates, np.bincount(comp) / len(comp), atol=0.015)
+    assert rates.sum() == approx(1.0)
+
+
+def test_the_calibration_s_error_rates_raise_the_kind_it_holds_most_of():
+    """Fitted on the same synthetic errors, a calibration set full of repetitions gives repetition a higher rate
+    than one without, and so ranks a row that may be either error more as a repetition."""
+    rng = np.random.default_rng(6)
+    clean = _toy_rows(rng, 200)
+    errors = {"detached": _toy_rows(rng, 100, shift=2.0), "repetition": _toy_rows(rng, 100, rep=2.0)}
+    plain = fit(clean, errors)
+    repetitive = fit(clean, errors, reference_rows=clean + _toy_rows(rng, 200, rep=2.0))
+    assert repetitive.rates["repetition"] > 3 * plain.rates["repetition"]
+    assert repetitive.rates["detached"] < 2 * plain.rates["detached"]
+    both = {"seq_logprob": -2.2, "longest_repeat": 2.0, "entropy_mean": 0.0, "length_ratio": 1.0}
+    gap = [c.error_type_scores([both])["repetition"][0] - c.error_type_scores([both])["detached"][0]
+           for c in (plain, repetitive)]
+    assert gap[1] > gap[0] + 1.0
 
 
 def test_a_partly_detached_row_is_reported_as_detached():
@@ -450,8 +502,11 @@ def test_fit_chooses_and_records_the_strength_per_error_type():
     comb = fit(clean, errors, signals=["seq_logprob", "length_ratio"])
     assert comb.l2["detached"] == min(combine.L2_GRID)  # separable by Seq-Logprob
     assert comb.l2["omission"] == max(combine.L2_GRID)  # indistinguishable from clean rows
-    assert [line.split(":")[0] for line in combine.describe(comb)] == ["detached", "omission"]
-    assert "L2 0.0001]" in combine.describe(comb)[0] and "L2 1]" in combine.describe(comb)[1]
+    rates, *kinds = combine.describe(comb)
+    assert rates.startswith("error rates of the calibration rows (estimated): clean ")
+    assert rates.count("%") == 3 and f"omission {100 * comb.rates['omission']:.1f}%" in rates
+    assert [line.split(":")[0] for line in kinds] == ["detached", "omission"]
+    assert "L2 0.0001]" in kinds[0] and "L2 1]" in kinds[1]
     again = Combiner.from_dict(json.loads(json.dumps(comb.to_dict())))
     assert again.l2 == comb.l2 and again.cv_loss == comb.cv_loss
     np.testing.assert_allclose(again.logit(clean), comb.logit(clean), rtol=1e-12)
@@ -459,9 +514,9 @@ def test_fit_chooses_and_records_the_strength_per_error_type():
 
 
 def test_blended_ranking_is_continuous_and_old_calibrations_rank_by_log_odds():
-    """The type scores blend log-odds with their z among the clean rows' own, interpolated so that a row of
-    the calibration set itself (its log-odds in the reference) does not jump with float noise; a combiner
-    saved before the blend (no "ranking" key) still ranks by the largest log-odds."""
+    """Calibrations of VERSION 3-9 blend log-odds with their z among the clean rows' own, interpolated so that
+    a row of the calibration set itself (its log-odds in the reference) does not jump with float noise; a
+    combiner saved before the blend (no "ranking" key) still ranks by the largest log-odds."""
     from aligndebug.combine import continuous_z
 
     ref = np.array([-2.0, -1.0, 0.0, 1.0, 3.0])
@@ -473,7 +528,7 @@ def test_blended_ranking_is_continuous_and_old_calibrations_rank_by_log_odds():
     rng = np.random.default_rng(4)
     clean = _toy_rows(rng, 200)
     comb = fit(clean, {"detached": _toy_rows(rng, 100, shift=1.5), "repetition": _toy_rows(rng, 100, rep=1.5)})
-    assert comb.ranking == "blend"
+    comb = Combiner.from_dict({**comb.to_dict(), "ranking": "blend"})  # as VERSION 3-9 saved it
     rows = clean[:20]
     lg, sc = comb.logits(rows), comb.type_scores(rows)
     for k in lg:

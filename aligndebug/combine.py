@@ -357,7 +357,9 @@ class Verdict:
     reasons: list[str]
     error_type: str
     type_scores: dict[str, float]
-    probability: float  # what the first reason gives (`Combiner._probability`)
+    # that the row holds an error: in a mixture at the calibration rows' error rates, else its verdict's kind
+    # at even odds against a clean row
+    probability: float
 
 
 @dataclass
@@ -492,14 +494,8 @@ class Combiner:
         lg, refs = self.logits(rows), self._logit_refs()
         return np.max(np.stack([suspect_z(lg[k], *refs[k]) for k in self.weights]), axis=0)
 
-    def _probability(self, lg: Mapping[str, np.ndarray], overall: np.ndarray, kind: str, i: int) -> float:
-        """What row i's verdict gives as its probability: in a mixture that the row holds any of the fitted
-        errors, at the calibration rows' error rates; else its kind's fitted probability at even odds."""
-        return float(special.expit(overall[i] if self.ranking == "mixture" else lg[kind][i]))
-
     def score(self, row: Mapping[str, Any]) -> tuple[float, str]:
-        """(error probability, error type) of one row: its verdict's error type (`verdicts`) and the probability
-        `_probability` gives."""
+        """(error probability, error type) of one row: its verdict's (`Verdict.probability`, `error_type`)."""
         v = self.verdicts([row], k=0)[0]
         return v.probability, v.error_type
 
@@ -524,8 +520,9 @@ class Combiner:
         out = []
         for i, row in enumerate(rows):
             kind = kinds[best[i]]
-            prob = self._probability(lg, overall, kind, i)
-            out.append(Verdict(float(overall[i]), self._reasons(row, x[i], kind, prob, k), KINDS.get(kind, kind),
+            even = float(special.expit(lg[kind][i]))
+            prob = float(special.expit(overall[i])) if self.ranking == "mixture" else even
+            out.append(Verdict(float(overall[i]), self._reasons(row, x[i], kind, even, prob, k), KINDS.get(kind, kind),
                                {t: float(v[i]) for t, v in by_type.items()}, prob))
         return out
 
@@ -534,7 +531,10 @@ class Combiner:
         most, among those more suspect than about 84 % of the calibration rows (z > 1)."""
         return self.verdicts([row], k)[0].reasons
 
-    def _reasons(self, row: Mapping[str, Any], x: np.ndarray, kind: str, prob: float, k: int) -> list[str]:
+    def _reasons(self, row: Mapping[str, Any], x: np.ndarray, kind: str, even: float, prob: float,
+                 k: int) -> list[str]:
+        """The verdict in words (`even`: its kind's probability at even odds; `prob`: in a mixture, that the row
+        holds any error at the calibration rows' rates), then the signals that pushed it most."""
         cat = signal_catalogue()
         order = self.features_order
         w = np.array([self.weights[kind].get(f, 0.0) for f in order])
@@ -544,9 +544,10 @@ class Combiner:
         how = {"distant_repetition": " (a span said again further on)",
                "partly_detached": " (it leaves the source partway)",
                "appended": " (it goes on past its source)"}.get(kind, "")
-        odds = ("that it holds an error, at the calibration rows' error rates" if self.ranking == "mixture"
-                else "(at even odds against a clean row)")
-        out = [f"most like {article} {error} error{how}: learned probability {prob:.2f} {odds}"]
+        rates = (f"; {prob:.2f} that it holds an error at the calibration rows' error rates "
+                 f"({100 * (1 - self.rates['clean']):.0f}% of them errors)" if self.ranking == "mixture" else "")
+        out = [f"most like {article} {error} error{how}: learned probability {even:.2f} (at even odds against a "
+               f"clean row){rates}"]
         for i in np.argsort(-push)[:k]:
             if push[i] <= 0 or x[i] < 1.0:  # only signals beyond one standard deviation on the suspect side
                 continue

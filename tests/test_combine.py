@@ -299,7 +299,7 @@ def test_every_error_type_has_its_own_score_and_the_ranking_score_is_the_odds_of
         assert v.probability == approx(special.expit(v.score))
         assert v.error_type == max(v.type_scores, key=v.type_scores.get)
         assert v.reasons[0].startswith(f"most like a {v.error_type} error")
-        assert f"learned probability {v.probability:.2f} that it holds an error" in v.reasons[0]
+        assert f"; {v.probability:.2f} that it holds an error at the calibration rows' error rates (" in v.reasons[0]
     assert {v.error_type for v in verdicts} == {"detached", "repetition"}
     by_type = comb.error_type_scores(rows)  # the same scores without the words
     for t in ("detached", "repetition"):
@@ -341,8 +341,13 @@ def test_the_calibration_s_error_rates_raise_the_kind_it_holds_most_of():
     clean = _toy_rows(rng, 200)
     errors = {"detached": _toy_rows(rng, 100, shift=2.0), "repetition": _toy_rows(rng, 100, rep=2.0)}
     plain = fit(clean, errors)
-    repetitive = fit(clean, errors, reference_rows=clean + _toy_rows(rng, 200, rep=2.0))
+    repeats = _toy_rows(rng, 200, rep=2.0)
+    repetitive = fit(clean, errors, reference_rows=clean + repeats)
     assert repetitive.rates["repetition"] > 3 * plain.rates["repetition"]
+    # the same weights at the rates of other rows: what scripts/triage_auc.py compares
+    again = plain.with_rates_of(clean + repeats)
+    assert again.weights == plain.weights and again.rates["repetition"] > 3 * plain.rates["repetition"]
+    assert plain.with_rates_of(clean).rates == approx(plain.rates)
     assert repetitive.rates["detached"] < 2 * plain.rates["detached"]
     both = {"seq_logprob": -2.2, "longest_repeat": 2.0, "entropy_mean": 0.0, "length_ratio": 1.0}
     gap = [c.error_type_scores([both])["repetition"][0] - c.error_type_scores([both])["detached"][0]

@@ -832,6 +832,10 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=positive_int, default=1000, help="paired bootstrap resamples")
     p.add_argument("--seed", type=int, default=12345, help="bootstrap seed (sacreBLEU's default)")
     p.add_argument("--percentile", type=percentile, default=95.0, help="triage calibration percentile (on the first model)")
+    p.add_argument("--combine", choices=("learned", "fisher"), default="learned",
+                   help="how triage signals make one score, on the first model's scale: learned (default, as "
+                        "`triage`: weights fitted without labels on the first model's rows against synthetic errors "
+                        "made from them, forced through it) or fisher (Fisher's method against its calibration)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="sentences per forward pass")
     p.add_argument("--chunk-size", type=positive_int, default=256,
                    help="sentences measured and appended to --out at a time (what a kill can cost)")
@@ -871,7 +875,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         golds = list(gold)
     opts = CompareOptions(method=args.method, layer=args.layer, head=args.head, beam=args.beam,
                           batch_size=args.batch_size, chunk_size=args.chunk_size, bootstrap=args.bootstrap,
-                          seed=args.seed, percentile=args.percentile,
+                          seed=args.seed, percentile=args.percentile, combine=args.combine,
                           translate=not args.alignment_only)
 
     def load(spec: str):

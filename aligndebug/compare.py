@@ -16,7 +16,9 @@ Everything after that is pure and reads only the rows (`summarize`):
 
 * the chosen layer per model (an index, or ``"best"``: the lowest corpus AER for the chosen head);
 * corpus AER/precision/recall/F1, the layer x head AER grid, BLEU, chrF, mean Seq-Logprob;
-* triage scores of every model against the *first* model's calibration (one scale for all models);
+* triage scores of every model on the *first* model's scale: the learned combination fitted on its rows
+  (`fit_triage`, while it is loaded: its synthetic errors are forced through it; stored in its "model" line) or,
+  with ``combine="fisher"``, Fisher's method against its calibration;
 * paired bootstrap resampling over sentences of the differences against the first model, as
   sacreBLEU's ``--paired-bs`` (`sacrebleu.significance._paired_bs_test`): the same resample indices
   (``numpy.random.default_rng(seed).choice(n, (B, n))``), corpus scores recomputed from summed
@@ -37,6 +39,7 @@ import json
 import math
 import os
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -52,7 +55,7 @@ from .gold import GoldAlignment
 from .metrics import AlignmentCounts, AlignmentSignature, count_links
 from .models import load_model
 from .pairs import SentencePair
-from .rows import signal_row
+from .rows import signal_reducer, signal_row
 from .signals import logprob_positions, seq_logprob
 from .store import json_safe
 from .triage import calibrate, triage_row, triage_settings
@@ -76,6 +79,9 @@ class CompareOptions:
     triage_layer: int | str = "mean"  # the layer triage signals read (as `aligndebug triage`)
     percentile: float = 95.0  # triage calibration percentile
     translate: bool = True  # False: alignment only (no translations, BLEU/chrF or triage)
+    # how triage signals make one score: "learned" (as `aligndebug triage`: fitted without labels on the first
+    # model's rows and synthetic errors made from them, forced through that model) or "fisher" (Fisher's method)
+    combine: str = "learned"
 
     def __post_init__(self) -> None:
         if self.method not in ("shift-att", "naive"):
@@ -86,10 +92,17 @@ class CompareOptions:
             raise ValueError(f"head must be an index or 'mean', not {self.head!r}")
         if self.bootstrap < 1:
             raise ValueError(f"bootstrap needs at least 1 resample, not {self.bootstrap}")
+        if self.combine not in ("learned", "fisher"):
+            raise ValueError(f"combine must be 'learned' or 'fisher', not {self.combine!r}")
 
     def run_settings(self) -> dict[str, Any]:
         """The settings that change the rows (a resumed file must have been made with the same)."""
-        return {"method": self.method, "beam": self.beam, "triage_layer": self.triage_layer, "translate": self.translate}
+        return {"method": self.method, "beam": self.beam, "triage_layer": self.triage_layer, "translate": self.translate,
+                "combine": self.combine}
+
+
+# a rows file written before a setting existed was made as this
+LEGACY_SETTINGS = {"combine": "fisher"}
 
 
 # --------------------------------------------------------------------------------------------- rows
@@ -162,19 +175,12 @@ def model_rows(bundle: Any, pairs: Sequence[SentencePair], golds: Sequence[GoldA
         rows[i]["grid"] = None if gold is None else grid_counts(rec, gold, opts.method)
     if not opts.translate:
         return rows
-    reduce, read_layer = _layer_reducer(opts.triage_layer)
+    reduce, read_layer = signal_reducer(opts.triage_layer), 0  # the reducer keeps one layer (or the mean)
     for i, rec in iter_extract(bundle, sources, hyps, batch_size=opts.batch_size, keep=("cross",), reduce=reduce):
         sig = signal_row(rec, pairs[i].index, pairs[i].source, ref_text[i], layer=read_layer, head="mean",
                          method=opts.method)
         rows[i]["signals"] = json_safe(sig)
     return rows
-
-
-def _layer_reducer(layer: int | str):
-    """Shrink each [L, H, T, S] to the one layer (or layer mean) the triage signals read."""
-    def reduce(kind: str, m: np.ndarray) -> np.ndarray:
-        return m.mean(axis=0, keepdims=True) if layer == "mean" else m[[int(layer)]]
-    return reduce, 0
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -261,7 +267,8 @@ def run_compare(models: Sequence[str], pairs: Sequence[SentencePair], golds: Seq
     settings = _settings_line(models, len(pairs), gold_name, opts)
     state = read_rows_file(out) if resume else RowsFile()
     if resume and state.settings is not None:
-        clash = {k: (state.settings.get(k), v) for k, v in settings.items() if state.settings.get(k) != v}
+        there = {**LEGACY_SETTINGS, **state.settings}
+        clash = {k: (there.get(k), v) for k, v in settings.items() if there.get(k) != v}
         if clash:
             raise InputError(out, 1, "this rows file was made with other settings: " + "; ".join(
                 f"{k} {a!r} there, {b!r} now" for k, (a, b) in clash.items()), "the same models, test set and options, or no --resume")
@@ -299,7 +306,10 @@ def run_compare(models: Sequence[str], pairs: Sequence[SentencePair], golds: Seq
                     if on_progress:
                         on_progress(spec, len(chunk))
                 line = {"kind": "model", "model": k, "spec": spec, "name": bundle.name, "family": bundle.family,
-                        "n_layers": int(bundle.num_layers), "seconds": round(time.perf_counter() - t0, 3)}
+                        "n_layers": int(bundle.num_layers)}
+                if k == 0 and opts.translate and opts.combine == "learned":
+                    line["combiner"] = fit_triage(bundle, out, opts)
+                line["seconds"] = round(time.perf_counter() - t0, 3)
                 f.write(json.dumps(line, ensure_ascii=False) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
@@ -309,6 +319,48 @@ def run_compare(models: Sequence[str], pairs: Sequence[SentencePair], golds: Seq
                 bundle = None
                 _release(device, alive)
     return state
+
+
+def fit_triage(bundle: Any, out: Path, opts: CompareOptions, model_index: int = 0) -> dict[str, Any] | None:
+    """The learned combination (`combine.fit_with_model`, as a JSON dict) fitted on one model's triage rows in
+    `out` and synthetic errors made from them, forced through `bundle` (that model) as pass 3 of `model_rows`
+    makes its rows; every model is then scored with it, on one scale, as Fisher's method scores them against the
+    first model's calibration. None, with a warning, when too few rows allow no fit (Fisher's method then ranks)."""
+    from .combine import fit_with_model
+
+    by_index = {r["index"]: r["signals"] for r in iter_rows(out)
+                if r.get("kind") == "row" and r["model"] == model_index and r.get("signals")}
+    try:
+        comb = fit_with_model(bundle, [by_index[i] for i in sorted(by_index)], alti=False, batch_size=opts.batch_size,
+                              compute_rows=lambda b, items, **_: variant_signal_rows(b, items, opts))
+    except ValueError as exc:
+        warnings.warn(f"no learned combination could be fitted ({exc}); triage scores by Fisher's method",
+                      stacklevel=2)
+        return None
+    return comb.to_dict()
+
+
+def variant_signal_rows(bundle: Any, items: Sequence[dict[str, Any]], opts: CompareOptions) -> list[dict[str, Any]]:
+    """Triage rows of synthetic variants ({"source", "translation"[, "reference"]}) as `model_rows` makes a
+    translation's; a variant the model cannot take (too long for its positions) keeps only the signals that
+    need no forward pass (`rows.unusable_row`)."""
+    from .combine import forced_signal_rows
+    from .rows import unusable_row
+    from .runner import Item, unusable_reason
+
+    out: list[dict[str, Any] | None] = [None] * len(items)
+    usable = []
+    for k, it in enumerate(items):
+        why = unusable_reason(bundle, Item(k, k + 1, it["source"], it["translation"], None, it.get("reference")))
+        if isinstance(why, tuple):
+            out[k] = unusable_row(k, it["source"], it["translation"], it.get("reference"), *why)
+        else:
+            usable.append(k)
+    rows = forced_signal_rows(bundle, [items[k] for k in usable], alti=False, prior=False,
+                              batch_size=opts.batch_size, layer=opts.triage_layer, method=opts.method)
+    for k, row in zip(usable, rows):
+        out[k] = row
+    return out  # type: ignore[return-value]
 
 
 def model_heads(bundle: Any) -> int | None:
@@ -370,6 +422,7 @@ class ModelScores:
     sent_chrf: np.ndarray
     triage_score: np.ndarray | None = None  # set by `score_triage` (NaN without translations)
     suspect: np.ndarray | None = None
+    combiner: dict[str, Any] | None = None  # the learned combination fitted on this model's rows (`fit_triage`)
 
     def __post_init__(self) -> None:
         n = len(self.translations)
@@ -434,7 +487,7 @@ def load_scores(path: Path, n_models: int | None = None) -> tuple[dict[str, Any]
             seq_logprob_ref=np.array([np.nan if r.get("seq_logprob_ref") is None else r["seq_logprob_ref"] for r in ordered]),
             bleu_stats=_stats_array([r.get("bleu_stats") for r in ordered]),
             chrf_stats=_stats_array([r.get("chrf_stats") for r in ordered]),
-            translations=[r.get("translation") for r in ordered], signals=sig,
+            translations=[r.get("translation") for r in ordered], signals=sig, combiner=meta[k].get("combiner"),
             sent_bleu=np.array([_nan(s.get("bleu") if s else None) for s in sig]),
             sent_chrf=np.array([_nan(s.get("chrf") if s else None) for s in sig])))
     return settings, out
@@ -452,18 +505,33 @@ def _nan(x: Any) -> float:
 
 
 def score_triage(models: list[ModelScores], opts: CompareOptions) -> Any:
-    """Triage scores of every model against the first model's calibration, so all share one scale;
-    returns that Calibration (None without translations: nothing was triaged)."""
+    """Triage scores of every model on one scale, returned with the Calibration behind them (None without
+    translations: nothing was triaged): the first model's. With its learned combination (`fit_triage`) every
+    model's rows are scored by it and a row is suspect above the first model's q-th percentile score; else by
+    Fisher's method against the first model's calibration."""
     if not all(m.translated for m in models):
         return None
 
     settings = triage_settings(models[0].name, method=opts.method, layer=opts.triage_layer, head="mean")
     cal = calibrate(models[0].signals, percentile=opts.percentile, source=f"model {models[0].spec}",
                     settings=settings)
+    comb = None
+    if opts.combine == "learned" and models[0].combiner is not None:
+        from .combine import Combiner
+
+        comb = Combiner.from_dict(models[0].combiner)
+        cal.combine, cal.combiner = "learned", models[0].combiner
     for m in models:
-        scores = np.array([triage_row(s, cal)[0] for s in m.signals], dtype=np.float64)
+        if comb is not None:
+            scores = comb.logit(m.signals)
+        else:
+            scores = np.array([triage_row(s, cal)[0] for s in m.signals], dtype=np.float64)
         m.triage_score = scores
-        m.suspect = scores > cal.score_threshold if cal.score_threshold is not None else np.zeros(len(scores), bool)
+    if comb is not None:
+        cal.combine_threshold = float(np.percentile(models[0].triage_score, opts.percentile))
+    threshold = cal.combine_threshold if comb is not None else cal.score_threshold
+    for m in models:
+        m.suspect = m.triage_score > threshold if threshold is not None else np.zeros(len(m.triage_score), bool)
     return cal
 
 
@@ -605,7 +673,8 @@ def signature(settings: dict[str, Any], opts: CompareOptions, gold: Any = None) 
     parts = [sig.format(), f"bs:{opts.bootstrap}", f"seed:{opts.seed}", "ci:95"]
     if not opts.translate:
         return "|".join(parts + ["translate:no"])
-    return "|".join(parts + [f"beam:{opts.beam}", f"triage:cal=model0,p{opts.percentile:g},layer={opts.triage_layer}",
+    return "|".join(parts + [f"beam:{opts.beam}", f"triage:cal=model0,p{opts.percentile:g},layer={opts.triage_layer},"
+                             f"combine={opts.combine}",
                              f"bleu:{bleu.get_signature()}", f"chrf:{chrf.get_signature()}"])
 
 
@@ -650,7 +719,9 @@ def summarize(settings: dict[str, Any], models: list[ModelScores], opts: Compare
                                  for name in METRICS if name in stats and name in base}
         out_models.append(entry)
     return json_safe({"sentences": n, "models": out_models, "bootstrap": opts.bootstrap, "seed": opts.seed,
-                      "triage_score_threshold": None if cal is None else cal.score_threshold,
+                      "triage_ranking": None if cal is None else cal.combine,
+                      "triage_score_threshold": None if cal is None else (
+                          cal.combine_threshold if cal.combine == "learned" else cal.score_threshold),
                       "signature": signature(settings, opts, gold)})
 
 

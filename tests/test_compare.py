@@ -334,3 +334,82 @@ def test_without_gold_no_aer_is_reported(tmp_path, loader):
     assert set(res.summary["models"][1]["vs_first"]) == {"seq_logprob"}
     assert "#1 t5" in format_table(res.summary)
     assert "AER per layer" not in render_html(res.summary, res.deltas)
+
+
+def test_triage_scores_every_model_with_the_first_models_learned_combination(tmp_path, loader):
+    """The default, as `aligndebug triage`: the learned combination is fitted on model 0's rows while it is loaded
+    (its synthetic errors forced through it), stored in its "model" line, and scores every model on that scale; a
+    row is suspect above model 0's q-th percentile score. A kill before that line refits on resume."""
+    from aligndebug.combine import Combiner
+
+    pairs = _pairs(12)
+    golds = _golds(pairs)
+    opts = CompareOptions(bootstrap=50)
+    out = tmp_path / "rows.jsonl"
+    run_compare(["marian", "t5"], pairs, golds, opts, out, load=loader)
+    lines = out.read_text(encoding="utf-8").splitlines()
+    meta = {r["model"]: r for r in map(json.loads, lines) if r.get("kind") == "model"}
+    assert "combiner" not in meta[1]
+    comb = Combiner.from_dict(meta[0]["combiner"])
+    assert comb.ranking == "mixture" and comb.rates["clean"] > 0 and comb.weights
+    settings, models = load_scores(out)
+    summary = summarize(settings, models, opts)
+    assert summary["triage_ranking"] == "learned" and "combine=learned" in summary["signature"]
+    for m in models:
+        np.testing.assert_allclose(m.triage_score, comb.logit(m.signals), rtol=1e-12)
+    threshold = np.percentile(models[0].triage_score, 95.0)
+    assert summary["triage_score_threshold"] == pytest.approx(threshold, rel=1e-12)
+    assert [e["suspects"] for e in summary["models"]] == [int((m.triage_score > threshold).sum()) for m in models]
+
+    cut = tmp_path / "cut.jsonl"  # killed while fitting: model 0's rows written, its "model" line not
+    cut.write_text("\n".join(l for l in lines if json.loads(l).get("kind") == "settings"
+                             or json.loads(l).get("model") == 0 and json.loads(l).get("kind") == "row") + "\n",
+                   encoding="utf-8")
+    run_compare(["marian", "t5"], pairs, golds, opts, cut, resume=True, load=loader)
+    again = {r["model"]: r for r in map(json.loads, cut.read_text(encoding="utf-8").splitlines())
+             if r.get("kind") == "model"}
+    refit = Combiner.from_dict(again[0]["combiner"])
+    assert refit.weights.keys() == comb.weights.keys()
+    for kind in comb.weights:
+        assert refit.weights[kind] == pytest.approx(comb.weights[kind], rel=1e-6, abs=1e-9)
+
+
+def test_compare_by_fishers_method_and_older_rows_files(tmp_path, loader):
+    """`combine="fisher"`: no fit, Fisher's method against model 0's calibration; a rows file written before the
+    setting existed was ranked that way and resumes so, and refuses the learned combination."""
+    from aligndebug.triage import triage_row
+
+    pairs = _pairs(8)
+    golds = _golds(pairs)
+    opts = CompareOptions(bootstrap=50, combine="fisher")
+    out = tmp_path / "rows.jsonl"
+    run_compare(["marian", "t5"], pairs, golds, opts, out, load=loader)
+    rows = [json.loads(l) for l in out.read_text(encoding="utf-8").splitlines()]
+    assert not any("combiner" in r for r in rows if r.get("kind") == "model")
+    settings, models = load_scores(out)
+    summary = summarize(settings, models, opts)
+    assert summary["triage_ranking"] == "fisher" and "combine=fisher" in summary["signature"]
+    from aligndebug.compare import score_triage
+
+    cal = score_triage(models, opts)
+    for m in models:
+        np.testing.assert_allclose(m.triage_score, [triage_row(s, cal)[0] for s in m.signals], rtol=1e-12)
+    old = tmp_path / "old.jsonl"
+    rows[0].pop("combine")
+    old.write_text("\n".join(json.dumps(r) for r in rows if r.get("kind") != "model" or r["model"] == 0) + "\n",
+                   encoding="utf-8")
+    run_compare(["marian", "t5"], pairs, golds, opts, old, resume=True, load=loader)
+    with pytest.raises(InputError, match="combine 'fisher' there, 'learned' now"):
+        run_compare(["marian", "t5"], pairs, golds, CompareOptions(bootstrap=50), old, resume=True, load=loader)
+    with pytest.raises(ValueError, match="combine must be"):
+        CompareOptions(combine="mean")
+
+
+def test_too_few_rows_for_a_fit_fall_back_to_fishers_method(tmp_path, loader):
+    pairs = _pairs(1)  # one row: a fit needs two clean ones
+    opts = CompareOptions(bootstrap=20)
+    with pytest.warns(UserWarning, match="no learned combination could be fitted"):
+        run_compare(["marian", "marian#2"], pairs, None, opts, tmp_path / "rows.jsonl", load=loader)
+    settings, models = load_scores(tmp_path / "rows.jsonl")
+    assert models[0].combiner is None
+    assert summarize(settings, models, opts)["triage_ranking"] == "fisher"

@@ -633,7 +633,8 @@ def test_report_shows_the_learned_weights_and_keeps_unusable_rows(tiny, tmp_path
     sources = SOURCES + [" ".join(["Hund"] * limit)]
     rows = run_triage(bundle, sources, TARGETS + ["a dog ."], batch_size=2, layer=1)
     text = render_report(rows, bundle=bundle, calibration=rows.calibration, top=6, layer=1)
-    assert "learned log-odds" in text and "Fisher" not in text.split("<h2>")[0]
+    assert "learned log-odds that the sentence holds an error, at the error rates" in text
+    assert "Fisher" not in text.split("<h2>")[0] and "error rates of the calibration rows (estimated): clean " in text
     for line in describe(Combiner.from_dict(rows.calibration.combiner)):
         assert html.escape(line) in text
     assert text.count('class="card"') == 6 and "too_long_for_model" in text

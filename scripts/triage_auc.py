@@ -25,11 +25,13 @@ where removing them by the tandem-repeat signal would make that signal perfect b
 AUCs with only the controls that the data folder's error labels (`errors.own.tsv`, `errors.reference.tsv`) call
 free of errors, controls chosen by labels (a language-model assistant's, their SOURCE.txt says) rather than by a signal.
 
-"learned combination" is the deployable score (the largest blended type score, `Combiner.logit`); "learned,
-this type only" reads the one model of the kind of error being tested, which a user cannot pick without
-knowing the error, and shows what the largest-of-all costs; "learned, its error type's score" reads the rows'
-`type_scores` of that kind's error type (detached, omission or repetition: the largest type score of its
-kinds), what a user looking for one error type sorts by.
+"learned combination" is the deployable score (`Combiner.logit`: since version 10 the log-odds of any error at
+the fit half's error rates); "learned, at the evaluation rows' error rates" is the same fit with the rates
+estimated on the rows it ranks (one part controls to six parts errors), and "learned, prior share P" with
+another prior of the rates (`--prior-shares`); "learned, this type only" reads the one model of the kind of error
+being tested, which a user cannot pick without knowing the error, and shows what combining the kinds costs;
+"learned, its error type's score" reads the rows' `type_scores` of that kind's error type (detached, omission or
+repetition), what a user looking for one error type sorts by.
 
 Timing (`--time`, CPU seconds of this process, so other load on the machine does not count; run with
 OMP_NUM_THREADS=1): `runner.run_triage` on the whole set (translate, force, calibrate, score), against

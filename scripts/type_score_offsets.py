@@ -1,7 +1,9 @@
 """Could another weighting of the three error-type scores meet issue 16's goal on labelled errors?
 
-The overall score is the largest of a row's three type scores (detached, omission, repetition). This adds an
-offset to the omission and the repetition score before taking the largest, over a grid, and reports the offsets
+Version 9's overall score was the largest of a row's three type scores (detached, omission, repetition); version
+10's is their log-sum-exp, each type's score already shifted by the log of its error rate, which is such an
+offset, estimated without labels (`combine.error_rates`). This adds an offset to the omission and the repetition
+score before taking the largest, over a grid, and reports the offsets
 whose smallest lead over the best single signal, across every label of every run given, is largest. The offsets
 are fitted to the very labels they are scored on, so the figure is an upper bound for any such re-weighting,
 not a method: if even it is negative, the type scores themselves, not how the largest of them is taken, fall

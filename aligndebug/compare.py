@@ -785,7 +785,10 @@ def format_table(summary: dict[str, Any]) -> str:
             cells.append(f"{what} {_signed(d['delta'], scale)} [{_signed(d['low'], scale)}, {_signed(d['high'], scale)}] "
                          f"p={d['p_value']:.3f}")
         lines.append(f"  {label}: " + " · ".join(cells))
-    lines.append("(AER, P, R in percent; best = lowest layer AER with the head mean, @layer)")
+    ranking = {"learned": "the learned combination", "fisher": "Fisher's method"}.get(summary.get("triage_ranking"))
+    lines.append("(AER, P, R in percent; best = lowest layer AER with the head mean, @layer"
+                 + (f"; suspects: triage score by {ranking} above the first model's calibration threshold)"
+                    if ranking else ")"))
     lines.append(f"signature: {summary['signature']}")
     return "\n".join(lines)
 

@@ -355,6 +355,9 @@ def test_triage_scores_every_model_with_the_first_models_learned_combination(tmp
     settings, models = load_scores(out)
     summary = summarize(settings, models, opts)
     assert summary["triage_ranking"] == "learned" and "combine=learned" in summary["signature"]
+    from aligndebug.compare import format_table
+
+    assert "suspects: triage score by the learned combination above" in format_table(summary)
     for m in models:
         np.testing.assert_allclose(m.triage_score, comb.logit(m.signals), rtol=1e-12)
     threshold = np.percentile(models[0].triage_score, 95.0)
@@ -389,6 +392,9 @@ def test_compare_by_fishers_method_and_older_rows_files(tmp_path, loader):
     settings, models = load_scores(out)
     summary = summarize(settings, models, opts)
     assert summary["triage_ranking"] == "fisher" and "combine=fisher" in summary["signature"]
+    from aligndebug.compare import format_table
+
+    assert "suspects: triage score by Fisher's method above" in format_table(summary)
     from aligndebug.compare import score_triage
 
     cal = score_triage(models, opts)

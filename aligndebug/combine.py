@@ -671,8 +671,9 @@ def fit(clean_rows: Sequence[Mapping[str, Any]], variant_rows: Mapping[str, Sequ
     """Fit one logistic regression per error type in `variant_rows` (type -> signal rows of its
     synthetic errors) against `clean_rows` (signal rows).
 
-    `reference_rows` (default `clean_rows`): the rows whose signal values the features are percentiles of
-    and whose log-odds a type score's rarity is measured among (`clean_logits`). `l2`: the regularisation
+    `reference_rows` (default `clean_rows`): the rows whose signal values the features are percentiles of,
+    whose log-odds a blended type score's rarity was measured among (`clean_logits`) and whose error rates the
+    ranking uses (`error_rates`, `rates`). `l2`: the regularisation
     strength; None (default) chooses it per error type by cross-validation over `L2_GRID` (`choose_l2`;
     `groups[type][j]` is the clean row variant j was made from). A kind's model leaves out the signals
     `SPLICE_BLIND` names for it (weight 0)."""

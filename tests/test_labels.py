@@ -103,7 +103,7 @@ def test_label_aucs_needs_one_label_per_row():
         label_aucs(_rows(), [ErrorLabels(frozenset())] * 2)
 
 
-@pytest.mark.parametrize("target", ["reference", "own", "other"])
+@pytest.mark.parametrize("target", ["reference", "own", "other", "beam5"])
 def test_the_held_out_error_labels_in_datasets_read_and_match_their_set(data_dir, target):
     folder = data_dir / "heldout" / "europarl-deen-500"
     labelled = read_error_labels(folder / f"errors.{target}.tsv")
@@ -118,6 +118,12 @@ def test_the_held_out_error_labels_in_datasets_read_and_match_their_set(data_dir
     elif target == "other":  # another system's output, shipped beside its labels, line for line
         assert [x.translation for x in labelled] == (folder / "other.en").read_text(encoding="utf-8").splitlines()
         assert sum(not x.labels for x in labelled) == 51 and names == set(LABEL_TYPES)
+    elif target == "beam5":  # the embedded model's beam-5 output: where it is the greedy text, the greedy labels
+        assert [x.translation for x in labelled] == (folder / "beam5.en").read_text(encoding="utf-8").splitlines()
+        assert sum(not x.labels for x in labelled) == 140 and names == set(LABEL_TYPES)
+        greedy = read_error_labels(folder / "errors.own.tsv")
+        same = [(b, g) for b, g in zip(labelled, greedy) if b.translation == g.translation]
+        assert len(same) == 49 and all(b.labels == g.labels for b, g in same)
     else:
         assert sum(not x.labels for x in labelled) == 128 and "repetition" in names
 

@@ -21,7 +21,7 @@ import numpy as np
 import streamlit as st
 
 from aligndebug import agreement, attribution, charts, export, rollout, signals, suite, testset, views
-from aligndebug.combine import ERROR_TYPES
+from aligndebug.combine import ERROR_TYPES, describe, learned
 from aligndebug.contrast import contrast
 from aligndebug.align import align_record, default_layer
 from aligndebug.compare import grid_difference
@@ -744,6 +744,10 @@ def testset_page(cfg: dict[str, Any], inp: dict[str, Any]) -> None:
                                             "error type", help="The error type the learned combination finds it "
                                                                "most like"), **typed})
     st.caption("Click a column header to sort; select a row to open it.")
+    comb = learned(res["calibration"]) if res.get("calibration") is not None else None
+    if comb is not None:
+        with st.expander("How the score was learned: error rates and weights, fitted without labels on this set"):
+            st.markdown("\n".join(f"- {line}" for line in describe(comb)))
     selected = event.selection.rows if event is not None and hasattr(event, "selection") else []
     options = [rows[i]["id"] for i in keep]
     if options:

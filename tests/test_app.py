@@ -256,8 +256,11 @@ def test_testset_ranking_is_chosen_and_named(app, testset, ranking):
         assert set(table["error_type"]) <= {"detached", "omission", "repetition"}
         assert np.allclose(np.logaddexp.reduce(table[typed].to_numpy(), axis=1), table["score"], atol=1e-3)
         assert (table[typed].idxmax(axis=1).str.removesuffix(" score") == table["error_type"]).all()
+        learned = [e for e in at.expander if e.label.startswith("How the score was learned")]
+        assert len(learned) == 1 and "error rates of the calibration rows (estimated): clean" in learned[0].markdown[0].value
     else:
         assert not {"error_type", *typed} & set(table.columns)
+        assert not [e for e in at.expander if e.label.startswith("How the score was learned")]
 
 
 def test_testset_flag_filter_and_downloads(app, testset):

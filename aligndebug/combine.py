@@ -484,8 +484,7 @@ class Combiner:
     def with_rates_of(self, rows: Sequence[Mapping[str, Any]], prior_share: float = PRIOR_SHARE) -> "Combiner":
         """A copy whose error rates are estimated on `rows` (`error_rates`) instead of the calibration rows."""
         lg = self.logits(rows)
-        shares = error_rates(np.stack([lg[k] for k in self.weights]), prior_share)
-        rates = {"clean": float(shares[0]), **{k: float(v) for k, v in zip(self.weights, shares[1:])}}
+        rates = rates_of({k: lg[k] for k in self.weights}, prior_share)
         return Combiner.from_dict({**self.to_dict(), "rates": rates, "ranking": "mixture"})
 
     def clean_z(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -637,11 +636,6 @@ def choose_l2(x_clean: np.ndarray, x_err: np.ndarray, err_groups: np.ndarray | N
     return float(best), losses
 
 
-def used_of(kind: str, order: Sequence[str]) -> np.ndarray:
-    """1 for each feature in `order` that `kind`'s fit may use, 0 for those `SPLICE_BLIND` leaves out."""
-    return np.array([f.split(":")[0] not in SPLICE_BLIND.get(kind, ()) for f in order], dtype=np.float64)
-
-
 def error_rates(logits: np.ndarray, prior_share: float = PRIOR_SHARE, tol: float = 1e-9,
                 max_iter: int = 1000) -> np.ndarray:
     """The shares of clean rows and of each kind's errors among rows whose log-odds of each kind against a clean
@@ -662,6 +656,12 @@ def error_rates(logits: np.ndarray, prior_share: float = PRIOR_SHARE, tol: float
         if done:
             break
     return rates
+
+
+def rates_of(logits: Mapping[str, np.ndarray], prior_share: float = PRIOR_SHARE) -> dict[str, float]:
+    """`error_rates` of kind -> log-odds per row, as "clean" and each kind -> its share."""
+    shares = error_rates(np.stack(list(logits.values())), prior_share)
+    return {"clean": float(shares[0]), **{kind: float(v) for kind, v in zip(logits, shares[1:])}}
 
 
 def fit(clean_rows: Sequence[Mapping[str, Any]], variant_rows: Mapping[str, Sequence[Mapping[str, Any]]],
@@ -695,7 +695,7 @@ def fit(clean_rows: Sequence[Mapping[str, Any]], variant_rows: Mapping[str, Sequ
         if not rows:
             continue
         # a left-out signal's columns are zero, so its weight stays 0 (L2 on a weight with no data gradient)
-        used = used_of(kind, order)
+        used = np.array([f.split(":")[0] not in SPLICE_BLIND.get(kind, ()) for f in order], dtype=np.float64)
         x_clean, x_err = x_all * used, comb.features(rows) * used
         if l2 is None:
             strength, comb.cv_loss[kind] = choose_l2(x_clean, x_err, None if groups is None else groups.get(kind),
@@ -717,8 +717,7 @@ def fit(clean_rows: Sequence[Mapping[str, Any]], variant_rows: Mapping[str, Sequ
         comb.clean_logits[kind] = [float(v) for v in own]
     if not comb.weights:
         raise ValueError("no synthetic errors to fit on")
-    shares = error_rates(np.stack(list(ref_logits.values())))
-    comb.rates = {"clean": float(shares[0]), **{kind: float(v) for kind, v in zip(ref_logits, shares[1:])}}
+    comb.rates = rates_of(ref_logits)
     return comb
 
 

@@ -327,40 +327,21 @@ def fit_triage(bundle: Any, out: Path, opts: CompareOptions, model_index: int = 
     makes its rows; every model is then scored with it, on one scale, as Fisher's method scores them against the
     first model's calibration. None, with a warning, when too few rows allow no fit (Fisher's method then ranks)."""
     from .combine import fit_with_model
+    from .runner import SignalRows, local_execute, variant_rows
 
     by_index = {r["index"]: r["signals"] for r in iter_rows(out)
                 if r.get("kind") == "row" and r["model"] == model_index and r.get("signals")}
+    # a variant the model cannot take (too long for its positions) keeps the signals that need no forward pass
+    compute = variant_rows(local_execute(bundle, opts.batch_size, opts.beam),
+                           SignalRows(opts.triage_layer, "mean", opts.method, alti=False, prior=False), opts.chunk_size)
     try:
         comb = fit_with_model(bundle, [by_index[i] for i in sorted(by_index)], alti=False, batch_size=opts.batch_size,
-                              compute_rows=lambda b, items, **_: variant_signal_rows(b, items, opts))
+                              compute_rows=lambda _b, items, **_: compute(items))
     except ValueError as exc:
         warnings.warn(f"no learned combination could be fitted ({exc}); triage scores by Fisher's method",
                       stacklevel=2)
         return None
     return comb.to_dict()
-
-
-def variant_signal_rows(bundle: Any, items: Sequence[dict[str, Any]], opts: CompareOptions) -> list[dict[str, Any]]:
-    """Triage rows of synthetic variants ({"source", "translation"[, "reference"]}) as `model_rows` makes a
-    translation's; a variant the model cannot take (too long for its positions) keeps only the signals that
-    need no forward pass (`rows.unusable_row`)."""
-    from .combine import forced_signal_rows
-    from .rows import unusable_row
-    from .runner import Item, unusable_reason
-
-    out: list[dict[str, Any] | None] = [None] * len(items)
-    usable = []
-    for k, it in enumerate(items):
-        why = unusable_reason(bundle, Item(k, k + 1, it["source"], it["translation"], None, it.get("reference")))
-        if isinstance(why, tuple):
-            out[k] = unusable_row(k, it["source"], it["translation"], it.get("reference"), *why)
-        else:
-            usable.append(k)
-    rows = forced_signal_rows(bundle, [items[k] for k in usable], alti=False, prior=False,
-                              batch_size=opts.batch_size, layer=opts.triage_layer, method=opts.method)
-    for k, row in zip(usable, rows):
-        out[k] = row
-    return out  # type: ignore[return-value]
 
 
 def model_heads(bundle: Any) -> int | None:

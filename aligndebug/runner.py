@@ -523,7 +523,7 @@ def fit_combination(calibration: Calibration, clean_rows: Iterable[dict[str, Any
     return calibration
 
 
-def _variant_rows(execute: Execute, builder: SignalRows, chunk_size: int) -> Callable[[list], list[dict[str, Any]]]:
+def variant_rows(execute: Execute, builder: SignalRows, chunk_size: int) -> Callable[[list], list[dict[str, Any]]]:
     """Signal rows of variant items forced through the model with `execute`, in input order; `priors` (target
     text -> Seq-Logprob given an empty source) spares the source-gain pass of targets it knows."""
     def compute(variants: list[dict[str, Any]], priors: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
@@ -686,7 +686,7 @@ def run_triage(bundle: Any, sources: Sequence[str], targets: Sequence[str] | Non
             store.close()
     fit = None
     if combine == "learned":
-        compute = _variant_rows(execute, builder, chunk_size)
+        compute = variant_rows(execute, builder, chunk_size)
         fit = lambda cal, rows: fit_combination(cal, rows, compute, seed=seed, max_per_type=max_variants)  # noqa: E731
     return finish_triage(store, calibration, settings=settings, percentile=percentile, out=out, fit=fit,
                          rank_by=rank_by)
@@ -724,7 +724,7 @@ def score_and_triage(bundle: ModelBundle, pairs: Sequence[SentencePair], golds: 
                                aligner=aligner_id(aligner))
     fit = None
     if combine == "learned":
-        compute = _variant_rows(local_execute(bundle, opts.batch_size, opts.beam), builders[1], opts.chunk_size)
+        compute = variant_rows(local_execute(bundle, opts.batch_size, opts.beam), builders[1], opts.chunk_size)
         fit = lambda cal, rows: fit_combination(cal, rows, compute, seed=seed, max_per_type=max_variants)  # noqa: E731
     ranked = finish_triage(signals, None, settings=settings, percentile=percentile, fit=fit)
     return ranked, {r["index"]: r for r in sink.kept}, sink.totals

@@ -90,12 +90,12 @@ def test_known_priors_spare_their_pass_and_give_the_same_gain(tiny_bundle, monke
     builder = runner.SignalRows(alti=False)
     execute = runner.local_execute(b, batch_size=2)
     variants = [{"source": s, "translation": PAIRS[(k + 1) % len(PAIRS)][1]} for k, (s, _) in enumerate(PAIRS)]
-    computed = runner._variant_rows(execute, builder, 8)(variants)
+    computed = runner.variant_rows(execute, builder, 8)(variants)
     known = {v["translation"]: r["seq_logprob"] - r["source_gain"] for v, r in zip(variants, computed)}
     passed: list[int] = []
     real = runner.prior_seq_logprobs
     monkeypatch.setattr(runner, "prior_seq_logprobs", lambda bundle, enc, bs: passed.append(len(enc)) or real(bundle, enc, bs))
     del known[variants[0]["translation"]]
-    reused = runner._variant_rows(execute, builder, 8)(variants, known)
+    reused = runner.variant_rows(execute, builder, 8)(variants, known)
     assert passed == [1]  # the one target it did not know
     assert_close([r["source_gain"] for r in reused], [r["source_gain"] for r in computed], digits=6)
